@@ -1,0 +1,3 @@
+"""mcp-taskqueue: a durable task queue and workflow orchestrator for AI agents, served over MCP."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1000 @@
+"""Task semantics over the store: the state machine, dependencies, leases, retries, history.
+
+No MCP and no CLI here. Every public method is one store transaction, so each either
+happens completely or not at all, and every change it makes appends a history event.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+
+from mcp_taskqueue.errors import Conflict, InvalidTransition, LeaseLost, NotFound, ValidationFailed
+from mcp_taskqueue.ids import new_id
+from mcp_taskqueue.models import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_BATCH,
+    MAX_JSON_DEPTH,
+    MAX_LEASE_SECONDS,
+    MAX_LIMIT,
+    MAX_PAYLOAD_BYTES,
+    MAX_TEXT,
+    PRIORITY_BY_RANK,
+    Event,
+    HistoryPage,
+    Priority,
+    Project,
+    ProjectSettings,
+    QueueStats,
+    Status,
+    Task,
+    TaskChanges,
+    TaskPage,
+    TaskSpec,
+    TaskSummary,
+    json_depth,
+)
+from mcp_taskqueue.store import Store, Tx
+
+# Which status may move to which; anything else is refused with InvalidTransition.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.pending: frozenset({Status.ready, Status.cancelled}),
+    Status.ready: frozenset({Status.pending, Status.running, Status.cancelled}),
+    Status.running: frozenset({Status.completed, Status.failed, Status.ready, Status.pending, Status.cancelled}),
+    Status.completed: frozenset(),
+    Status.failed: frozenset({Status.ready, Status.pending}),
+    Status.cancelled: frozenset({Status.ready, Status.pending}),
+}
+
+BACKOFF_BASE_SECONDS = 2.0
+BACKOFF_CAP_SECONDS = 300.0
+JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
+# Hard bound on the full-text query so a hostile one cannot make FTS5 work hard.
+MAX_QUERY = 200
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds -> UTC ISO-8601 with milliseconds and a Z."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str) -> float:
+    """ISO-8601 (naive means UTC) -> epoch seconds, with an error that shows the expected form."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(f"run_at {value!r} is not an ISO-8601 time; use e.g. '2030-01-31T09:00:00Z'") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp()
+
+
+def encode_cursor(*parts: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> tuple[int, ...]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not (isinstance(parts, list) and len(parts) == size and all(isinstance(p, int) for p in parts)):
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed(
+            "cursor is not one this server issued; pass back next_cursor unchanged, or omit it"
+        ) from None
+    return tuple(parts)
+
+
+def dump_json(value: Any, what: str) -> str:
+    """Serialise user JSON after checking its size and depth."""
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise ValidationFailed(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationFailed(f"{what} is not valid JSON: {exc}") from None
+    if len(text.encode()) > MAX_PAYLOAD_BYTES:
+        raise ValidationFailed(f"{what} is {len(text.encode())} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")
+    return text
+
+
+def check_text(value: str | None, what: str, limit: int = MAX_TEXT) -> str | None:
+    if value is not None and len(value) > limit:
+        raise ValidationFailed(f"{what} is {len(value)} characters; the limit is {limit}")
+    return value
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 query of quoted terms, so no input is a syntax error."""
+    if len(text) > MAX_QUERY:
+        raise ValidationFailed(f"query is {len(text)} characters; the limit is {MAX_QUERY}")
+    terms = re.findall(r"\w+", text)
+    if not terms:
+        raise ValidationFailed("query has no searchable words; give one or more words to search for")
+    return " ".join('"' + term + '"' for term in terms)
+
+
+def spec_errors(exc: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{prefix}{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class TaskQueue:
+    """The queue's public operations, each one transaction on a `Store`."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _task(self, tx: Tx, row: Any) -> Task:
+        values = {key: row[key] for key in row.keys() if key not in ("seq", "unmet_deps", "lease_seconds")}
+        for column in JSON_COLUMNS:
+            text = values.get(column)
+            values[column] = json.loads(text) if text is not None else None
+        values["tags"] = values["tags"] or []
+        values["acceptance_criteria"] = values["acceptance_criteria"] or []
+        values["blocked_by"] = values["blocked_by"] or []
+        values["priority"] = PRIORITY_BY_RANK[row["priority"]]
+        for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
+            values[column] = iso(values[column])
+        if row["run_at"] is not None and row["run_at"] <= row["created_at"]:
+            values["run_at"] = None  # "not before creation" is the same as no run_at
+        values["depends_on"] = tx.dependency_ids(row["seq"])
+        return Task(**values)
+
+    @staticmethod
+    def _summary(row: Any) -> TaskSummary:
+        return TaskSummary(
+            id=row["id"],
+            title=row["title"],
+            status=Status(row["status"]),
+            priority=PRIORITY_BY_RANK[row["priority"]],
+            project=row["project"],
+            kind=row["kind"],
+            worker=row["worker"],
+            progress=row["progress"],
+            version=row["version"],
+        )
+
+    def _row(self, tx: Tx, task_id: str) -> Any:
+        row = tx.get_task(task_id)
+        if row is None:
+            raise NotFound(f"no task with id {task_id!r}; list_tasks shows existing ids")
+        return row
+
+    @staticmethod
+    def _event(tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None) -> None:
+        tx.insert_event(
+            seq,
+            now,
+            actor,
+            action,
+            None if old is None else json.dumps(old, ensure_ascii=False, default=str),
+            None if new is None else json.dumps(new, ensure_ascii=False, default=str),
+        )
+
+    @staticmethod
+    def _check_transition(row: Any, target: Status, action: str) -> None:
+        current = Status(row["status"])
+        if target not in TRANSITIONS[current]:
+            raise InvalidTransition(
+                f"cannot {action} task {row['id']}: it is {current.value}"
+                + (" (a finished task; create a new one instead)" if current == Status.completed else "")
+            )
+
+    def _set_status(
+        self, tx: Tx, row: Any, target: Status, now: float, actor: str | None, action: str, **extra: Any
+    ) -> None:
+        self._check_transition(row, target, action)
+        values = {"status": target.value, "updated_at": now, **extra}
+        tx.update_task(row["seq"], values)
+        details = {k: v for k, v in extra.items() if k in ("error", "worker") and v is not None}
+        self._event(tx, row["seq"], now, actor, action, row["status"], {"status": target.value, **details})
+
+    def _ensure_project(self, tx: Tx, name: str, now: float) -> None:
+        tx.insert_project(name, "", "{}", now)
+
+    def _require_lease(self, row: Any, worker: str, action: str, now: float) -> None:
+        if row["status"] != Status.running.value or row["worker"] != worker:
+            holder = f"held by {row['worker']!r}" if row["status"] == Status.running.value else row["status"]
+            raise LeaseLost(
+                f"worker {worker!r} cannot {action} task {row['id']}: it is not leased to you (it is {holder}). "
+                "Your lease may have expired and the task been reclaimed; claim_task to get new work."
+            )
+
+    @staticmethod
+    def _waiting_status(unmet: int, run_at: float, now: float) -> Status:
+        return Status.ready if unmet == 0 and run_at <= now else Status.pending
+
+    # --- dependency bookkeeping -------------------------------------------------------------
+
+    def _on_completed(self, tx: Tx, seq: int, now: float, actor: str | None) -> None:
+        """A dependency finished: dependents lose one unmet dependency and may become ready."""
+        for dep in tx.dependents(seq):
+            unmet = max(0, dep["unmet_deps"] - 1)
+            values: dict[str, Any] = {"unmet_deps": unmet, "updated_at": now}
+            if dep["status"] == Status.pending.value and unmet == 0 and dep["run_at"] <= now:
+                values["status"] = Status.ready.value
+                self._event(tx, dep["seq"], now, actor, "ready", "pending", {"status": "ready"})
+            tx.update_task(dep["seq"], values)
+
+    def _on_dead_end(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
+        """A dependency failed or was cancelled: mark waiting dependents as blocked by it."""
+        for dep in tx.dependents(seq):
+            if Status(dep["status"]).terminal:
+                continue
+            blocked = json.loads(dep["blocked_by"]) if dep["blocked_by"] else []
+            if task_id not in blocked:
+                blocked.append(task_id)
+                tx.update_task(dep["seq"], {"blocked_by": json.dumps(blocked), "updated_at": now})
+                self._event(tx, dep["seq"], now, actor, "blocked", None, {"blocked_by": task_id})
+
+    def _on_revived(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
+        """A failed/cancelled dependency was retried: it no longer blocks its dependents."""
+        for dep in tx.dependents(seq):
+            self._unblock(tx, dep, task_id, now, actor)
+
+    def _unblock(self, tx: Tx, dep: Any, task_id: str, now: float, actor: str | None) -> None:
+        blocked = json.loads(dep["blocked_by"]) if dep["blocked_by"] else []
+        if task_id in blocked:
+            blocked.remove(task_id)
+            tx.update_task(dep["seq"], {"blocked_by": json.dumps(blocked) if blocked else None, "updated_at": now})
+            self._event(tx, dep["seq"], now, actor, "unblocked", {"blocked_by": task_id}, None)
+
+    def _would_cycle(self, tx: Tx, task_seq: int, depends_on_seq: int) -> list[int] | None:
+        """Path depends_on -> ... -> task if adding task->depends_on would close a cycle."""
+        if task_seq == depends_on_seq:
+            return [task_seq]
+        parents: dict[int, int] = {depends_on_seq: depends_on_seq}
+        stack = [depends_on_seq]
+        while stack:
+            current = stack.pop()
+            for nxt in tx.dependency_seqs(current):
+                if nxt in parents:
+                    continue
+                parents[nxt] = current
+                if nxt == task_seq:
+                    path = [nxt]
+                    while path[-1] != depends_on_seq:
+                        path.append(parents[path[-1]])
+                    return list(reversed(path))
+                stack.append(nxt)
+        return None
+
+    # --- projects ---------------------------------------------------------------------------
+
+    def _project(self, tx: Tx, row: Any, counts: bool = True) -> Project:
+        return Project(
+            name=row["name"],
+            description=row["description"],
+            settings=ProjectSettings(**json.loads(row["settings"] or "{}")),
+            created_at=iso(row["created_at"]) or "",
+            task_counts=tx.count_by_status(row["name"]) if counts else {},
+        )
+
+    def create_project(self, name: str, description: str = "", settings: dict[str, Any] | None = None) -> Project:
+        check_text(description, "description")
+        parsed = self._parse_settings(settings or {})
+
+        def op(tx: Tx) -> Project:
+            if tx.get_project(name) is not None:
+                raise Conflict(f"project {name!r} already exists; use update_project to change it")
+            tx.insert_project(name, description, parsed.model_dump_json(), self.clock())
+            return self._project(tx, tx.get_project(name))
+
+        return self.store.write(op)
+
+    @staticmethod
+    def _parse_settings(settings: dict[str, Any], base: ProjectSettings | None = None) -> ProjectSettings:
+        merged = {**(base.model_dump() if base else {}), **settings}
+        try:
+            return ProjectSettings(**merged)
+        except ValidationError as exc:
+            raise ValidationFailed("invalid project settings: " + spec_errors(exc)) from None
+
+    def get_project(self, name: str) -> Project:
+        def op(tx: Tx) -> Project:
+            row = tx.get_project(name)
+            if row is None:
+                raise NotFound(f"no project named {name!r}; list_projects shows the existing ones")
+            return self._project(tx, row)
+
+        return self.store.read(op)
+
+    def list_projects(self) -> list[Project]:
+        return self.store.read(lambda tx: [self._project(tx, row) for row in tx.list_projects()])
+
+    def update_project(
+        self, name: str, description: str | None = None, settings: dict[str, Any] | None = None
+    ) -> Project:
+        check_text(description, "description")
+
+        def op(tx: Tx) -> Project:
+            row = tx.get_project(name)
+            if row is None:
+                raise NotFound(f"no project named {name!r}; create_project makes one")
+            current = ProjectSettings(**json.loads(row["settings"] or "{}"))
+            merged = self._parse_settings(settings or {}, current)
+            tx.update_project(
+                name,
+                row["description"] if description is None else description,
+                merged.model_dump_json(),
+            )
+            return self._project(tx, tx.get_project(name))
+
+        return self.store.write(op)
+
+    # --- creating tasks ---------------------------------------------------------------------
+
+    def create(self, spec: TaskSpec | dict[str, Any], actor: str | None = None) -> Task:
+        """Create one task; with an idempotency_key already used in the project, return that task."""
+        return self.create_many([spec], actor=actor)[0]
+
+    def create_many(self, specs: Sequence[TaskSpec | dict[str, Any]], actor: str | None = None) -> list[Task]:
+        """Create a batch atomically. `depends_on` may name existing ids or other items' `ref`."""
+        if not specs:
+            raise ValidationFailed("the batch is empty; give at least one task")
+        if len(specs) > MAX_BATCH:
+            raise ValidationFailed(f"the batch has {len(specs)} tasks; the limit is {MAX_BATCH}")
+        items: list[TaskSpec] = []
+        for index, raw in enumerate(specs):
+            try:
+                items.append(raw if isinstance(raw, TaskSpec) else TaskSpec.model_validate(raw))
+            except ValidationError as exc:
+                raise ValidationFailed(spec_errors(exc, f"tasks[{index}].")) from None
+        prepared = [self._prepare(item, index) for index, item in enumerate(items)]
+        order = self._batch_order(items)
+
+        def op(tx: Tx) -> list[Task]:
+            now = self.clock()
+            by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
+            created: dict[int, Task] = {}
+            for index in order:
+                item = items[index]
+                seq = self._insert_one(tx, item, prepared[index], by_ref, now, actor)
+                row = tx.get_task_by_seq(seq)
+                if item.ref:
+                    by_ref[item.ref] = (seq, row["id"], row["status"])
+                created[index] = self._task(tx, row)
+            return [created[i] for i in range(len(items))]
+
+        return self.store.write(op)
+
+    def _prepare(self, item: TaskSpec, index: int) -> dict[str, Any]:
+        where = f"tasks[{index}]" if index else "task"
+        return {
+            "payload": None if item.payload is None else dump_json(item.payload, f"{where}.payload"),
+            "run_at": None if item.run_at is None else parse_time(item.run_at),
+        }
+
+    @staticmethod
+    def _batch_order(items: Sequence[TaskSpec]) -> list[int]:
+        """Topological order of a batch by local refs; a cycle is named in the error."""
+        refs: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.ref:
+                if item.ref in refs:
+                    raise ValidationFailed(f"ref {item.ref!r} is used by tasks[{refs[item.ref]}] and tasks[{index}]")
+                refs[item.ref] = index
+        edges = {i: [refs[d] for d in item.depends_on if d in refs] for i, item in enumerate(items)}
+        order: list[int] = []
+        state: dict[int, int] = {}  # 1 visiting, 2 done
+        for start in range(len(items)):
+            if state.get(start):
+                continue
+            stack: list[tuple[int, int]] = [(start, 0)]
+            path: list[int] = []
+            while stack:
+                node, pos = stack.pop()
+                if pos == 0:
+                    state[node] = 1
+                    path.append(node)
+                if pos < len(edges[node]):
+                    stack.append((node, pos + 1))
+                    child = edges[node][pos]
+                    if state.get(child) == 1:
+                        cycle = path[path.index(child) :] + [child]
+                        names = " -> ".join(items[i].ref or f"tasks[{i}]" for i in cycle)
+                        raise ValidationFailed(f"dependency cycle in the batch: {names}")
+                    if not state.get(child):
+                        stack.append((child, 0))
+                else:
+                    state[node] = 2
+                    path.pop()
+                    order.append(node)
+        return order
+
+    def _insert_one(
+        self,
+        tx: Tx,
+        item: TaskSpec,
+        prepared: dict[str, Any],
+        by_ref: dict[str, tuple[int, str, str]],
+        now: float,
+        actor: str | None,
+    ) -> int:
+        if item.idempotency_key:
+            existing = tx.find_by_idempotency_key(item.project, item.idempotency_key)
+            if existing is not None:
+                return int(existing["seq"])
+        self._ensure_project(tx, item.project, now)
+        dep_seqs: list[int] = []
+        unmet = 0
+        blocked: list[str] = []
+        ids_to_find = [d for d in item.depends_on if d not in by_ref]
+        found = tx.seqs_for_ids(ids_to_find) if ids_to_find else {}
+        for dep in item.depends_on:
+            if dep in by_ref:
+                dep_seq, dep_id, dep_status = by_ref[dep]
+            elif dep in found:
+                dep_seq, dep_id, dep_status = found[dep]["seq"], dep, found[dep]["status"]
+            else:
+                raise NotFound(f"task {item.title[:60]!r} depends on {dep!r}, which is neither a task id nor a ref")
+            dep_seqs.append(dep_seq)
+            if dep_status != Status.completed.value:
+                unmet += 1
+            if dep_status in (Status.failed.value, Status.cancelled.value):
+                blocked.append(dep_id)
+        if item.parent_id is not None and not tx.seqs_for_ids([item.parent_id]):
+            parent = by_ref.get(item.parent_id)
+            if parent is None:
+                raise NotFound(f"parent_id {item.parent_id!r} is not a task id")
+            item = item.model_copy(update={"parent_id": parent[1]})
+        run_at = prepared["run_at"] if prepared["run_at"] is not None else now
+        status = self._waiting_status(unmet, run_at, now)
+        values = {
+            "id": new_id(),
+            "project": item.project,
+            "title": item.title,
+            "description": item.description,
+            "kind": item.kind,
+            "priority": item.priority.rank,
+            "status": status.value,
+            "payload": prepared["payload"],
+            "tags": json.dumps(item.tags, ensure_ascii=False),
+            "parent_id": item.parent_id,
+            "workflow_id": item.workflow_id,
+            "acceptance_criteria": json.dumps(item.acceptance_criteria, ensure_ascii=False),
+            "run_at": run_at,
+            "max_attempts": item.max_attempts,
+            "timeout_seconds": item.timeout_seconds,
+            "idempotency_key": item.idempotency_key,
+            "unmet_deps": unmet,
+            "blocked_by": json.dumps(blocked) if blocked else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        seq = tx.insert_task(values)
+        tx.set_tags(seq, item.tags)
+        for dep_seq in dep_seqs:
+            tx.insert_dependency(seq, dep_seq)
+        self._event(tx, seq, now, actor, "created", None, {"status": status.value, "title": item.title})
+        return seq
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task:
+        return self.store.read(lambda tx: self._task(tx, self._row(tx, task_id)))
+
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        status: Status | str | None = None,
+        kind: str | None = None,
+        tag: str | None = None,
+        worker: str | None = None,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
+        query: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """Summaries in claim order (priority, then age); `next_cursor` fetches the next page."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
+        status_value = None if status is None else Status(status).value
+        after = decode_cursor(cursor, 2) if cursor else None
+        match = fts_query(query) if query is not None else None
+
+        def op(tx: Tx) -> TaskPage:
+            rows = tx.list_tasks(
+                project=project,
+                status=status_value,
+                kind=kind,
+                tag=tag,
+                worker=worker,
+                workflow_id=workflow_id,
+                parent_id=parent_id,
+                query=match,
+                after=(after[0], after[1]) if after else None,
+                limit=limit + 1,
+            )
+            more = len(rows) > limit
+            rows = rows[:limit]
+            next_cursor = encode_cursor(rows[-1]["priority"], rows[-1]["seq"]) if more else None
+            return TaskPage(tasks=[self._summary(r) for r in rows], next_cursor=next_cursor)
+
+        return self.store.read(op)
+
+    def history(self, task_id: str, cursor: str | None = None, limit: int = 100) -> HistoryPage:
+        if not 1 <= limit <= 1000:
+            raise ValidationFailed("limit must be between 1 and 1000")
+        after = decode_cursor(cursor, 1)[0] if cursor else 0
+
+        def op(tx: Tx) -> HistoryPage:
+            row = self._row(tx, task_id)
+            rows = tx.events(row["seq"], after, limit + 1)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            events = [
+                Event(
+                    seq=r["seq"],
+                    task_id=task_id,
+                    at=iso(r["at"]) or "",
+                    actor=r["actor"],
+                    action=r["action"],
+                    old=json.loads(r["old"]) if r["old"] is not None else None,
+                    new=json.loads(r["new"]) if r["new"] is not None else None,
+                )
+                for r in rows
+            ]
+            return HistoryPage(events=events, next_cursor=encode_cursor(rows[-1]["seq"]) if more else None)
+
+        return self.store.read(op)
+
+    # --- changing tasks ---------------------------------------------------------------------
+
+    def update(
+        self,
+        task_id: str,
+        changes: TaskChanges | dict[str, Any],
+        expected_version: int | None = None,
+        actor: str | None = None,
+    ) -> Task:
+        """Change descriptive fields; with expected_version, refuse if someone else changed it first.
+
+        A field given as null clears it where that means something (payload, run_at,
+        timeout_seconds, description, tags, acceptance_criteria).
+        """
+        try:
+            checked = changes if isinstance(changes, TaskChanges) else TaskChanges.model_validate(changes)
+        except ValidationError as exc:
+            raise ValidationFailed(
+                spec_errors(exc) + " (status changes have their own tools: complete_task, cancel_task, retry_task)"
+            ) from None
+        fields = checked.model_fields_set
+        if not fields:
+            raise ValidationFailed("nothing to update; pass at least one field to change")
+        for required in ("title", "kind", "priority", "max_attempts"):
+            if required in fields and getattr(checked, required) is None:
+                raise ValidationFailed(f"{required} cannot be null")
+        stored_new: dict[str, Any] = {}
+        for field in fields:
+            value = getattr(checked, field)
+            if field == "priority":
+                stored_new[field] = value.rank
+            elif field in ("tags", "acceptance_criteria"):
+                stored_new[field] = json.dumps(value or [], ensure_ascii=False)
+            elif field == "payload":
+                stored_new[field] = None if value is None else dump_json(value, "payload")
+            elif field == "run_at":
+                stored_new[field] = None if value is None else parse_time(value)
+            elif field == "description":
+                stored_new[field] = value or ""
+            else:
+                stored_new[field] = value
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            if expected_version is not None and row["version"] != expected_version:
+                raise Conflict(
+                    f"task {task_id} is at version {row['version']}, not {expected_version}: it changed since "
+                    "you read it. get_task, reapply your change, and pass the new version."
+                )
+            current = self._task(tx, row).model_dump(mode="json")
+            values = dict(stored_new)
+            if values.get("run_at", 0) is None:
+                values["run_at"] = row["created_at"]
+            values = {k: v for k, v in values.items() if v != row[k]}
+            if not values:
+                return self._task(tx, row)
+            after = checked.model_dump(mode="json", include=set(values))
+            old = {k: current[k] for k in values}
+            if "tags" in values:
+                tx.set_tags(row["seq"], json.loads(values["tags"]))
+            if "run_at" in values and row["status"] in (Status.pending.value, Status.ready.value):
+                target = self._waiting_status(row["unmet_deps"], values["run_at"], now)
+                if target.value != row["status"]:
+                    values["status"] = target.value
+                    after["status"] = target.value
+            values["updated_at"] = now
+            tx.update_task(row["seq"], values)
+            self._event(tx, row["seq"], now, actor, "updated", old, after)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def add_note(self, task_id: str, text: str, actor: str | None = None) -> Event:
+        if not text.strip():
+            raise ValidationFailed("the note is empty")
+        check_text(text, "note")
+
+        def op(tx: Tx) -> Event:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._event(tx, row["seq"], now, actor, "note", None, text)
+            tx.update_task(row["seq"], {"updated_at": now})
+            return Event(
+                seq=tx.max_event_seq(),
+                task_id=task_id,
+                at=iso(now) or "",
+                actor=actor,
+                action="note",
+                new=text,
+            )
+
+        return self.store.write(op)
+
+    def add_dependency(self, task_id: str, depends_on: str, actor: str | None = None) -> Task:
+        """Make task_id wait for depends_on; refused if that would close a cycle (named in the error)."""
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            dep = self._row(tx, depends_on)
+            if Status(row["status"]).terminal or row["status"] == Status.running.value:
+                raise InvalidTransition(
+                    f"cannot add a dependency to task {task_id}: it is {row['status']}; only pending or ready "
+                    "tasks can gain dependencies"
+                )
+            if tx.has_dependency(row["seq"], dep["seq"]):
+                return self._task(tx, row)
+            cycle = self._would_cycle(tx, row["seq"], dep["seq"])
+            if cycle is not None:
+                names = tx.ids_for_seqs(cycle)
+                path = " -> ".join([task_id] + [names[s] for s in cycle])
+                raise ValidationFailed(f"adding this dependency would create a cycle: {path}")
+            tx.insert_dependency(row["seq"], dep["seq"])
+            values: dict[str, Any] = {"updated_at": now}
+            if dep["status"] != Status.completed.value:
+                values["unmet_deps"] = row["unmet_deps"] + 1
+                if row["status"] == Status.ready.value:
+                    values["status"] = Status.pending.value
+            if dep["status"] in (Status.failed.value, Status.cancelled.value):
+                blocked = json.loads(row["blocked_by"]) if row["blocked_by"] else []
+                values["blocked_by"] = json.dumps([*blocked, depends_on])
+            tx.update_task(row["seq"], values)
+            self._event(tx, row["seq"], now, actor, "dependency_added", None, {"depends_on": depends_on})
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def remove_dependency(self, task_id: str, depends_on: str, actor: str | None = None) -> Task:
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            dep = self._row(tx, depends_on)
+            if not tx.delete_dependency(row["seq"], dep["seq"]):
+                raise NotFound(f"task {task_id} does not depend on {depends_on}")
+            values: dict[str, Any] = {"updated_at": now}
+            if dep["status"] != Status.completed.value:
+                unmet = max(0, row["unmet_deps"] - 1)
+                values["unmet_deps"] = unmet
+                if row["status"] == Status.pending.value and unmet == 0 and row["run_at"] <= now:
+                    values["status"] = Status.ready.value
+            blocked = json.loads(row["blocked_by"]) if row["blocked_by"] else []
+            if depends_on in blocked:
+                blocked.remove(depends_on)
+                values["blocked_by"] = json.dumps(blocked) if blocked else None
+            tx.update_task(row["seq"], values)
+            self._event(tx, row["seq"], now, actor, "dependency_removed", {"depends_on": depends_on}, None)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def cancel(self, task_id: str, reason: str | None = None, actor: str | None = None) -> Task:
+        check_text(reason, "reason")
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._set_status(
+                tx,
+                row,
+                Status.cancelled,
+                now,
+                actor,
+                "cancel",
+                error=reason,
+                finished_at=now,
+                lease_expires_at=None,
+            )
+            self._on_dead_end(tx, row["seq"], task_id, now, actor)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def retry(self, task_id: str, actor: str | None = None) -> Task:
+        """Give a failed or cancelled task a fresh set of attempts."""
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            target = self._waiting_status(row["unmet_deps"], now, now)
+            self._set_status(
+                tx,
+                row,
+                target,
+                now,
+                actor,
+                "retry",
+                attempts=0,
+                error=None,
+                result=None,
+                worker=None,
+                finished_at=None,
+                run_at=now,
+                progress=None,
+            )
+            self._on_revived(tx, row["seq"], task_id, now, actor)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    # --- the worker protocol ----------------------------------------------------------------
+
+    def _sweep(self, tx: Tx, now: float) -> None:
+        """Apply what time has done: expired leases go back (or fail), due tasks become ready.
+
+        Run by the claim path itself, so the queue is correct with no background thread.
+        """
+        for row in tx.expired_leases(now):
+            if row["attempts"] >= row["max_attempts"]:
+                error = f"lease expired on attempt {row['attempts']} of {row['max_attempts']} (worker {row['worker']})"
+                tx.update_task(
+                    row["seq"],
+                    {
+                        "status": "failed",
+                        "error": error,
+                        "finished_at": now,
+                        "updated_at": now,
+                        "lease_expires_at": None,
+                    },
+                )
+                self._event(tx, row["seq"], now, "system", "lease_expired", "running", {"status": "failed"})
+                self._on_dead_end(tx, row["seq"], row["id"], now, "system")
+            else:
+                tx.update_task(
+                    row["seq"],
+                    {"status": "ready", "worker": None, "lease_expires_at": None, "updated_at": now},
+                )
+                self._event(
+                    tx,
+                    row["seq"],
+                    now,
+                    "system",
+                    "lease_expired",
+                    "running",
+                    {"status": "ready", "worker": row["worker"]},
+                )
+        for row in tx.due_pending(now):
+            tx.update_task(row["seq"], {"status": "ready", "updated_at": now})
+            self._event(tx, row["seq"], now, "system", "ready", "pending", {"status": "ready"})
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        project: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+    ) -> Task | None:
+        """Atomically take the highest-priority, oldest ready task, or None when nothing is ready."""
+        if lease_seconds is not None and not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise ValidationFailed(f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS}")
+
+        def op(tx: Tx) -> Task | None:
+            now = self.clock()
+            self._sweep(tx, now)
+            seq = tx.next_ready(project=project, kinds=kinds, tags=tags)
+            if seq is None:
+                return None
+            row = tx.get_task_by_seq(seq)
+            lease = lease_seconds or row["timeout_seconds"] or DEFAULT_LEASE_SECONDS
+            tx.update_task(
+                seq,
+                {
+                    "status": "running",
+                    "worker": worker,
+                    "attempts": row["attempts"] + 1,
+                    "lease_seconds": lease,
+                    "lease_expires_at": now + lease,
+                    "started_at": row["started_at"] if row["started_at"] is not None else now,
+                    "updated_at": now,
+                    "error": None,
+                },
+            )
+            self._event(tx, seq, now, worker, "claimed", "ready", {"status": "running", "worker": worker})
+            return self._task(tx, tx.get_task_by_seq(seq))
+
+        return self.store.write(op)
+
+    def heartbeat(
+        self,
+        task_id: str,
+        worker: str,
+        *,
+        progress: float | None = None,
+        message: str | None = None,
+        lease_seconds: int | None = None,
+    ) -> Task:
+        """Extend the lease (and record progress 0..1) for the worker holding it."""
+        if progress is not None and not 0 <= progress <= 1:
+            raise ValidationFailed("progress must be between 0 and 1 (a fraction, e.g. 0.5 for half done)")
+        if lease_seconds is not None and not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+            raise ValidationFailed(f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS}")
+        check_text(message, "message")
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._require_lease(row, worker, "heartbeat", now)
+            lease = lease_seconds or row["lease_seconds"] or DEFAULT_LEASE_SECONDS
+            values: dict[str, Any] = {
+                "lease_expires_at": now + lease,
+                "lease_seconds": lease,
+                "updated_at": now,
+            }
+            if progress is not None:
+                values["progress"] = progress
+            tx.update_task(row["seq"], values)
+            # Pure lease extensions are not history; progress and messages are.
+            if (progress is not None and progress != row["progress"]) or message:
+                self._event(
+                    tx,
+                    row["seq"],
+                    now,
+                    worker,
+                    "progress",
+                    row["progress"],
+                    {"progress": progress, "message": message},
+                )
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def complete(self, task_id: str, worker: str, result: Any = None) -> Task:
+        result_text = None if result is None else dump_json(result, "result")
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._require_lease(row, worker, "complete", now)
+            self._set_status(
+                tx,
+                row,
+                Status.completed,
+                now,
+                worker,
+                "complete",
+                result=result_text,
+                finished_at=now,
+                lease_expires_at=None,
+                progress=1.0,
+            )
+            self._on_completed(tx, row["seq"], now, worker)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def fail(self, task_id: str, worker: str, error: str, retryable: bool = True) -> Task:
+        """Record a failed attempt: retry after backoff while attempts remain, else fail for good."""
+        check_text(error, "error")
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._require_lease(row, worker, "fail", now)
+            if retryable and row["attempts"] < row["max_attempts"]:
+                delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (row["attempts"] - 1))
+                delay *= 0.5 + random.random() / 2  # jitter: spread retries of a burst of failures
+                self._set_status(
+                    tx,
+                    row,
+                    Status.pending,
+                    now,
+                    worker,
+                    "fail",
+                    error=error,
+                    worker=None,
+                    lease_expires_at=None,
+                    run_at=now + delay,
+                )
+            else:
+                self._set_status(
+                    tx,
+                    row,
+                    Status.failed,
+                    now,
+                    worker,
+                    "fail",
+                    error=error,
+                    finished_at=now,
+                    lease_expires_at=None,
+                )
+                self._on_dead_end(tx, row["seq"], task_id, now, worker)
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    def release(self, task_id: str, worker: str, delay_seconds: float = 0) -> Task:
+        """Give a task back without counting the attempt; optionally not before delay_seconds."""
+        if not 0 <= delay_seconds <= MAX_LEASE_SECONDS:
+            raise ValidationFailed(f"delay_seconds must be between 0 and {MAX_LEASE_SECONDS}")
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            self._require_lease(row, worker, "release", now)
+            target = Status.pending if delay_seconds > 0 else Status.ready
+            self._set_status(
+                tx,
+                row,
+                target,
+                now,
+                worker,
+                "release",
+                worker=None,
+                lease_expires_at=None,
+                attempts=max(0, row["attempts"] - 1),
+                run_at=now + delay_seconds,
+            )
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
+    # --- overview ---------------------------------------------------------------------------
+
+    def stats(self, project: str | None = None) -> QueueStats:
+        def op(tx: Tx) -> QueueStats:
+            now = self.clock()
+            by_status = {s.value: 0 for s in Status}
+            by_status.update(tx.count_by_status(project))
+            ready = {p.value: 0 for p in Priority}
+            for rank, count in tx.count_ready_by_priority(project).items():
+                ready[PRIORITY_BY_RANK[rank].value] = count
+            oldest = tx.oldest_ready_created(project)
+            return QueueStats(
+                project=project,
+                total=sum(by_status.values()),
+                by_status=by_status,
+                by_priority_ready=ready,
+                expired_leases=tx.count_expired_leases(now, project),
+                blocked=tx.count_blocked(project),
+                oldest_ready_age_seconds=None if oldest is None else round(now - oldest, 3),
+            )
+
+        return self.store.read(op)

@@ -1,0 +1,58 @@
+"""Builds the MCP server: one `MCPServer` over one `TaskQueue`, with the chosen toolsets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mcp.server import MCPServer
+
+from mcp_taskqueue import __version__
+from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.compact import compact_tool_schemas
+from mcp_taskqueue.server.prompts import register_prompts
+from mcp_taskqueue.server.resources import register_resources
+from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
+from mcp_taskqueue.store import Store
+
+INSTRUCTIONS = """\
+A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
+depends_on), then work it: claim_task -> heartbeat while working -> complete_task or fail_task. \
+Only the worker holding a task's lease may heartbeat, complete, fail or release it. \
+Use list_tasks/get_task to look around and queue_stats for an overview. The prompt work_next \
+describes the worker loop."""
+
+
+def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
+    """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    if value is None:
+        return [name for name in TOOLSETS if name in REGISTRARS]
+    names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
+    if names == ["all"]:
+        return [name for name in TOOLSETS if name in REGISTRARS]
+    unknown = [n for n in names if n not in REGISTRARS]
+    if unknown:
+        raise ValueError(f"unknown toolset(s) {unknown}; choose from {', '.join(REGISTRARS)} (or 'all')")
+    return names
+
+
+def build_server(
+    queue: TaskQueue | Store | str | None = None, toolsets: str | Iterable[str] | None = None
+) -> MCPServer:
+    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
+    if not isinstance(queue, TaskQueue):
+        queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
+    mcp = MCPServer(
+        "mcp-taskqueue",
+        title="Task queue",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        warn_on_duplicate_tools=False,
+        log_level="WARNING",
+    )
+    for name in parse_toolsets(toolsets):
+        REGISTRARS[name](mcp, queue)
+    register_resources(mcp, queue)
+    register_prompts(mcp)
+    compact_tool_schemas(mcp)
+    mcp.queue = queue  # type: ignore[attr-defined]
+    return mcp

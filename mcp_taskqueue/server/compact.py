@@ -1,0 +1,95 @@
+"""Shrinks the JSON Schemas pydantic generates for tools, because agents pay for every byte.
+
+Pydantic writes a `title` on every property, `anyOf [X, null]` plus `"default": null` for
+each optional, and `$defs` with docstrings for every enum. None of that tells a model
+anything the property name and type do not. The server still validates every argument with
+the full pydantic model, so dropping length limits and patterns here loses no safety.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server import MCPServer
+
+# Keys that only restate what the name says, or that the server enforces anyway.
+DROPPED_KEYS = frozenset({"title", "pattern", "minLength", "maxLength", "additionalProperties"})
+
+
+def _resolve_enums(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace `$ref`s to enum definitions by the enum itself (shorter than $defs + description)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            target = defs.get(ref.split("/")[-1], {})
+            if "enum" in target:
+                extra = {k: v for k, v in node.items() if k != "$ref"}
+                return {"enum": target["enum"], **extra}
+        return {k: _resolve_enums(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_enums(item, defs) for item in node]
+    return node
+
+
+def _simplify(node: Any, in_properties: bool = False, keep_null: bool = True) -> Any:
+    if isinstance(node, list):
+        return [_simplify(item, keep_null=keep_null) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if in_properties:  # keys are property names, not schema keywords
+        return {name: _simplify(schema, keep_null=keep_null) for name, schema in node.items()}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in DROPPED_KEYS and not isinstance(value, dict | list):
+            continue
+        if key == "default" and (value is None or not keep_null):
+            continue  # an output's defaults say nothing: the value is always there or omitted
+        if (
+            key == "description"
+            and not keep_null
+            and not in_properties
+            and isinstance(value, str)
+            and "properties" in node
+        ):
+            continue  # an output model's docstring: the tool description already says it
+        out[key] = _simplify(value, in_properties=key in ("properties", "$defs"), keep_null=keep_null)
+    options = out.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        other = next(o for o in options if o != {"type": "null"})
+        if isinstance(other.get("type"), str):
+            del out["anyOf"]
+            out.update({**other, "type": [other["type"], "null"]} if keep_null else other)
+        elif "enum" in other:
+            del out["anyOf"]
+            out.update({**other, "enum": [*other["enum"], None]} if keep_null else other)
+    return out
+
+
+def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
+    """A smaller schema for the same documents: enums inlined, noise dropped.
+
+    For outputs, optional fields lose their `null` alternative: `reply()` omits null values
+    instead of sending them, so the schema only has to describe values that are present.
+    """
+    defs = schema.get("$defs", {})
+    result = _resolve_enums(schema, defs)
+    result = _simplify(result, keep_null=not output)
+    remaining = {name: d for name, d in result.get("$defs", {}).items() if "enum" not in d}
+    if remaining:
+        result["$defs"] = remaining
+    else:
+        result.pop("$defs", None)
+    if output:
+        result.pop("description", None)
+    return result  # type: ignore[no-any-return]
+
+
+def compact_tool_schemas(mcp: MCPServer) -> None:
+    """Compact every registered tool's input and output schema in place."""
+    for tool in mcp._tool_manager.list_tools():
+        tool.parameters = compact_schema(tool.parameters)
+        output = tool.output_schema
+        if output is not None:
+            compacted = compact_schema(output, output=True)
+            output.clear()
+            output.update(compacted)

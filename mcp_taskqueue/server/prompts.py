@@ -1,0 +1,75 @@
+"""MCP prompts loaded from the Markdown files in `prompts/`.
+
+Each file starts with a small front-matter block (description and arguments) followed by
+the template text. `{name}` is replaced by an argument; `{project_clause}` and
+`{project_arg}` read naturally whether or not a project was given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.prompts.base import Prompt, PromptArgument
+
+PROMPTS_DIR = Path(os.environ.get("TASKQUEUE_PROMPTS_DIR") or Path(__file__).resolve().parents[2] / "prompts")
+
+
+@dataclass
+class PromptFile:
+    name: str
+    description: str
+    arguments: list[PromptArgument] = field(default_factory=list)
+    template: str = ""
+
+    def render(self, **values: Any) -> str:
+        given = {k: str(v) for k, v in values.items() if v not in (None, "")}
+        project = given.get("project")
+        given.setdefault("project_clause", f" (project `{project}`)" if project else "")
+        given.setdefault("project_arg", f', project="{project}"' if project else "")
+        return re.sub(r"\{(\w+)\}", lambda m: given.get(m[1], m[0]), self.template)
+
+
+def parse_prompt_file(path: Path) -> PromptFile:
+    """Read the front matter (description, arguments with name/description/required) and body."""
+    text = path.read_text(encoding="utf-8")
+    match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    if match is None:
+        raise ValueError(f"{path}: a prompt file starts with a '---' front-matter block")
+    header, body = match.groups()
+    prompt = PromptFile(name=path.stem, description="", template=body.strip() + "\n")
+    current: dict[str, Any] | None = None
+    for line in header.splitlines():
+        if line.startswith("description:"):
+            prompt.description = line.split(":", 1)[1].strip()
+        elif line.strip().startswith("- name:"):
+            current = {"name": line.split(":", 1)[1].strip()}
+            prompt.arguments.append(PromptArgument(name=current["name"]))
+        elif current is not None and ":" in line:
+            key, value = (part.strip() for part in line.split(":", 1))
+            arg = prompt.arguments[-1]
+            if key == "description":
+                arg.description = value
+            elif key == "required":
+                arg.required = value.lower() == "true"
+    return prompt
+
+
+def load_prompts(directory: Path = PROMPTS_DIR) -> list[PromptFile]:
+    return [parse_prompt_file(path) for path in sorted(directory.glob("*.md"))]
+
+
+def register_prompts(mcp: MCPServer, directory: Path = PROMPTS_DIR) -> None:
+    for prompt_file in load_prompts(directory):
+        mcp.add_prompt(
+            Prompt(
+                name=prompt_file.name,
+                description=prompt_file.description,
+                arguments=prompt_file.arguments,
+                fn=prompt_file.render,
+            )
+        )

@@ -1,0 +1,310 @@
+"""The MCP tools: thin async wrappers that translate arguments to `TaskQueue` calls and back.
+
+Descriptions are written for the model that reads them and kept short: the whole
+`tools/list` is context an agent pays for on every turn (tests/test_token_budget.py).
+Blocking SQLite work runs in a worker thread so one slow write never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from mcp_taskqueue.errors import TaskQueueError
+from mcp_taskqueue.models import (
+    MAX_LIMIT,
+    ClaimResult,
+    CreatedTasks,
+    Event,
+    Name,
+    Priority,
+    Project,
+    ProjectList,
+    QueueStats,
+    Status,
+    Task,
+    TaskPage,
+    TaskSpec,
+    TaskState,
+)
+from mcp_taskqueue.queue import TaskQueue
+
+T = TypeVar("T")
+
+TOOLSETS = ("tasks", "queue", "projects", "workflows", "development")
+
+READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+
+TaskIdArg = Annotated[str, Field(min_length=1, max_length=64, description="Task id.")]
+WorkerArg = Annotated[str, Field(min_length=1, max_length=100, description="Your stable worker name.")]
+ProjectArg = Annotated[Name | None, Field(description="Project name.")]
+
+
+async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a queue call off the event loop; our errors become tool errors that say what to do."""
+    try:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    except TaskQueueError as exc:
+        raise ToolError(f"{exc.code}: {exc}") from exc
+
+
+def prune(value: Any) -> Any:
+    """Drop nulls and empty lists: absent means the same to the reader and costs no tokens."""
+    if isinstance(value, dict):
+        return {k: prune(v) for k, v in value.items() if v is not None and v != []}
+    if isinstance(value, list):
+        return [prune(v) for v in value]
+    return value
+
+
+def reply(model: BaseModel) -> CallToolResult:
+    """Structured content plus the same JSON, compact, as text for clients that read only text."""
+    data = prune(model.model_dump(mode="json"))
+    if isinstance(model, ClaimResult) and model.task is None:
+        data = {"task": None}
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
+    @mcp.tool(annotations=WRITE)
+    async def create_task(
+        title: Annotated[str, Field(description="Short imperative summary.")],
+        project: Name = "default",
+        description: str = "",
+        kind: Annotated[Name, Field(description="Free text; workers filter on it.")] = "task",
+        priority: Priority = Priority.medium,
+        payload: Annotated[dict[str, Any] | None, Field(description="JSON input for the worker.")] = None,
+        tags: list[str] | None = None,
+        depends_on: Annotated[list[str] | None, Field(description="Task ids that must complete first.")] = None,
+        parent_id: str | None = None,
+        acceptance_criteria: list[str] | None = None,
+        run_at: Annotated[str | None, Field(description="ISO-8601; not claimable before.")] = None,
+        max_attempts: int = 3,
+        timeout_seconds: Annotated[int | None, Field(description="Default lease for each attempt.")] = None,
+        idempotency_key: Annotated[str | None, Field(description="Repeat calls return the first task.")] = None,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`)."""
+        spec = _spec(locals())
+        return reply(TaskState.of(await run_queue(queue.create, spec)))
+
+    @mcp.tool(annotations=WRITE)
+    async def create_tasks(
+        tasks: Annotated[list[TaskSpec], Field(min_length=1)],
+    ) -> Annotated[CallToolResult, CreatedTasks]:
+        """Create several tasks atomically (all or none). Give an item a `ref` and other items may
+        list that ref in depends_on; cycles are refused."""
+        created = await run_queue(queue.create_many, tasks)
+        refs = {spec.ref: task.id for spec, task in zip(tasks, created, strict=True) if spec.ref}
+        return reply(CreatedTasks(tasks=[TaskState.of(t) for t in created], refs=refs))
+
+    @mcp.tool(annotations=READ)
+    async def get_task(task_id: TaskIdArg) -> Annotated[CallToolResult, Task]:
+        """Everything about one task: payload, result, error, dependencies, lease, timestamps."""
+        return reply(await run_queue(queue.get, task_id))
+
+    @mcp.tool(annotations=READ)
+    async def list_tasks(
+        project: ProjectArg = None,
+        status: Status | None = None,
+        kind: str | None = None,
+        tag: str | None = None,
+        worker: str | None = None,
+        workflow_id: str | None = None,
+        query: Annotated[str | None, Field(description="Full-text words in title/description.")] = None,
+        limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 20,
+        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
+    ) -> Annotated[CallToolResult, TaskPage]:
+        """Compact task summaries in claim order (priority, then age), filtered; paginate with cursor."""
+        page = await run_queue(
+            queue.list,
+            project=project,
+            status=status,
+            kind=kind,
+            tag=tag,
+            worker=worker,
+            workflow_id=workflow_id,
+            query=query,
+            limit=limit,
+            cursor=cursor,
+        )
+        return reply(page)
+
+    @mcp.tool(annotations=WRITE)
+    async def update_task(
+        task_id: TaskIdArg,
+        expected_version: Annotated[int | None, Field(description="Refuse if the task's version differs.")] = None,
+        title: str | None = None,
+        description: str | None = None,
+        kind: Name | None = None,
+        priority: Priority | None = None,
+        payload: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        acceptance_criteria: list[str] | None = None,
+        run_at: str | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: int | None = None,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Change a task's descriptive fields (only those given). Status moves use the queue tools."""
+        fields = {k: v for k, v in locals().items() if k not in ("task_id", "expected_version") and v is not None}
+        fields = {k: v for k, v in fields.items() if k not in ("queue", "mcp")}
+        return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version)))
+
+    @mcp.tool(annotations=WRITE)
+    async def add_note(task_id: TaskIdArg, text: str) -> Annotated[CallToolResult, Event]:
+        """Append a note to a task's history (findings, decisions, hand-off context)."""
+        return reply(await run_queue(queue.add_note, task_id, text))
+
+    @mcp.tool(annotations=IDEMPOTENT)
+    async def add_dependency(
+        task_id: TaskIdArg, depends_on: Annotated[str, Field(description="Id of the task to wait for.")]
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Make task_id wait until depends_on completes. Refused if it would create a cycle."""
+        return reply(TaskState.of(await run_queue(queue.add_dependency, task_id, depends_on)))
+
+    @mcp.tool(annotations=IDEMPOTENT)
+    async def remove_dependency(task_id: TaskIdArg, depends_on: str) -> Annotated[CallToolResult, TaskState]:
+        """Stop task_id waiting on depends_on; it becomes ready if nothing else holds it."""
+        return reply(TaskState.of(await run_queue(queue.remove_dependency, task_id, depends_on)))
+
+    @mcp.tool(annotations=DESTRUCTIVE)
+    async def cancel_task(task_id: TaskIdArg, reason: str | None = None) -> Annotated[CallToolResult, TaskState]:
+        """Cancel an unfinished task; tasks depending on it are marked blocked_by it."""
+        return reply(TaskState.of(await run_queue(queue.cancel, task_id, reason)))
+
+    @mcp.tool(annotations=WRITE)
+    async def retry_task(task_id: TaskIdArg) -> Annotated[CallToolResult, TaskState]:
+        """Re-queue a failed or cancelled task with fresh attempts."""
+        return reply(TaskState.of(await run_queue(queue.retry, task_id)))
+
+
+def _spec(args: dict[str, Any]) -> dict[str, Any]:
+    """Tool arguments -> a TaskSpec dict, dropping unset optionals (validated by the queue)."""
+    return {k: v for k, v in args.items() if v is not None and k not in ("queue", "mcp")}
+
+
+def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:
+    @mcp.tool(annotations=WRITE)
+    async def claim_task(
+        worker: WorkerArg,
+        project: ProjectArg = None,
+        kinds: Annotated[list[str] | None, Field(description="Only these kinds.")] = None,
+        tags: Annotated[list[str] | None, Field(description="Only tasks with any of these tags.")] = None,
+        lease_seconds: Annotated[int | None, Field(ge=1, le=86400, description="Default 300.")] = None,
+    ) -> Annotated[CallToolResult, ClaimResult]:
+        """Atomically take the highest-priority, oldest ready task and lease it to you; task is null when
+        nothing is ready. Heartbeat before the lease ends, then complete_task or fail_task."""
+        task = await run_queue(
+            queue.claim, worker, project=project, kinds=kinds, tags=tags, lease_seconds=lease_seconds
+        )
+        return reply(ClaimResult(task=task, lease_expires_at=task.lease_expires_at if task else None))
+
+    @mcp.tool(annotations=WRITE)
+    async def heartbeat(
+        task_id: TaskIdArg,
+        worker: WorkerArg,
+        progress: Annotated[float | None, Field(ge=0, le=1, description="Fraction done, 0..1.")] = None,
+        message: str | None = None,
+        lease_seconds: Annotated[int | None, Field(ge=1, le=86400)] = None,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Extend your lease on a running task and report progress."""
+        task = await run_queue(
+            queue.heartbeat, task_id, worker, progress=progress, message=message, lease_seconds=lease_seconds
+        )
+        return reply(TaskState.of(task))
+
+    @mcp.tool(annotations=WRITE)
+    async def complete_task(
+        task_id: TaskIdArg,
+        worker: WorkerArg,
+        result: Annotated[Any, Field(description="JSON result for whoever reads it.")] = None,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Finish a task you hold; dependents whose dependencies are all done become ready."""
+        return reply(TaskState.of(await run_queue(queue.complete, task_id, worker, result)))
+
+    @mcp.tool(annotations=WRITE)
+    async def fail_task(
+        task_id: TaskIdArg,
+        worker: WorkerArg,
+        error: Annotated[str, Field(description="What went wrong, for whoever retries.")],
+        retryable: bool = True,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Report a failed attempt. Retryable with attempts left: retried after exponential backoff
+        (see run_at). Otherwise `failed`, and dependents are marked blocked."""
+        return reply(TaskState.of(await run_queue(queue.fail, task_id, worker, error, retryable)))
+
+    @mcp.tool(annotations=WRITE)
+    async def release_task(
+        task_id: TaskIdArg,
+        worker: WorkerArg,
+        delay_seconds: Annotated[float, Field(ge=0, le=86400)] = 0,
+    ) -> Annotated[CallToolResult, TaskState]:
+        """Give a task back unfinished without using up an attempt (optionally not before a delay)."""
+        return reply(TaskState.of(await run_queue(queue.release, task_id, worker, delay_seconds)))
+
+    @mcp.tool(annotations=READ)
+    async def queue_stats(project: ProjectArg = None) -> Annotated[CallToolResult, QueueStats]:
+        """Counts by status, ready work by priority, expired leases, blocked tasks, oldest ready age."""
+        return reply(await run_queue(queue.stats, project))
+
+
+def register_project_tools(mcp: MCPServer, queue: TaskQueue) -> None:
+    @mcp.tool(annotations=WRITE)
+    async def create_project(
+        name: Name,
+        description: str = "",
+        coverage_threshold: Annotated[float, Field(ge=0, le=100)] = 90.0,
+        required_reviews: Annotated[int, Field(ge=0, le=20)] = 3,
+        review_score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.8,
+    ) -> Annotated[CallToolResult, Project]:
+        """Create a project (a namespace for tasks) with its development-workflow thresholds.
+        Projects are also created implicitly by the first task that names them."""
+        settings = {
+            "coverage_threshold": coverage_threshold,
+            "required_reviews": required_reviews,
+            "review_score_threshold": review_score_threshold,
+        }
+        return reply(await run_queue(queue.create_project, name, description, settings))
+
+    @mcp.tool(annotations=READ)
+    async def list_projects() -> Annotated[CallToolResult, ProjectList]:
+        """All projects with their settings and task counts by status."""
+        return reply(ProjectList(projects=await run_queue(queue.list_projects)))
+
+    @mcp.tool(annotations=IDEMPOTENT)
+    async def update_project(
+        name: Name,
+        description: str | None = None,
+        coverage_threshold: Annotated[float | None, Field(ge=0, le=100)] = None,
+        required_reviews: Annotated[int | None, Field(ge=0, le=20)] = None,
+        review_score_threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
+    ) -> Annotated[CallToolResult, Project]:
+        """Change a project's description or thresholds (only those given)."""
+        settings = {
+            k: v
+            for k, v in (
+                ("coverage_threshold", coverage_threshold),
+                ("required_reviews", required_reviews),
+                ("review_score_threshold", review_score_threshold),
+            )
+            if v is not None
+        }
+        return reply(await run_queue(queue.update_project, name, description, settings))
+
+
+REGISTRARS: dict[str, Callable[[MCPServer, TaskQueue], None]] = {
+    "tasks": register_task_tools,
+    "queue": register_queue_tools,
+    "projects": register_project_tools,
+}

@@ -1,0 +1,166 @@
+"""Opening the SQLite file: where it lives, how it is tuned, and how transactions retry.
+
+One `Store` owns one connection. Writes run as `BEGIN IMMEDIATE` transactions so two
+processes never deadlock upgrading a read lock; a transaction that still finds the file
+locked after SQLite's own busy wait is retried a bounded number of times, then refused
+with `StoreBusy` rather than a raw `database is locked`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sqlite_utils import Database
+
+from mcp_taskqueue.errors import StoreBusy
+from mcp_taskqueue.store.migrations import migrations
+from mcp_taskqueue.store.queries import Tx
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5_000
+BUSY_RETRIES = 6
+
+
+def default_db_path() -> Path:
+    """`$TASKQUEUE_DB`, else `$XDG_DATA_HOME/mcp-taskqueue/tasks.db` (XDG default `~/.local/share`)."""
+    env = os.environ.get("TASKQUEUE_DB")
+    if env:
+        return Path(env).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "mcp-taskqueue" / "tasks.db"
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class Store:
+    """The SQLite file behind a queue: connection, migrations, transactions."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_db_path()
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the server's worker threads; the lock serialises use of it.
+        self._conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._configure()
+        self.db = Database(self._conn)
+        self._migrate()
+
+    def _configure(self) -> None:
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # WAL lets readers in other processes proceed while one process writes.
+        self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA temp_store = MEMORY")
+
+    def _migrate(self) -> None:
+        def apply() -> None:
+            with self._lock:
+                if not migrations.pending(self.db):
+                    return
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    migrations.apply(self.db)  # re-checks what is pending under the write lock
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+        self._retry(apply)
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        delay = 0.01
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or attempt == BUSY_RETRIES:
+                    if _is_busy(exc):
+                        raise StoreBusy(
+                            f"the database {self.path} stayed locked by other processes; try again shortly"
+                        ) from exc
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Tx]:
+        with self._lock:
+            self._conn.execute(begin)
+            try:
+                yield Tx(self._conn)
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in one write transaction; all of it commits or none of it does."""
+
+        def attempt() -> T:
+            with self._transaction("BEGIN IMMEDIATE") as tx:
+                return fn(tx)
+
+        return self._retry(attempt)
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` against one consistent snapshot."""
+
+        def attempt() -> T:
+            with self._transaction("BEGIN") as tx:
+                return fn(tx)
+
+        return self._retry(attempt)
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file (cheap: no table read)."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def explain(self, sql: str, params: tuple[object, ...] = ()) -> list[str]:
+        """`EXPLAIN QUERY PLAN` details for a query, for tests and `benchmarks/`."""
+        with self._lock:
+            rows = self._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+        return [str(row["detail"]) for row in rows]
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def backup_to(self, target: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
+        """Online backup of the whole file, safe while other processes write."""
+        dest = sqlite3.connect(str(target))
+        try:
+            with self._lock:
+
+                def report(_status: int, remaining: int, total: int) -> None:
+                    if progress is not None:
+                        progress(total - remaining, total)
+
+                self._conn.backup(dest, pages=256, progress=report)
+        finally:
+            dest.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,131 @@
+"""Schema versions, applied in order through sqlite-utils' `Migrations` helper.
+
+Never edit a migration that has shipped: add a new one. Each runs in the same write
+transaction as the record of it, so two processes starting at once cannot both apply it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("mcp_taskqueue")
+
+
+def run_script(db: Database, script: str) -> None:
+    """Execute statements one by one: `executescript` would commit the enclosing transaction."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {statement[:80]!r}")
+
+
+@migrations()
+def m001_core(db: Database) -> None:
+    """Projects, tasks, dependencies, tags, the event history and full-text search."""
+    run_script(
+        db,
+        """
+        CREATE TABLE projects (
+            name TEXT PRIMARY KEY,
+            description TEXT NOT NULL DEFAULT '',
+            settings TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL
+        );
+
+        -- seq is the rowid: index entries end in it, so (status, priority) orders by
+        -- priority then age without a sort.
+        CREATE TABLE tasks (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            project TEXT NOT NULL REFERENCES projects(name),
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL DEFAULT 'task',
+            priority INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            payload TEXT,
+            result TEXT,
+            error TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',
+            parent_id TEXT,
+            workflow_id TEXT,
+            acceptance_criteria TEXT NOT NULL DEFAULT '[]',
+            phase TEXT,
+            run_at REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL DEFAULT 3,
+            timeout_seconds INTEGER,
+            idempotency_key TEXT,
+            worker TEXT,
+            lease_seconds INTEGER,
+            lease_expires_at REAL,
+            progress REAL,
+            unmet_deps INTEGER NOT NULL DEFAULT 0,
+            blocked_by TEXT,
+            version INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        );
+        CREATE INDEX tasks_claim ON tasks(status, priority);
+        CREATE INDEX tasks_project_claim ON tasks(project, status, priority);
+        CREATE INDEX tasks_lease ON tasks(lease_expires_at) WHERE status = 'running';
+        CREATE INDEX tasks_due ON tasks(run_at) WHERE status = 'pending' AND unmet_deps = 0;
+        CREATE UNIQUE INDEX tasks_idempotency ON tasks(project, idempotency_key)
+            WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX tasks_workflow ON tasks(workflow_id) WHERE workflow_id IS NOT NULL;
+        CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+        CREATE INDEX tasks_worker ON tasks(worker) WHERE worker IS NOT NULL;
+        CREATE INDEX tasks_kind ON tasks(kind, status);
+        CREATE INDEX tasks_blocked ON tasks(project) WHERE blocked_by IS NOT NULL;
+
+        CREATE TABLE task_tags (
+            tag TEXT NOT NULL,
+            task_seq INTEGER NOT NULL REFERENCES tasks(seq),
+            PRIMARY KEY (tag, task_seq)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE dependencies (
+            task_seq INTEGER NOT NULL REFERENCES tasks(seq),
+            depends_on_seq INTEGER NOT NULL REFERENCES tasks(seq),
+            PRIMARY KEY (task_seq, depends_on_seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX dependencies_reverse ON dependencies(depends_on_seq, task_seq);
+
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            task_seq INTEGER NOT NULL REFERENCES tasks(seq),
+            at REAL NOT NULL,
+            actor TEXT,
+            action TEXT NOT NULL,
+            old TEXT,
+            new TEXT
+        );
+        CREATE INDEX events_task ON events(task_seq, seq);
+
+        CREATE VIRTUAL TABLE tasks_fts USING fts5(
+            title, description, content='tasks', content_rowid='seq'
+        );
+        -- Only text changes touch the index, so claims and completions stay cheap.
+        CREATE TRIGGER tasks_fts_insert AFTER INSERT ON tasks BEGIN
+            INSERT INTO tasks_fts(rowid, title, description) VALUES (new.seq, new.title, new.description);
+        END;
+        CREATE TRIGGER tasks_fts_delete AFTER DELETE ON tasks BEGIN
+            INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
+                VALUES ('delete', old.seq, old.title, old.description);
+        END;
+        CREATE TRIGGER tasks_fts_update AFTER UPDATE OF title, description ON tasks BEGIN
+            INSERT INTO tasks_fts(tasks_fts, rowid, title, description)
+                VALUES ('delete', old.seq, old.title, old.description);
+            INSERT INTO tasks_fts(rowid, title, description) VALUES (new.seq, new.title, new.description);
+        END;
+        """,
+    )

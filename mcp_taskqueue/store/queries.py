@@ -1,0 +1,285 @@
+"""Every SQL statement the queue runs, as methods of one transaction.
+
+`queue.py` decides what should happen; these methods only read and write rows. Rows come
+back as `sqlite3.Row`; JSON columns stay text here and are decoded by the queue layer.
+Each per-task query is served by an index from `migrations.py` (see tests/test_store.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+TASK_COLUMNS = (
+    "id, project, title, description, kind, priority, status, payload, result, error, tags, parent_id, "
+    "workflow_id, acceptance_criteria, phase, run_at, attempts, max_attempts, timeout_seconds, "
+    "idempotency_key, worker, lease_seconds, lease_expires_at, progress, unmet_deps, blocked_by, version, "
+    "created_at, updated_at, started_at, finished_at"
+)
+SUMMARY_COLUMNS = "seq, id, title, status, priority, project, kind, worker, progress, version"
+
+# The claim: highest priority (lowest rank), then oldest (lowest seq), among ready tasks.
+CLAIM_SQL = "SELECT seq FROM tasks WHERE status = 'ready'{filters} ORDER BY priority, seq LIMIT 1"
+
+
+class Tx:
+    """One open transaction on the store's connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # --- projects -------------------------------------------------------------------------
+
+    def get_project(self, name: str) -> sqlite3.Row | None:
+        return self.conn.execute(  # type: ignore[no-any-return]
+            "SELECT name, description, settings, created_at FROM projects WHERE name = ?", (name,)
+        ).fetchone()
+
+    def insert_project(self, name: str, description: str, settings: str, now: float) -> bool:
+        """Insert if absent; True when this call created it."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?)",
+            (name, description, settings, now),
+        )
+        return cur.rowcount > 0
+
+    def update_project(self, name: str, description: str, settings: str) -> None:
+        self.conn.execute(
+            "UPDATE projects SET description = ?, settings = ? WHERE name = ?", (description, settings, name)
+        )
+
+    def list_projects(self) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT name, description, settings, created_at FROM projects ORDER BY name"
+        ).fetchall()
+
+    def count_by_status(self, project: str | None = None) -> dict[str, int]:
+        if project is None:
+            rows = self.conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")
+        else:
+            rows = self.conn.execute("SELECT status, count(*) FROM tasks WHERE project = ? GROUP BY status", (project,))
+        return {row[0]: row[1] for row in rows}
+
+    def count_ready_by_priority(self, project: str | None = None) -> dict[int, int]:
+        sql = "SELECT priority, count(*) FROM tasks WHERE status = 'ready'"
+        params: tuple[Any, ...] = ()
+        if project is not None:
+            sql = "SELECT priority, count(*) FROM tasks WHERE project = ? AND status = 'ready'"
+            params = (project,)
+        return {row[0]: row[1] for row in self.conn.execute(sql + " GROUP BY priority", params)}
+
+    def count_expired_leases(self, now: float, project: str | None = None) -> int:
+        sql = "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_expires_at < ?"
+        params: tuple[Any, ...] = (now,)
+        if project is not None:
+            sql += " AND project = ?"
+            params = (now, project)
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def count_blocked(self, project: str | None = None) -> int:
+        sql = "SELECT count(*) FROM tasks WHERE blocked_by IS NOT NULL AND status IN ('pending', 'ready')"
+        if project is None:
+            return int(self.conn.execute(sql).fetchone()[0])
+        return int(self.conn.execute(sql + " AND project = ?", (project,)).fetchone()[0])
+
+    def oldest_ready_created(self, project: str | None = None) -> float | None:
+        # min(seq) over the claim index is the oldest ready task; read its creation time.
+        sql = "SELECT created_at FROM tasks WHERE status = 'ready'"
+        params: tuple[Any, ...] = ()
+        if project is not None:
+            sql += " AND project = ?"
+            params = (project,)
+        row = self.conn.execute(sql + " ORDER BY seq LIMIT 1", params).fetchone()
+        return None if row is None else float(row[0])
+
+    # --- tasks: reads ---------------------------------------------------------------------
+
+    def get_task(self, task_id: str) -> sqlite3.Row | None:
+        return self.conn.execute(  # type: ignore[no-any-return]
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+
+    def get_task_by_seq(self, seq: int) -> sqlite3.Row | None:
+        return self.conn.execute(  # type: ignore[no-any-return]
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE seq = ?", (seq,)
+        ).fetchone()
+
+    def seqs_for_ids(self, ids: Sequence[str]) -> dict[str, sqlite3.Row]:
+        """id -> (seq, status) for the ids that exist."""
+        found: dict[str, sqlite3.Row] = {}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = list(ids[chunk_start : chunk_start + 500])
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(f"SELECT id, seq, status FROM tasks WHERE id IN ({marks})", chunk):
+                found[row["id"]] = row
+        return found
+
+    def find_by_idempotency_key(self, project: str, key: str) -> sqlite3.Row | None:
+        return self.conn.execute(  # type: ignore[no-any-return]
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE project = ? AND idempotency_key = ?", (project, key)
+        ).fetchone()
+
+    def dependency_ids(self, task_seq: int) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT t.id FROM dependencies d JOIN tasks t ON t.seq = d.depends_on_seq "
+            "WHERE d.task_seq = ? ORDER BY t.seq",
+            (task_seq,),
+        )
+        return [row[0] for row in rows]
+
+    def dependency_seqs(self, task_seq: int) -> list[int]:
+        rows = self.conn.execute("SELECT depends_on_seq FROM dependencies WHERE task_seq = ?", (task_seq,))
+        return [row[0] for row in rows]
+
+    def dependents(self, task_seq: int) -> list[sqlite3.Row]:
+        """Tasks that depend on this one, with what the readiness rules need."""
+        return self.conn.execute(
+            "SELECT t.seq, t.id, t.status, t.unmet_deps, t.run_at, t.blocked_by, t.version "
+            "FROM dependencies d JOIN tasks t ON t.seq = d.task_seq WHERE d.depends_on_seq = ?",
+            (task_seq,),
+        ).fetchall()
+
+    def has_dependency(self, task_seq: int, depends_on_seq: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM dependencies WHERE task_seq = ? AND depends_on_seq = ?", (task_seq, depends_on_seq)
+        ).fetchone()
+        return row is not None
+
+    def list_tasks(
+        self,
+        *,
+        project: str | None,
+        status: str | None,
+        kind: str | None,
+        tag: str | None,
+        worker: str | None,
+        workflow_id: str | None,
+        parent_id: str | None,
+        query: str | None,
+        after: tuple[int, int] | None,
+        limit: int,
+    ) -> list[sqlite3.Row]:
+        """A page of summaries in claim order (priority, then age), keyset-paginated."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("project", project),
+            ("status", status),
+            ("kind", kind),
+            ("worker", worker),
+            ("workflow_id", workflow_id),
+            ("parent_id", parent_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if tag is not None:
+            where.append("seq IN (SELECT task_seq FROM task_tags WHERE tag = ?)")
+            params.append(tag)
+        if query is not None:
+            where.append("seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
+            params.append(query)
+        if after is not None:
+            where.append("(priority > ? OR (priority = ? AND seq > ?))")
+            params.extend([after[0], after[0], after[1]])
+        sql = f"SELECT {SUMMARY_COLUMNS} FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY priority, seq LIMIT ?"
+        params.append(limit)
+        return self.conn.execute(sql, params).fetchall()
+
+    def events(self, task_seq: int, after_seq: int, limit: int) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT seq, at, actor, action, old, new FROM events WHERE task_seq = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (task_seq, after_seq, limit),
+        ).fetchall()
+
+    # --- tasks: the claim path ------------------------------------------------------------
+
+    def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks "
+            "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+
+    def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT seq, id, version FROM tasks WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? "
+            "ORDER BY run_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+
+    def next_ready(self, *, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> int | None:
+        filters = ""
+        params: list[Any] = []
+        if project is not None:
+            filters += " AND project = ?"
+            params.append(project)
+        if kinds:
+            filters += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        if tags:
+            filters += (
+                f" AND EXISTS (SELECT 1 FROM task_tags tt WHERE tt.task_seq = tasks.seq "
+                f"AND tt.tag IN ({','.join('?' * len(tags))}))"
+            )
+            params.extend(tags)
+        row = self.conn.execute(CLAIM_SQL.format(filters=filters), params).fetchone()
+        return None if row is None else int(row[0])
+
+    # --- tasks: writes --------------------------------------------------------------------
+
+    def insert_task(self, values: dict[str, Any]) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join("?" * len(values))
+        cur = self.conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(values.values()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def update_task(self, seq: int, values: dict[str, Any]) -> None:
+        """Set columns and bump the version in one statement."""
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        self.conn.execute(
+            f"UPDATE tasks SET {assignments}, version = version + 1 WHERE seq = ?", [*values.values(), seq]
+        )
+
+    def set_tags(self, seq: int, tags: Iterable[str]) -> None:
+        self.conn.execute("DELETE FROM task_tags WHERE task_seq = ?", (seq,))
+        self.conn.executemany("INSERT INTO task_tags (tag, task_seq) VALUES (?, ?)", [(t, seq) for t in tags])
+
+    def insert_dependency(self, task_seq: int, depends_on_seq: int) -> None:
+        self.conn.execute(
+            "INSERT OR IGNORE INTO dependencies (task_seq, depends_on_seq) VALUES (?, ?)",
+            (task_seq, depends_on_seq),
+        )
+
+    def delete_dependency(self, task_seq: int, depends_on_seq: int) -> bool:
+        cur = self.conn.execute(
+            "DELETE FROM dependencies WHERE task_seq = ? AND depends_on_seq = ?", (task_seq, depends_on_seq)
+        )
+        return cur.rowcount > 0
+
+    def insert_event(
+        self, task_seq: int, at: float, actor: str | None, action: str, old: str | None, new: str | None
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO events (task_seq, at, actor, action, old, new) VALUES (?, ?, ?, ?, ?, ?)",
+            (task_seq, at, actor, action, old, new),
+        )
+
+    def ids_for_seqs(self, seqs: Iterable[int]) -> dict[int, str]:
+        seq_list = list(seqs)
+        out: dict[int, str] = {}
+        for start in range(0, len(seq_list), 500):
+            chunk = seq_list[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(f"SELECT seq, id FROM tasks WHERE seq IN ({marks})", chunk):
+                out[row[0]] = row[1]
+        return out
+
+    def max_event_seq(self) -> int:
+        row = self.conn.execute("SELECT max(seq) FROM events").fetchone()
+        return int(row[0] or 0)

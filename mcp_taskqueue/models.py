@@ -250,7 +250,7 @@ class ProjectSettings(BaseModel):
 class Project(BaseModel):
     name: str
     description: str = ""
-    settings: ProjectSettings = Field(default_factory=ProjectSettings)
+    settings: ProjectSettings = Field(default_factory=lambda: ProjectSettings())
     created_at: str
     task_counts: dict[str, int] = Field(default_factory=dict)
 

@@ -361,7 +361,7 @@ class TaskQueue:
             try:
                 items.append(raw if isinstance(raw, TaskSpec) else TaskSpec.model_validate(raw))
             except ValidationError as exc:
-                raise ValidationFailed(spec_errors(exc, f"tasks[{index}].")) from None
+                raise ValidationFailed(spec_errors(exc, f"tasks[{index}]." if len(specs) > 1 else "")) from None
         prepared = [self._prepare(item, index) for index, item in enumerate(items)]
         order = self._batch_order(items)
 

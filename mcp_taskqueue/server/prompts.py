@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver.prompts.base import Prompt, PromptArgument
+from mcp.server.mcpserver.prompts.base import Message, Prompt, PromptArgument
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, InputRequiredResult
 
 PROMPTS_DIR = Path(os.environ.get("TASKQUEUE_PROMPTS_DIR") or Path(__file__).resolve().parents[2] / "prompts")
 
@@ -63,10 +65,24 @@ def load_prompts(directory: Path = PROMPTS_DIR) -> list[PromptFile]:
     return [parse_prompt_file(path) for path in sorted(directory.glob("*.md"))]
 
 
+class FilePrompt(Prompt):
+    """A prompt whose missing arguments are an invalid-params error naming them, not a server error."""
+
+    async def render(self, arguments: dict[str, Any] | None, context: Any) -> list[Message] | InputRequiredResult:
+        given = arguments or {}
+        missing = [a.name for a in self.arguments or [] if a.required and not given.get(a.name)]
+        if missing:
+            raise MCPError(INVALID_PARAMS, f"prompt {self.name!r} needs the argument(s): {', '.join(missing)}")
+        unknown = sorted(set(given) - {a.name for a in self.arguments or []})
+        if unknown:
+            raise MCPError(INVALID_PARAMS, f"prompt {self.name!r} has no argument(s): {', '.join(unknown)}")
+        return await super().render(given, context)
+
+
 def register_prompts(mcp: MCPServer, directory: Path = PROMPTS_DIR) -> None:
     for prompt_file in load_prompts(directory):
         mcp.add_prompt(
-            Prompt(
+            FilePrompt(
                 name=prompt_file.name,
                 description=prompt_file.description,
                 arguments=prompt_file.arguments,

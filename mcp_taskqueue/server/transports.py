@@ -17,7 +17,7 @@ log = logging.getLogger("mcp_taskqueue")
 
 
 def add_health_route(mcp: MCPServer) -> None:
-    @mcp.custom_route("/healthz", methods=["GET"])
+    @mcp.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_request: Request) -> Response:
         queue = mcp.queue  # type: ignore[attr-defined]
         ok = await anyio.to_thread.run_sync(lambda: queue.store.integrity_check() == "ok")

@@ -161,6 +161,21 @@ class Store:
         finally:
             dest.close()
 
+    def restore_from(self, source: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
+        """Replace this database's contents with `source` (a backup), then bring its schema up to date."""
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            with self._lock:
+
+                def report(_status: int, remaining: int, total: int) -> None:
+                    if progress is not None:
+                        progress(total - remaining, total)
+
+                self._retry(lambda: src.backup(self._conn, pages=256, progress=report))
+        finally:
+            src.close()
+        self._migrate()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -21,6 +21,17 @@ SUMMARY_COLUMNS = "seq, id, title, status, priority, project, kind, worker, prog
 
 # The claim: highest priority (lowest rank), then oldest (lowest seq), among ready tasks.
 CLAIM_SQL = "SELECT seq FROM tasks WHERE status = 'ready'{filters} ORDER BY priority, seq LIMIT 1"
+# The sweep runs on every claim, so it must touch only due rows: the partial indexes hold exactly
+# those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
+# pending or running task.
+EXPIRED_SQL = (
+    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks INDEXED BY tasks_lease "
+    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
+)
+DUE_SQL = (
+    "SELECT seq, id, version FROM tasks INDEXED BY tasks_due "
+    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?"
+)
 
 
 class Tx:
@@ -100,10 +111,12 @@ class Tx:
             f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
 
-    def get_task_by_seq(self, seq: int) -> sqlite3.Row | None:
-        return self.conn.execute(  # type: ignore[no-any-return]
-            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE seq = ?", (seq,)
-        ).fetchone()
+    def get_task_by_seq(self, seq: int) -> sqlite3.Row:
+        """A row we know exists (its seq came from this transaction)."""
+        row = self.conn.execute(f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise LookupError(f"task seq {seq} vanished inside its own transaction")
+        return row  # type: ignore[no-any-return]
 
     def seqs_for_ids(self, ids: Sequence[str]) -> dict[str, sqlite3.Row]:
         """id -> (seq, status) for the ids that exist."""
@@ -199,18 +212,10 @@ class Tx:
     # --- tasks: the claim path ------------------------------------------------------------
 
     def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks "
-            "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
+        return self.conn.execute(EXPIRED_SQL, (now, limit)).fetchall()
 
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
-        return self.conn.execute(
-            "SELECT seq, id, version FROM tasks WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? "
-            "ORDER BY run_at LIMIT ?",
-            (now, limit),
-        ).fetchall()
+        return self.conn.execute(DUE_SQL, (now, limit)).fetchall()
 
     def next_ready(self, *, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> int | None:
         filters = ""

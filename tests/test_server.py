@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp_types import Implementation
 
 from mcp_taskqueue.server.app import build_server
 
@@ -36,7 +37,7 @@ TOOLS_LIST_BUDGET = 32 * 1024
 
 @pytest.fixture
 async def client(db_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(db_path)) as c:
+    async with Client(build_server(db_path), client_info=Implementation(name="test-agent", version="1")) as c:
         yield c
 
 
@@ -181,7 +182,7 @@ async def test_projects_tools(client: Client) -> None:
     [
         ("get_task", {"task_id": "nope"}, "not_found: no task with id 'nope'"),
         ("complete_task", {"task_id": "nope", "worker": "w"}, "not_found"),
-        ("create_task", {"title": 42}, "title"),
+        ("create_task", {"title": 42}, "validation_failed: title: Input should be a valid string"),
         ("create_task", {"title": "x" * 501}, "title"),
         ("create_task", {"title": "ok", "priority": "urgent"}, "priority"),
         ("create_task", {"title": "ok", "depends_on": ["ghost"]}, "not_found"),
@@ -242,6 +243,7 @@ async def test_resources(client: Client) -> None:
     assert (await read_json(client, f"taskqueue://tasks/{task['id']}"))["title"] == "t"
     history = await read_json(client, f"taskqueue://tasks/{task['id']}/history")
     assert [e["action"] for e in history["events"]] == ["created", "note"]
+    assert {e["actor"] for e in history["events"]} == {"test-agent"}  # who, from the client's name
     with pytest.raises(MCPError, match="no task with id"):
         await client.read_resource("taskqueue://tasks/missing")
     with pytest.raises(MCPError, match="no project named"):

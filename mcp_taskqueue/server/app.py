@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.compact import compact_tool_schemas
+from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
@@ -35,20 +40,48 @@ def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     return names
 
 
+class TaskQueueServer(MCPServer):
+    """MCPServer whose argument errors read like our own errors: `... validation_failed: <field>: <problem>`.
+
+    The SDK would send pydantic's multi-line report with documentation URLs; agents do better with
+    one line per field.
+    """
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}" for err in cause.errors()
+                )
+                raise ToolError(f"Error executing tool {name}: validation_failed: {problems}") from cause
+            raise
+
+
 def build_server(
     queue: TaskQueue | Store | str | None = None, toolsets: str | Iterable[str] | None = None
 ) -> MCPServer:
     """The MCP server for a queue (or a store, or a database path; None is the default store)."""
     if not isinstance(queue, TaskQueue):
         queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
-    mcp = MCPServer(
+    # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
+    bus = InMemorySubscriptionBus()
+    legacy = LegacySubscriptions()
+    watcher = ResourceWatcher(queue.store, bus, legacy)
+    mcp = TaskQueueServer(
         "mcp-taskqueue",
         title="Task queue",
         version=__version__,
         instructions=INSTRUCTIONS,
         warn_on_duplicate_tools=False,
         log_level="WARNING",
+        lifespan=watcher.lifespan,
+        subscriptions=bus,
     )
+    register_subscriptions(mcp, legacy)
+    mcp.watcher = watcher  # type: ignore[attr-defined]
     for name in parse_toolsets(toolsets):
         REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)

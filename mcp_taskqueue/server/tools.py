@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -94,18 +95,19 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         max_attempts: int = 3,
         timeout_seconds: Annotated[int | None, Field(description="Default lease for each attempt.")] = None,
         idempotency_key: Annotated[str | None, Field(description="Repeat calls return the first task.")] = None,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`)."""
         spec = _spec(locals())
-        return reply(TaskState.of(await run_queue(queue.create, spec)))
+        return reply(TaskState.of(await run_queue(queue.create, spec, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)
     async def create_tasks(
-        tasks: Annotated[list[TaskSpec], Field(min_length=1)],
+        tasks: Annotated[list[TaskSpec], Field(min_length=1)], ctx: Context | None = None
     ) -> Annotated[CallToolResult, CreatedTasks]:
         """Create several tasks atomically (all or none). Give an item a `ref` and other items may
         list that ref in depends_on; cycles are refused."""
-        created = await run_queue(queue.create_many, tasks)
+        created = await run_queue(queue.create_many, tasks, actor(ctx))
         refs = {spec.ref: task.id for spec, task in zip(tasks, created, strict=True) if spec.ref}
         return reply(CreatedTasks(tasks=[TaskState.of(t) for t in created], refs=refs))
 
@@ -155,43 +157,59 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         run_at: str | None = None,
         max_attempts: int | None = None,
         timeout_seconds: int | None = None,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Change a task's descriptive fields (only those given). Status moves use the queue tools."""
         fields = {k: v for k, v in locals().items() if k not in ("task_id", "expected_version") and v is not None}
-        fields = {k: v for k, v in fields.items() if k not in ("queue", "mcp")}
-        return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version)))
+        fields = {k: v for k, v in fields.items() if k not in ("queue", "mcp", "ctx")}
+        return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)
-    async def add_note(task_id: TaskIdArg, text: str) -> Annotated[CallToolResult, Event]:
+    async def add_note(task_id: TaskIdArg, text: str, ctx: Context | None = None) -> Annotated[CallToolResult, Event]:
         """Append a note to a task's history (findings, decisions, hand-off context)."""
-        return reply(await run_queue(queue.add_note, task_id, text))
+        return reply(await run_queue(queue.add_note, task_id, text, actor(ctx)))
 
     @mcp.tool(annotations=IDEMPOTENT)
     async def add_dependency(
-        task_id: TaskIdArg, depends_on: Annotated[str, Field(description="Id of the task to wait for.")]
+        task_id: TaskIdArg,
+        depends_on: Annotated[str, Field(description="Id of the task to wait for.")],
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Make task_id wait until depends_on completes. Refused if it would create a cycle."""
-        return reply(TaskState.of(await run_queue(queue.add_dependency, task_id, depends_on)))
+        return reply(TaskState.of(await run_queue(queue.add_dependency, task_id, depends_on, actor(ctx))))
 
     @mcp.tool(annotations=IDEMPOTENT)
-    async def remove_dependency(task_id: TaskIdArg, depends_on: str) -> Annotated[CallToolResult, TaskState]:
+    async def remove_dependency(
+        task_id: TaskIdArg, depends_on: str, ctx: Context | None = None
+    ) -> Annotated[CallToolResult, TaskState]:
         """Stop task_id waiting on depends_on; it becomes ready if nothing else holds it."""
-        return reply(TaskState.of(await run_queue(queue.remove_dependency, task_id, depends_on)))
+        return reply(TaskState.of(await run_queue(queue.remove_dependency, task_id, depends_on, actor(ctx))))
 
     @mcp.tool(annotations=DESTRUCTIVE)
-    async def cancel_task(task_id: TaskIdArg, reason: str | None = None) -> Annotated[CallToolResult, TaskState]:
+    async def cancel_task(
+        task_id: TaskIdArg, reason: str | None = None, ctx: Context | None = None
+    ) -> Annotated[CallToolResult, TaskState]:
         """Cancel an unfinished task; tasks depending on it are marked blocked_by it."""
-        return reply(TaskState.of(await run_queue(queue.cancel, task_id, reason)))
+        return reply(TaskState.of(await run_queue(queue.cancel, task_id, reason, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)
-    async def retry_task(task_id: TaskIdArg) -> Annotated[CallToolResult, TaskState]:
+    async def retry_task(task_id: TaskIdArg, ctx: Context | None = None) -> Annotated[CallToolResult, TaskState]:
         """Re-queue a failed or cancelled task with fresh attempts."""
-        return reply(TaskState.of(await run_queue(queue.retry, task_id)))
+        return reply(TaskState.of(await run_queue(queue.retry, task_id, actor(ctx))))
 
 
 def _spec(args: dict[str, Any]) -> dict[str, Any]:
     """Tool arguments -> a TaskSpec dict, dropping unset optionals (validated by the queue)."""
-    return {k: v for k, v in args.items() if v is not None and k not in ("queue", "mcp")}
+    return {k: v for k, v in args.items() if v is not None and k not in ("queue", "mcp", "ctx")}
+
+
+def actor(ctx: Context | None) -> str | None:
+    """Who is acting, for the history: the connected client's name, when it gave one."""
+    try:
+        params = ctx.session.client_params if ctx is not None else None
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+    return params.client_info.name if params is not None and params.client_info else None
 
 
 def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:

@@ -48,13 +48,13 @@ def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", por
     app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, port)
+    print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
     anyio.run(server.serve)
 
 
-def print_banner(transport: str, host: str, port: int) -> None:
+def print_banner(transport: str, host: str, port: int, db: str) -> None:
     base = f"http://{host}:{port}"
-    lines = [f"mcp-taskqueue {__version__} listening on {base}"]
+    lines = [f"mcp-taskqueue {__version__} listening on {base}", f"  store:           {db}"]
     if transport == "http":
         lines += [
             f"  streamable HTTP: {base}/mcp",

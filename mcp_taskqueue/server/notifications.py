@@ -1,0 +1,237 @@
+"""Live updates: commits to the SQLite file, from any process, become resource notifications.
+
+One `ResourceWatcher` per server process polls `PRAGMA data_version` on a connection of its
+own (a few microseconds; no table is read while nothing changes). When the file changed it
+reads the events past its high-water mark (`events.seq`), maps each to the resources it
+touches, and publishes them both ways the SDK offers:
+
+- the 2026-07-28 `subscriptions/listen` streams, through the server's `SubscriptionBus`;
+- the legacy `resources/subscribe` requests, tracked per connection by `LegacySubscriptions`
+  and answered with `notifications/resources/updated` on that connection.
+
+Lease extensions without progress are not history events, so they are not notified.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from mcp.server import MCPServer
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, SubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+from mcp_taskqueue.store import Store, Tx
+from mcp_taskqueue.store.database import ChangeFeed
+
+log = logging.getLogger("mcp_taskqueue.notifications")
+
+POLL_SECONDS = 0.15
+EVENT_BATCH = 1_000
+MAX_BATCHES_PER_POLL = 10  # a huge burst is caught up over a few polls, not in one long read
+MAX_SUBSCRIPTIONS_PER_CLIENT = 1_000
+SEND_TIMEOUT_SECONDS = 5.0
+SCHEME = "taskqueue://"
+STATS_URI = "taskqueue://stats"
+PROJECTS_URI = "taskqueue://projects"
+
+
+def task_uris(task_id: str, project: str, workflow_id: str | None) -> list[str]:
+    """The resources one task event changes (besides stats and the projects list)."""
+    uris = [f"taskqueue://tasks/{task_id}", f"taskqueue://tasks/{task_id}/history", f"taskqueue://projects/{project}"]
+    if workflow_id:
+        uris.append(f"taskqueue://workflows/{workflow_id}")
+    return uris
+
+
+@dataclass
+class Changes:
+    """What one poll found: resource URIs to notify, and whether the resource list changed."""
+
+    uris: set[str] = field(default_factory=set)
+    list_changed: bool = False
+
+
+class LegacySubscriptions:
+    """`resources/subscribe` bookkeeping: which connection wants which URIs."""
+
+    def __init__(self) -> None:
+        # keyed by the connection, so several requests of one client share one entry
+        self._clients: dict[int, tuple[object, ServerSession, set[str]]] = {}
+
+    @staticmethod
+    def _key(session: ServerSession) -> object:
+        # ServerSession is per request; its connection is what lives as long as the client.
+        return getattr(session, "_connection", session)
+
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        uri = str(params.uri)
+        if not uri.startswith(SCHEME):
+            raise MCPError(INVALID_PARAMS, f"cannot subscribe to {uri!r}: this server's resources are {SCHEME}...")
+        key = self._key(ctx.session)
+        _, _, uris = self._clients.setdefault(id(key), (key, ctx.session, set()))
+        if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+            raise MCPError(INVALID_PARAMS, f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per client")
+        uris.add(uri)
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        entry = self._clients.get(id(self._key(ctx.session)))
+        if entry is not None:
+            entry[2].discard(str(params.uri))
+            if not entry[2]:
+                del self._clients[id(entry[0])]
+        return EmptyResult()
+
+    def count(self) -> int:
+        return sum(len(uris) for _, _, uris in self._clients.values())
+
+    async def deliver(self, changes: Changes) -> None:
+        """Notify each subscribed connection; one that fails or hangs is dropped, not waited on."""
+        for key, (_, session, uris) in list(self._clients.items()):
+            wanted = sorted(uris & changes.uris)
+            try:
+                with anyio.fail_after(SEND_TIMEOUT_SECONDS):
+                    for uri in wanted:
+                        await session.send_resource_updated(uri)
+                    if changes.list_changed:
+                        await session.send_resource_list_changed()
+            except Exception as exc:  # a gone client: closed stream, broken pipe, timeout
+                log.info("dropping resource subscriptions of a client that cannot be reached: %r", exc)
+                self._clients.pop(key, None)
+
+
+class ResourceWatcher:
+    """Polls the file for commits and publishes the resources they changed."""
+
+    def __init__(
+        self, store: Store, bus: SubscriptionBus, legacy: LegacySubscriptions, poll_seconds: float = POLL_SECONDS
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.legacy = legacy
+        self.poll_seconds = poll_seconds
+        self._feed: ChangeFeed | None = None
+        self._version: int | None = None
+        self._high_water: int | None = None
+        self._projects: dict[str, str] = {}
+        self._polling = False
+        self._users = 0
+
+    # --- reading the file (in a worker thread) ---------------------------------------------
+
+    def _open(self) -> ChangeFeed:
+        if self._feed is None:
+            self._feed = self.store.change_feed()
+        return self._feed
+
+    def _start_point(self, tx: Tx) -> None:
+        self._high_water = tx.max_event_seq()
+        self._projects = tx.project_fingerprints()
+
+    def collect(self) -> Changes:
+        """What changed since the last call (nothing, cheaply, when the file did not change)."""
+        feed = self._open()
+        version = feed.data_version()
+        if self._high_water is None:
+            self._version = version
+            feed.read(self._start_point)
+            return Changes()
+        if version == self._version:
+            return Changes()
+        self._version = version
+        return feed.read(self._read_changes)
+
+    def _read_changes(self, tx: Tx) -> Changes:
+        assert self._high_water is not None
+        changes = Changes()
+        for _ in range(MAX_BATCHES_PER_POLL):
+            rows = tx.events_since(self._high_water, EVENT_BATCH)
+            for row in rows:
+                changes.uris.update(task_uris(row["id"], row["project"], row["workflow_id"]))
+            if rows:
+                self._high_water = int(rows[-1]["seq"])
+            if len(rows) < EVENT_BATCH:
+                break
+        else:
+            self._version = None  # more to read: look again on the next poll whatever the version
+        if changes.uris:
+            changes.uris.update((STATS_URI, PROJECTS_URI))
+        projects = tx.project_fingerprints()
+        if projects != self._projects:
+            changes.list_changed = projects.keys() != self._projects.keys()
+            changed = {name for name, value in projects.items() if self._projects.get(name) != value}
+            changes.uris.update(f"taskqueue://projects/{name}" for name in changed)
+            changes.uris.add(PROJECTS_URI)
+            self._projects = projects
+        return changes
+
+    # --- publishing (on the event loop) ----------------------------------------------------
+
+    async def poll_once(self) -> Changes:
+        changes = await anyio.to_thread.run_sync(self.collect)
+        await self.publish(changes)
+        return changes
+
+    async def publish(self, changes: Changes) -> None:
+        for uri in sorted(changes.uris):
+            await self.bus.publish(ResourceUpdated(uri=uri))
+        if changes.list_changed:
+            await self.bus.publish(ResourcesListChanged())
+        if changes.uris or changes.list_changed:
+            await self.legacy.deliver(changes)
+
+    async def run(self) -> None:
+        """Poll until cancelled. Only one poller runs per watcher; others wait to take over."""
+        while self._polling:
+            await anyio.sleep(self.poll_seconds)
+        self._polling = True
+        try:
+            while True:
+                try:
+                    await self.poll_once()
+                except Exception:  # keep watching: a busy or briefly unreadable file is not fatal
+                    log.exception("resource watcher poll failed; retrying")
+                await anyio.sleep(self.poll_seconds)
+        finally:
+            self._polling = False
+
+    @asynccontextmanager
+    async def lifespan(self, _server: MCPServer[Any]) -> AsyncIterator[dict[str, Any]]:
+        """The MCPServer lifespan: entered once per process (HTTP) or per connection (stdio, SSE)."""
+        self._users += 1
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.run)
+                try:
+                    yield {}
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._users -= 1
+            if self._users == 0 and self._feed is not None:
+                self._feed.close()
+                self._feed = None
+
+
+def register_subscriptions(mcp: MCPServer[Any], legacy: LegacySubscriptions) -> None:
+    """Serve legacy `resources/subscribe`/`unsubscribe` and advertise resource list changes."""
+    lowlevel = mcp._lowlevel_server  # the SDK's MCPServer has no public hook for these two methods
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
+    create_options = lowlevel.create_initialization_options
+
+    def with_list_changed(notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
+        # handshake-era clients learn from the capability that resources/list_changed is sent
+        return create_options(notification_options or NotificationOptions(resources_changed=True), *args, **kwargs)
+
+    lowlevel.create_initialization_options = with_list_changed  # type: ignore[method-assign]

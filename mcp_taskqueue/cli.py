@@ -1,28 +1,109 @@
-"""The `mcp-taskqueue` command: a thin click layer over the queue and the server."""
+"""The `mcp-taskqueue` command: a thin click layer over the queue and the server.
+
+Every queue command goes through one path, `TaskQueueClient`: with `--db` it talks to an
+in-memory MCP server over that file, with `--url` to a running server, so local and remote
+behave the same. Export, import, backup and restore work on the local file (store/archive.py).
+Results print as tables for people or exact JSON/YAML for scripts (`--format`); errors are
+one line on stderr with an exit code per kind of error (see docs/cli.md).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.errors import TaskQueueError
+from mcp_taskqueue.output import FORMATS, render
 from mcp_taskqueue.store import default_db_path
 
+T = TypeVar("T")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Exit codes by error kind: scripts can tell "no such task" from "someone else has it".
+EXIT_CODES = {
+    "error": 1,
+    "tool_failed": 1,
+    "validation_failed": 2,
+    "usage": 2,
+    "not_found": 3,
+    "conflict": 4,
+    "invalid_transition": 4,
+    "lease_lost": 4,
+    "store_busy": 5,
+    "transport": 6,
+    "unknown_tool": 7,
+}
+PRIORITIES = ("critical", "high", "medium", "low")
+STATUSES = ("pending", "ready", "running", "completed", "failed", "cancelled")
+
+
+class CommandError(click.ClickException):
+    """A failure we explain in one line, with the exit code of its kind."""
+
+    def __init__(self, message: str, code: str = "error") -> None:
+        super().__init__(message)
+        self.exit_code = EXIT_CODES.get(code, 1)  # type: ignore[misc]
+
+
+class OneLineErrors(click.Group):
+    """A group whose errors print as one `error: ...` line on stderr instead of a usage block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mcp-taskqueue")
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
     envvar="TASKQUEUE_DB",
-    help=f"SQLite database file (default {default_db_path()}).",
+    help="SQLite database file [default: $TASKQUEUE_DB, else ~/.local/share/mcp-taskqueue/tasks.db].",
+)
+@click.option(
+    "--url",
+    envvar="TASKQUEUE_URL",
+    help="Act on a running server over MCP (e.g. http://127.0.0.1:8765/mcp) instead of the local file.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    envvar="TASKQUEUE_FORMAT",
+    help="table for people; json or yaml for scripts.",
 )
 @click.pass_context
-def main(ctx: click.Context, db: str | None) -> None:
+def main(ctx: click.Context, db: str | None, url: str | None, fmt: str) -> None:
     """A durable task queue and workflow orchestrator for AI agents, served over MCP."""
-    ctx.obj = {"db": db}
+    ctx.obj = {"db": db, "url": url, "format": fmt}
 
 
 @main.command()
@@ -48,5 +129,537 @@ def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: st
     run(mcp, transport, host, port)
 
 
+# --- the one path: a TaskQueueClient on the local file or the --url server ------------------------
+
+
+def with_client(ctx: click.Context, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Open a client on `--url` or `--db`, run `fn(client)`, and turn our errors into exit codes."""
+    import anyio
+
+    from mcp_taskqueue.client import TaskQueueClient
+
+    obj = ctx.find_root().obj
+    target = obj["url"] or obj["db"]
+
+    async def run() -> T:
+        # A few quick retries: a person or a script waiting on a dead URL wants to hear about it soon.
+        async with TaskQueueClient(target, retries=3, backoff=0.2) as client:
+            return await fn(client)
+
+    try:
+        return anyio.run(run)
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {_one_line(str(exc))}", exc.code) from None
+
+
+def show(ctx: click.Context, value: Any, title: str | None = None) -> None:
+    render(value, ctx.find_root().obj["format"], title=title)
+
+
+def parse_json(value: str | None, what: str) -> Any:
+    """A JSON argument, inline or `@path` to read it from a file."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]}: {exc.strerror}", param_hint=what) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at position {exc.pos})", param_hint=what) from None
+
+
+def local_store(ctx: click.Context, action: str) -> Any:
+    """The local database for file-level work, refusing --url (a server's file is its own business)."""
+    obj = ctx.find_root().obj
+    if obj["url"]:
+        raise CommandError(f"{action} works on a local database file; use --db instead of --url", "usage")
+    from mcp_taskqueue.store import Store
+
+    try:
+        return Store(obj["db"])
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr (only on a terminal: pipes and logs stay clean)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=max(total, done))
+
+        yield update
+
+
+# --- task ---------------------------------------------------------------------------------------
+
+
+@main.group()
+def task() -> None:
+    """Create, inspect and move tasks."""
+
+
+@task.command("add")
+@click.argument("title")
+@click.option("--project", "-p", default="default", show_default=True)
+@click.option("--description", "-d", default="")
+@click.option("--kind", "-k", default="task", show_default=True)
+@click.option("--priority", type=click.Choice(PRIORITIES), default="medium", show_default=True)
+@click.option("--payload", help="JSON object for the worker, or @file.json.")
+@click.option("--tag", "tags", multiple=True, help="Repeatable.")
+@click.option("--depends-on", "depends_on", multiple=True, help="Task id that must complete first (repeatable).")
+@click.option("--parent", "parent_id")
+@click.option("--criterion", "acceptance_criteria", multiple=True, help="Acceptance criterion (repeatable).")
+@click.option("--run-at", help="ISO-8601 time before which the task is not claimable.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--timeout", "timeout_seconds", type=click.IntRange(1), help="Default lease seconds per attempt.")
+@click.option("--idempotency-key", help="Repeat calls with the same key return the first task.")
+@click.pass_context
+def task_add(ctx: click.Context, /, title: str, payload: str | None, **fields: Any) -> None:
+    """Create a task."""
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+    args = {k: v for k, v in args.items() if v not in (None, [])}
+    parsed = parse_json(payload, "--payload")
+    if parsed is not None:
+        args["payload"] = parsed
+    show(ctx, with_client(ctx, lambda tq: tq.create_task(title, **args)))
+
+
+@task.command("list")
+@click.option("--project", "-p")
+@click.option("--status", "-s", type=click.Choice(STATUSES))
+@click.option("--kind", "-k")
+@click.option("--tag")
+@click.option("--worker")
+@click.option("--workflow", "workflow_id")
+@click.option("--query", "-q", help="Full-text words in title/description.")
+@click.option("--limit", type=click.IntRange(1, 200), default=50, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow cursors and list every match.")
+@click.pass_context
+def task_list(ctx: click.Context, /, all_pages: bool, **filters: Any) -> None:
+    """List tasks in claim order (priority, then age)."""
+    from mcp_taskqueue.models import TaskPage
+
+    filters = {k: v for k, v in filters.items() if v is not None}
+
+    async def run(tq: Any) -> TaskPage:
+        if not all_pages:
+            page: TaskPage = await tq.list_tasks(**filters)
+            return page
+        return TaskPage(tasks=[summary async for summary in tq.iter_tasks(**filters)])
+
+    show(ctx, with_client(ctx, run))
+
+
+@task.command("show")
+@click.argument("task_id")
+@click.option("--history", is_flag=True, help="Also show the task's history.")
+@click.pass_context
+def task_show(ctx: click.Context, task_id: str, history: bool) -> None:
+    """Everything about one task."""
+
+    async def run(tq: Any) -> Any:
+        found = await tq.get_task(task_id)
+        return (found, await tq.task_history(task_id)) if history else (found, None)
+
+    found, events = with_client(ctx, run)
+    if events is None:
+        show(ctx, found)
+    elif ctx.find_root().obj["format"] == "table":
+        show(ctx, found)
+        show(ctx, events, title="history")
+    else:
+        show(ctx, {"task": found, "history": events.events})
+
+
+@task.command("claim")
+@click.option("--worker", "-w", required=True, help="Your stable worker name.")
+@click.option("--project", "-p")
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
+@click.option("--tag", "tags", multiple=True, help="Only tasks with any of these tags (repeatable).")
+@click.option("--lease", "lease_seconds", type=click.IntRange(1, 86400), help="Lease seconds (default 300).")
+@click.pass_context
+def task_claim(
+    ctx: click.Context,
+    worker: str,
+    project: str | None,
+    kinds: tuple[str, ...],
+    tags: tuple[str, ...],
+    lease_seconds: int | None,
+) -> None:
+    """Lease the next ready task (prints `task: null` when nothing is ready)."""
+    result = with_client(
+        ctx, lambda tq: tq.claim_task(worker, project=project, kinds=kinds, tags=tags, lease_seconds=lease_seconds)
+    )
+    show(ctx, result)
+
+
+@task.command("complete")
+@click.argument("task_id")
+@click.option("--worker", "-w", required=True)
+@click.option("--result", help="JSON result, or @file.json.")
+@click.pass_context
+def task_complete(ctx: click.Context, task_id: str, worker: str, result: str | None) -> None:
+    """Complete a task you hold."""
+    value = parse_json(result, "--result")
+    show(ctx, with_client(ctx, lambda tq: tq.complete_task(task_id, worker, value)))
+
+
+@task.command("fail")
+@click.argument("task_id")
+@click.option("--worker", "-w", required=True)
+@click.option("--error", "-e", "error", required=True, help="What went wrong.")
+@click.option("--permanent", is_flag=True, help="Do not retry, even with attempts left.")
+@click.pass_context
+def task_fail(ctx: click.Context, task_id: str, worker: str, error: str, permanent: bool) -> None:
+    """Report a failed attempt on a task you hold."""
+    show(ctx, with_client(ctx, lambda tq: tq.fail_task(task_id, worker, error, retryable=not permanent)))
+
+
+@task.command("release")
+@click.argument("task_id")
+@click.option("--worker", "-w", required=True)
+@click.option("--delay", type=click.FloatRange(0, 86400), default=0.0)
+@click.pass_context
+def task_release(ctx: click.Context, task_id: str, worker: str, delay: float) -> None:
+    """Give a task you hold back, unfinished."""
+    show(ctx, with_client(ctx, lambda tq: tq.release_task(task_id, worker, delay)))
+
+
+@task.command("cancel")
+@click.argument("task_id")
+@click.option("--reason")
+@click.pass_context
+def task_cancel(ctx: click.Context, task_id: str, reason: str | None) -> None:
+    """Cancel an unfinished task."""
+    show(ctx, with_client(ctx, lambda tq: tq.cancel_task(task_id, reason)))
+
+
+@task.command("retry")
+@click.argument("task_id")
+@click.pass_context
+def task_retry(ctx: click.Context, task_id: str) -> None:
+    """Re-queue a failed or cancelled task with fresh attempts."""
+    show(ctx, with_client(ctx, lambda tq: tq.retry_task(task_id)))
+
+
+@task.command("note")
+@click.argument("task_id")
+@click.argument("text")
+@click.pass_context
+def task_note(ctx: click.Context, task_id: str, text: str) -> None:
+    """Append a note to a task's history."""
+    show(ctx, with_client(ctx, lambda tq: tq.add_note(task_id, text)))
+
+
+# --- workflow (through the spec'd workflow tools) --------------------------------------------------
+
+
+@main.group()
+def workflow() -> None:
+    """Create and inspect workflows (dependency graphs of tasks)."""
+
+
+def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` pairs; a value that parses as JSON is taken as JSON, else as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--param")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@workflow.command("create")
+@click.argument("spec", required=False, type=click.File("r", encoding="utf-8"))
+@click.option("--template", "-t", help="Create from this template instead of a SPEC file.")
+@click.option(
+    "--param", "pairs", multiple=True, help="Template parameter as key=value (JSON values allowed; repeatable)."
+)
+@click.pass_context
+def workflow_create(ctx: click.Context, spec: Any, template: str | None, pairs: tuple[str, ...]) -> None:
+    """Create a workflow from SPEC, a JSON file (- for stdin) with name, project and tasks whose
+    depends_on name other tasks' refs; or from --template with --param values."""
+    if (spec is None) == (template is None):
+        raise click.UsageError("give either a SPEC file or --template NAME")
+    if spec is not None and pairs:
+        raise click.UsageError("--param only applies to --template")
+    loaded: Any = None
+    if spec is not None:
+        try:
+            loaded = json.load(spec)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not valid JSON ({exc.msg}, line {exc.lineno})", param_hint="SPEC") from None
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object (name, project, tasks)", param_hint="SPEC")
+    params = parse_args(pairs) if template is not None else None
+    show(ctx, with_client(ctx, lambda tq: tq.create_workflow(loaded, template=template, parameters=params)))
+
+
+@workflow.command("show")
+@click.argument("workflow_id")
+@click.pass_context
+def workflow_show(ctx: click.Context, workflow_id: str) -> None:
+    """A workflow with its derived status and progress."""
+    show(ctx, with_client(ctx, lambda tq: tq.get_workflow(workflow_id)))
+
+
+@workflow.command("list")
+@click.option("--project", "-p")
+@click.option("--status", "-s")
+@click.option("--limit", type=click.IntRange(1, 200))
+@click.pass_context
+def workflow_list(ctx: click.Context, /, **filters: Any) -> None:
+    """List workflows."""
+    filters = {k: v for k, v in filters.items() if v is not None}
+    show(ctx, with_client(ctx, lambda tq: tq.list_workflows(**filters)))
+
+
+@workflow.command("cancel")
+@click.argument("workflow_id")
+@click.option("--reason")
+@click.pass_context
+def workflow_cancel(ctx: click.Context, workflow_id: str, reason: str | None) -> None:
+    """Cancel a workflow's unfinished tasks."""
+    show(ctx, with_client(ctx, lambda tq: tq.cancel_workflow(workflow_id, reason)))
+
+
+# --- project and stats -------------------------------------------------------------------------
+
+
+@main.group()
+def project() -> None:
+    """Inspect projects."""
+
+
+@project.command("list")
+@click.pass_context
+def project_list(ctx: click.Context) -> None:
+    """Every project with its task counts."""
+    show(ctx, with_client(ctx, lambda tq: tq.list_projects()))
+
+
+@project.command("show")
+@click.argument("name")
+@click.pass_context
+def project_show(ctx: click.Context, name: str) -> None:
+    """One project: settings and task counts."""
+    show(ctx, with_client(ctx, lambda tq: tq.get_project(name)))
+
+
+@main.command()
+@click.option("--project", "-p")
+@click.pass_context
+def stats(ctx: click.Context, project: str | None) -> None:
+    """Counts by status, ready work by priority, expired leases, blocked tasks."""
+    show(ctx, with_client(ctx, lambda tq: tq.queue_stats(project)))
+
+
+# --- export / import / backup / restore (local file) ----------------------------------------------
+
+
+@main.command("export")
+@click.option("--output", "-o", default="-", show_default=True, help="JSON Lines file to write (- for stdout).")
+@click.pass_context
+def export_cmd(ctx: click.Context, output: str) -> None:
+    """Write every project, task, dependency and history event as JSON Lines (lossless)."""
+    from mcp_taskqueue.store.archive import export_jsonl
+
+    store = local_store(ctx, "export")
+    try:
+        if output == "-":
+            export_jsonl(store, sys.stdout)
+            return
+        tmp = Path(output + ".partial")
+        try:
+            with progress_bar("exporting") as update, tmp.open("w", encoding="utf-8") as fh:
+                counts = export_jsonl(store, fh, update)
+            tmp.replace(output)  # a reader never sees half a file
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CommandError(f"cannot write {output}: {exc.strerror}") from None
+        show(ctx, {"output": output, **counts.as_dict()})
+    finally:
+        store.close()
+
+
+@main.command("import")
+@click.argument("source", type=click.Path(allow_dash=True, dir_okay=False))
+@click.pass_context
+def import_cmd(ctx: click.Context, source: str) -> None:
+    """Load a JSON Lines export (one transaction: all of it or nothing)."""
+    from mcp_taskqueue.store.archive import import_jsonl
+
+    try:
+        lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+    store = local_store(ctx, "import")
+    try:
+        with progress_bar("importing") as update:
+            counts = import_jsonl(store, lines, update)
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    finally:
+        store.close()
+    show(ctx, {"source": source, **counts.as_dict()})
+
+
+@main.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--verify", is_flag=True, help="Re-read the copy: checksum and integrity_check.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.pass_context
+def backup_cmd(ctx: click.Context, target: str, verify: bool, force: bool) -> None:
+    """Online backup to TARGET (safe while others write), with TARGET.sha256 beside it."""
+    from mcp_taskqueue.store.archive import backup, verify_backup
+
+    if Path(target).exists() and not force:
+        raise CommandError(f"{target} exists; pass --force to overwrite it", "usage")
+    store = local_store(ctx, "backup")
+    try:
+        if force:
+            Path(target).unlink(missing_ok=True)
+        with progress_bar("backing up") as update:
+            digest = backup(store, target, update)
+        if verify:
+            verify_backup(target)
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        store.close()
+    show(ctx, {"backup": target, "sha256": digest, "bytes": Path(target).stat().st_size, "verified": verify})
+
+
+@main.command("restore")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing the database's contents.")
+@click.pass_context
+def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
+    """Replace the database with a backup, after checking its sha256 and integrity_check."""
+    from mcp_taskqueue.store.archive import restore, verify_backup
+
+    try:
+        verify_backup(source)
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    obj = ctx.find_root().obj
+    if not yes and not sys.stdin.isatty():
+        raise CommandError("restore replaces every task in the database; pass --yes to confirm", "usage")
+    if not yes:
+        click.confirm(f"Replace every task in {obj['db'] or default_db_path()} with {source}?", abort=True, err=True)
+    store = local_store(ctx, "restore")
+    try:
+        with progress_bar("restoring") as update:
+            digest = restore(store, source, update)
+        check = store.integrity_check()
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    finally:
+        store.close()
+    show(ctx, {"restored": source, "sha256": digest, "integrity_check": check})
+
+
+# --- worker and completion --------------------------------------------------------------------
+
+
+@main.command("worker")
+@click.argument("spec")
+@click.option("--drain", is_flag=True, help="Exit once nothing is ready, running or pending.")
+@click.option("--max-tasks", type=click.IntRange(1), help="Exit after this many tasks.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
+def worker_cmd(ctx: click.Context, spec: str, drain: bool, max_tasks: int | None, log_level: str) -> None:
+    """Run the Worker named by SPEC (module:attribute) until SIGINT/SIGTERM."""
+    from mcp_taskqueue.worker import load_worker
+
+    logging.basicConfig(stream=sys.stderr, level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        worker = load_worker(spec)
+    except (ImportError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="SPEC") from None
+    obj = ctx.find_root().obj
+    try:
+        result = worker.run_sync(obj["url"] or obj["db"], stop_when_idle=drain, max_tasks=max_tasks)
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    show(ctx, {"worker": worker.name, **vars(result)})
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(mcp-taskqueue completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "mcp-taskqueue", "_MCP_TASKQUEUE_COMPLETE").source())
+
+
+# --- the reference in docs/cli.md is generated from the commands themselves --------------------
+
+REFERENCE_BEGIN = "<!-- BEGIN GENERATED REFERENCE: python -m mcp_taskqueue.cli --update-docs docs/cli.md -->"
+REFERENCE_END = "<!-- END GENERATED REFERENCE -->"
+
+
+def help_reference() -> str:
+    """Every command's --help as Markdown, so the docs cannot drift from the code."""
+    parts: list[str] = []
+
+    def walk(command: click.Command, ctx: click.Context) -> None:
+        parts.append(f"### `{ctx.command_path}`\n\n```text\n{command.get_help(ctx)}\n```\n")
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                if sub is not None:
+                    walk(sub, click.Context(sub, info_name=name, parent=ctx))
+
+    root = click.Context(
+        main, info_name="mcp-taskqueue", terminal_width=100, max_content_width=100, **main.context_settings
+    )
+    walk(main, root)
+    return "\n".join(parts)
+
+
+def update_reference(path: str | Path) -> bool:
+    """Rewrite the generated part of `path`; True if it changed."""
+    doc = Path(path)
+    text = doc.read_text(encoding="utf-8")
+    head, _, rest = text.partition(REFERENCE_BEGIN)
+    _, _, tail = rest.partition(REFERENCE_END)
+    new = f"{head}{REFERENCE_BEGIN}\n\n{help_reference()}\n{REFERENCE_END}{tail}"
+    if new != text:
+        doc.write_text(new, encoding="utf-8")
+    return new != text
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--update-docs"]:
+        sys.exit(1 if update_reference(sys.argv[2]) else 0)
     main()

@@ -276,3 +276,124 @@ class ClaimResult(BaseModel):
 
     task: Task | None = None
     lease_expires_at: str | None = None
+
+
+# --- workflows ---------------------------------------------------------------------------
+
+
+class WorkflowTask(BaseModel):
+    """One task of a workflow, with what decides when it can run."""
+
+    id: str
+    title: str
+    status: Status
+    priority: Priority
+    depends_on: list[str] = Field(default_factory=list)
+    worker: str | None = None
+    phase: str | None = None
+
+
+class Workflow(BaseModel):
+    """A workflow with its derived state: status, progress, what runs, what is blocked and by what."""
+
+    id: str
+    name: str
+    project: str
+    template: str | None = None
+    status: str  # pending|running|blocked|completed|failed|cancelled
+    progress: float  # completed fraction of the tasks that are not cancelled
+    counts: dict[str, int]
+    running: list[str] = Field(default_factory=list)
+    blocked: dict[str, list[str]] = Field(default_factory=dict)  # task id -> the dead ends in its way
+    critical_path: list[str] = Field(default_factory=list)  # longest chain of unfinished tasks
+    critical_path_length: int = 0
+    refs: dict[str, str] = Field(default_factory=dict)
+    tasks: list[WorkflowTask] = Field(default_factory=list)
+    created_at: str
+
+
+class WorkflowSummary(BaseModel):
+    """A workflow in lists and mutation results."""
+
+    id: str
+    name: str
+    project: str
+    status: str
+    progress: float
+    total: int
+    created_at: str
+
+    @classmethod
+    def of(cls, workflow: Workflow) -> WorkflowSummary:
+        return cls(
+            id=workflow.id,
+            name=workflow.name,
+            project=workflow.project,
+            status=workflow.status,
+            progress=workflow.progress,
+            total=sum(workflow.counts.values()),
+            created_at=workflow.created_at,
+        )
+
+
+class CreatedWorkflow(WorkflowSummary):
+    """The new workflow, with each local ref resolved to its task id."""
+
+    refs: dict[str, str]
+
+
+class WorkflowPage(BaseModel):
+    workflows: list[WorkflowSummary]
+    next_cursor: str | None = None
+
+
+# --- the development workflow ------------------------------------------------------------
+
+
+class Phase(str, Enum):
+    """Development phases, in order; each advance needs its evidence (development.py)."""
+
+    planning = "planning"
+    implementation = "implementation"
+    test_creation = "test_creation"
+    testing = "testing"
+    review = "review"
+    done = "done"
+
+
+class TestReport(BaseModel):
+    """A test run's outcome; passing means at least one test passed and none failed or errored."""
+
+    model_config = ConfigDict(extra="forbid")
+    __test__ = False  # not a pytest class
+
+    passed: int = Field(ge=0)
+    failed: int = Field(0, ge=0)
+    errors: int = Field(0, ge=0)
+    skipped: int = Field(0, ge=0)
+    report_path: str | None = Field(None, max_length=MAX_TITLE)
+
+    @property
+    def passing(self) -> bool:
+        return self.passed > 0 and self.failed == 0 and self.errors == 0
+
+
+class Review(BaseModel):
+    reviewer: str
+    score: float
+    approved: bool
+    comment: str | None = None
+    at: str
+
+
+class PhaseState(BaseModel):
+    """Where a task is in the development workflow and what the next advance needs."""
+
+    task_id: str
+    phase: str | None = None
+    version: int
+    approvals: int = 0
+    required_reviews: int
+    approved_by: list[str] = Field(default_factory=list)
+    next_phase: str | None = None
+    next_requires: str | None = None

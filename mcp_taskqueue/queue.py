@@ -43,7 +43,9 @@ from mcp_taskqueue.models import (
     TaskSummary,
     json_depth,
 )
+from mcp_taskqueue.payload_schemas import PayloadSchemas
 from mcp_taskqueue.store import Store, Tx
+from mcp_taskqueue.workflows import propagate_blocked
 
 # Which status may move to which; anything else is refused with InvalidTransition.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -80,7 +82,11 @@ def parse_time(value: str) -> float:
         raise ValidationFailed(f"run_at {value!r} is not an ISO-8601 time; use e.g. '2030-01-31T09:00:00Z'") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+    try:
+        # the UTC form must stay within years 1..9999, or the stored time could not be shown again
+        return parsed.astimezone(timezone.utc).timestamp()
+    except (ValueError, OverflowError):
+        raise ValidationFailed(f"run_at {value!r} is out of range; use a time between years 1 and 9999 UTC") from None
 
 
 def encode_cursor(*parts: int) -> str:
@@ -143,6 +149,7 @@ class TaskQueue:
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self.payload_schemas = PayloadSchemas()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -239,27 +246,20 @@ class TaskQueue:
             tx.update_task(dep["seq"], values)
 
     def _on_dead_end(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
-        """A dependency failed or was cancelled: mark waiting dependents as blocked by it."""
-        for dep in tx.dependents(seq):
-            if Status(dep["status"]).terminal:
-                continue
-            blocked = json.loads(dep["blocked_by"]) if dep["blocked_by"] else []
-            if task_id not in blocked:
-                blocked.append(task_id)
-                tx.update_task(dep["seq"], {"blocked_by": json.dumps(blocked), "updated_at": now})
-                self._event(tx, dep["seq"], now, actor, "blocked", None, {"blocked_by": task_id})
+        """A dependency failed or was cancelled: mark everything waiting below it as blocked by it."""
+        self.propagate_blocked(tx, [d["seq"] for d in tx.dependents(seq)], now, actor)
 
     def _on_revived(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
-        """A failed/cancelled dependency was retried: it no longer blocks its dependents."""
-        for dep in tx.dependents(seq):
-            self._unblock(tx, dep, task_id, now, actor)
+        """A failed/cancelled task was retried: it no longer blocks anything below it, and its own
+        marks are recomputed (they were frozen while it was finished)."""
+        self.propagate_blocked(tx, [seq], now, actor)
 
-    def _unblock(self, tx: Tx, dep: Any, task_id: str, now: float, actor: str | None) -> None:
-        blocked = json.loads(dep["blocked_by"]) if dep["blocked_by"] else []
-        if task_id in blocked:
-            blocked.remove(task_id)
-            tx.update_task(dep["seq"], {"blocked_by": json.dumps(blocked) if blocked else None, "updated_at": now})
-            self._event(tx, dep["seq"], now, actor, "unblocked", {"blocked_by": task_id}, None)
+    def propagate_blocked(self, tx: Tx, seqs: Sequence[int], now: float, actor: str | None) -> None:
+        """Recompute blocked_by for these tasks and their waiting descendants (workflows.py)."""
+        if seqs:
+            propagate_blocked(
+                tx, seqs, now, lambda s, action, old, new: self._event(tx, s, now, actor, action, old, new)
+            )
 
     def _would_cycle(self, tx: Tx, task_seq: int, depends_on_seq: int) -> list[int] | None:
         """Path depends_on -> ... -> task if adding task->depends_on would close a cycle."""
@@ -325,8 +325,13 @@ class TaskQueue:
         return self.store.read(lambda tx: [self._project(tx, row) for row in tx.list_projects()])
 
     def update_project(
-        self, name: str, description: str | None = None, settings: dict[str, Any] | None = None
+        self,
+        name: str,
+        description: str | None = None,
+        settings: dict[str, Any] | None = None,
+        payload_schemas: dict[str, Any] | None = None,
     ) -> Project:
+        """Change description or settings; `payload_schemas` sets (None removes) the schema of each kind."""
         check_text(description, "description")
 
         def op(tx: Tx) -> Project:
@@ -340,6 +345,8 @@ class TaskQueue:
                 row["description"] if description is None else description,
                 merged.model_dump_json(),
             )
+            if payload_schemas:
+                self.payload_schemas.register(tx, name, payload_schemas, self.clock())
             return self._project(tx, tx.get_project(name))
 
         return self.store.write(op)
@@ -352,6 +359,13 @@ class TaskQueue:
 
     def create_many(self, specs: Sequence[TaskSpec | dict[str, Any]], actor: str | None = None) -> list[Task]:
         """Create a batch atomically. `depends_on` may name existing ids or other items' `ref`."""
+        batch = self.prepare_batch(specs)
+        return self.store.write(lambda tx: self.insert_batch(tx, batch, self.clock(), actor))
+
+    def prepare_batch(
+        self, specs: Sequence[TaskSpec | dict[str, Any]]
+    ) -> tuple[list[TaskSpec], list[dict[str, Any]], list[int]]:
+        """Validate a batch before any transaction: the specs, their JSON and their order (cycles refused)."""
         if not specs:
             raise ValidationFailed("the batch is empty; give at least one task")
         if len(specs) > MAX_BATCH:
@@ -364,21 +378,31 @@ class TaskQueue:
                 raise ValidationFailed(spec_errors(exc, f"tasks[{index}]." if len(specs) > 1 else "")) from None
         prepared = [self._prepare(item, index) for index, item in enumerate(items)]
         order = self._batch_order(items)
+        return items, prepared, order
 
-        def op(tx: Tx) -> list[Task]:
-            now = self.clock()
-            by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
-            created: dict[int, Task] = {}
-            for index in order:
-                item = items[index]
-                seq = self._insert_one(tx, item, prepared[index], by_ref, now, actor)
-                row = tx.get_task_by_seq(seq)
-                if item.ref:
-                    by_ref[item.ref] = (seq, row["id"], row["status"])
-                created[index] = self._task(tx, row)
-            return [created[i] for i in range(len(items))]
-
-        return self.store.write(op)
+    def insert_batch(
+        self,
+        tx: Tx,
+        batch: tuple[list[TaskSpec], list[dict[str, Any]], list[int]],
+        now: float,
+        actor: str | None,
+    ) -> list[Task]:
+        """Insert a prepared batch in the caller's transaction; returns the tasks in input order."""
+        items, prepared, order = batch
+        by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
+        created: dict[int, Task] = {}
+        for index in order:
+            item = items[index]
+            if item.workflow_id is not None:
+                self._check_workflow(tx, item.workflow_id)
+            where = f"tasks[{index}].payload" if len(items) > 1 else "payload"
+            self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where)
+            seq = self._insert_one(tx, item, prepared[index], by_ref, now, actor)
+            row = tx.get_task_by_seq(seq)
+            if item.ref:
+                by_ref[item.ref] = (seq, row["id"], row["status"])
+            created[index] = self._task(tx, row)
+        return [created[i] for i in range(len(items))]
 
     def _prepare(self, item: TaskSpec, index: int) -> dict[str, Any]:
         where = f"tasks[{index}]" if index else "task"
@@ -423,6 +447,15 @@ class TaskQueue:
                     path.pop()
                     order.append(node)
         return order
+
+    @staticmethod
+    def _check_workflow(tx: Tx, workflow_id: str) -> None:
+        """Tasks may join an existing workflow, not an unknown or cancelled one."""
+        row = tx.get_workflow(workflow_id)
+        if row is None:
+            raise NotFound(f"no workflow with id {workflow_id!r}; create_workflow makes one")
+        if row["cancelled_at"] is not None:
+            raise InvalidTransition(f"workflow {workflow_id} is cancelled; it takes no new tasks")
 
     def _insert_one(
         self,
@@ -614,6 +647,9 @@ class TaskQueue:
                     "you read it. get_task, reapply your change, and pass the new version."
                 )
             current = self._task(tx, row).model_dump(mode="json")
+            if "kind" in fields or "payload" in fields:
+                payload = checked.payload if "payload" in fields else current["payload"]
+                self.payload_schemas.validate(tx, row["project"], checked.kind or row["kind"], payload)
             values = dict(stored_new)
             if values.get("run_at", 0) is None:
                 values["run_at"] = row["created_at"]
@@ -682,11 +718,9 @@ class TaskQueue:
                 values["unmet_deps"] = row["unmet_deps"] + 1
                 if row["status"] == Status.ready.value:
                     values["status"] = Status.pending.value
-            if dep["status"] in (Status.failed.value, Status.cancelled.value):
-                blocked = json.loads(row["blocked_by"]) if row["blocked_by"] else []
-                values["blocked_by"] = json.dumps([*blocked, depends_on])
             tx.update_task(row["seq"], values)
             self._event(tx, row["seq"], now, actor, "dependency_added", None, {"depends_on": depends_on})
+            self.propagate_blocked(tx, [row["seq"]], now, actor)
             return self._task(tx, self._row(tx, task_id))
 
         return self.store.write(op)
@@ -704,12 +738,9 @@ class TaskQueue:
                 values["unmet_deps"] = unmet
                 if row["status"] == Status.pending.value and unmet == 0 and row["run_at"] <= now:
                     values["status"] = Status.ready.value
-            blocked = json.loads(row["blocked_by"]) if row["blocked_by"] else []
-            if depends_on in blocked:
-                blocked.remove(depends_on)
-                values["blocked_by"] = json.dumps(blocked) if blocked else None
             tx.update_task(row["seq"], values)
             self._event(tx, row["seq"], now, actor, "dependency_removed", {"depends_on": depends_on}, None)
+            self.propagate_blocked(tx, [row["seq"]], now, actor)
             return self._task(tx, self._row(tx, task_id))
 
         return self.store.write(op)

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from mcp.server import MCPServer
-from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
@@ -17,6 +17,7 @@ from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatc
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
+from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
 
 INSTRUCTIONS = """\
@@ -24,7 +25,8 @@ A durable task queue shared by agents. Plan work as tasks (create_task, create_t
 depends_on), then work it: claim_task -> heartbeat while working -> complete_task or fail_task. \
 Only the worker holding a task's lease may heartbeat, complete, fail or release it. \
 Use list_tasks/get_task to look around and queue_stats for an overview. The prompt work_next \
-describes the worker loop."""
+describes the worker loop. Plan larger work as one workflow (create_workflow; prompt plan_project) \
+and track it with get_workflow; advance_phase/add_review enforce the development phases."""
 
 
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
@@ -85,6 +87,8 @@ def build_server(
     for name in parse_toolsets(toolsets):
         REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
+    register_workflow_resources(mcp, queue)
+    register_completions(mcp, queue)
     register_prompts(mcp)
     compact_tool_schemas(mcp)
     mcp.queue = queue  # type: ignore[attr-defined]

@@ -92,22 +92,24 @@ class LegacySubscriptions:
                 del self._clients[id(entry[0])]
         return EmptyResult()
 
-    def count(self) -> int:
-        return sum(len(uris) for _, _, uris in self._clients.values())
-
     async def deliver(self, changes: Changes) -> None:
-        """Notify each subscribed connection; one that fails or hangs is dropped, not waited on."""
-        for key, (_, session, uris) in list(self._clients.items()):
-            wanted = sorted(uris & changes.uris)
-            try:
-                with anyio.fail_after(SEND_TIMEOUT_SECONDS):
-                    for uri in wanted:
-                        await session.send_resource_updated(uri)
-                    if changes.list_changed:
-                        await session.send_resource_list_changed()
-            except Exception as exc:  # a gone client: closed stream, broken pipe, timeout
-                log.info("dropping resource subscriptions of a client that cannot be reached: %r", exc)
-                self._clients.pop(key, None)
+        """Notify every subscribed connection at once; one that fails or stalls past a timeout is dropped."""
+        async with anyio.create_task_group() as tg:
+            for key, (_, session, uris) in list(self._clients.items()):
+                wanted = sorted(uris & changes.uris)
+                if wanted or changes.list_changed:
+                    tg.start_soon(self._send, key, session, wanted, changes.list_changed)
+
+    async def _send(self, key: int, session: ServerSession, uris: list[str], list_changed: bool) -> None:
+        try:
+            with anyio.fail_after(SEND_TIMEOUT_SECONDS):
+                for uri in uris:
+                    await session.send_resource_updated(uri)
+                if list_changed:
+                    await session.send_resource_list_changed()
+        except Exception as exc:  # a gone client: closed stream, broken pipe, timeout
+            log.info("dropping resource subscriptions of a client that cannot be reached: %r", exc)
+            self._clients.pop(key, None)
 
 
 class ResourceWatcher:
@@ -148,12 +150,15 @@ class ResourceWatcher:
             return Changes()
         if version == self._version:
             return Changes()
-        self._version = version
-        return feed.read(self._read_changes)
+        changes, caught_up = feed.read(self._read_changes)
+        # remember the version only once it is fully read, so a failed or partial read is retried
+        self._version = version if caught_up else None
+        return changes
 
-    def _read_changes(self, tx: Tx) -> Changes:
+    def _read_changes(self, tx: Tx) -> tuple[Changes, bool]:
         assert self._high_water is not None
         changes = Changes()
+        caught_up = False
         for _ in range(MAX_BATCHES_PER_POLL):
             rows = tx.events_since(self._high_water, EVENT_BATCH)
             for row in rows:
@@ -161,9 +166,13 @@ class ResourceWatcher:
             if rows:
                 self._high_water = int(rows[-1]["seq"])
             if len(rows) < EVENT_BATCH:
+                caught_up = True
                 break
-        else:
-            self._version = None  # more to read: look again on the next poll whatever the version
+        if caught_up and (newest := tx.max_event_seq()) < self._high_water:
+            # the history went backwards: the file was restored from a backup; start again from it
+            self._high_water = newest
+            changes.list_changed = True
+            changes.uris.add(STATS_URI)
         if changes.uris:
             changes.uris.update((STATS_URI, PROJECTS_URI))
         projects = tx.project_fingerprints()
@@ -173,7 +182,7 @@ class ResourceWatcher:
             changes.uris.update(f"taskqueue://projects/{name}" for name in changed)
             changes.uris.add(PROJECTS_URI)
             self._projects = projects
-        return changes
+        return changes, caught_up
 
     # --- publishing (on the event loop) ----------------------------------------------------
 
@@ -211,7 +220,8 @@ class ResourceWatcher:
         self._users += 1
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.run)
+                if str(self.store.path) != ":memory:":  # a private in-memory file has no other writers to see
+                    tg.start_soon(self.run)
                 try:
                     yield {}
                 finally:

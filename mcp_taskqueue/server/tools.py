@@ -71,7 +71,12 @@ def prune(value: Any) -> Any:
 
 def reply(model: BaseModel) -> CallToolResult:
     """Structured content plus the same JSON, compact, as text for clients that read only text."""
-    data = prune(model.model_dump(mode="json"))
+    full = model.model_dump(mode="json")
+    data = prune(full)
+    # pruning must not drop what the output schema requires, e.g. the `tasks` of an empty page
+    for name, info in type(model).model_fields.items():
+        if info.is_required() and name not in data:
+            data[name] = full[name]
     if isinstance(model, ClaimResult) and model.task is None:
         data = {"task": None}
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
@@ -307,8 +312,12 @@ def register_project_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         coverage_threshold: Annotated[float | None, Field(ge=0, le=100)] = None,
         required_reviews: Annotated[int | None, Field(ge=0, le=20)] = None,
         review_score_threshold: Annotated[float | None, Field(ge=0, le=1)] = None,
+        payload_schemas: Annotated[
+            dict[str, dict[str, Any] | None] | None,
+            Field(description="kind -> JSON Schema its payloads must match (null removes)."),
+        ] = None,
     ) -> Annotated[CallToolResult, Project]:
-        """Change a project's description or thresholds (only those given)."""
+        """Change a project's description, thresholds or payload schemas (only those given)."""
         settings = {
             k: v
             for k, v in (
@@ -318,11 +327,19 @@ def register_project_tools(mcp: MCPServer, queue: TaskQueue) -> None:
             )
             if v is not None
         }
-        return reply(await run_queue(queue.update_project, name, description, settings))
+        return reply(await run_queue(queue.update_project, name, description, settings, payload_schemas))
+
+
+def register_workflow_toolsets(mcp: MCPServer, queue: TaskQueue, toolset: str) -> None:
+    from mcp_taskqueue.server import workflow_tools  # imported late: it builds on this module
+
+    workflow_tools.REGISTRARS[toolset](mcp, queue)
 
 
 REGISTRARS: dict[str, Callable[[MCPServer, TaskQueue], None]] = {
     "tasks": register_task_tools,
     "queue": register_queue_tools,
     "projects": register_project_tools,
+    "workflows": functools.partial(register_workflow_toolsets, toolset="workflows"),
+    "development": functools.partial(register_workflow_toolsets, toolset="development"),
 }

@@ -176,6 +176,43 @@ class Store:
             src.close()
         self._migrate()
 
+    def change_feed(self) -> ChangeFeed:
+        """A separate read-only connection for noticing commits, this process's included."""
+        return ChangeFeed(self.path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class ChangeFeed:
+    """Tells a watcher cheaply whether the file changed, and what, without touching the store's lock.
+
+    `PRAGMA data_version` moves when a connection *other than the one asking* commits, so
+    a connection of its own sees the store's commits and other processes' alike.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA query_only = ON")
+        self._lock = threading.Lock()
+
+    def data_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` against one snapshot of the file."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                return fn(Tx(self._conn))
+            finally:
+                self._conn.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -129,3 +129,53 @@ def m001_core(db: Database) -> None:
         END;
         """,
     )
+
+
+@migrations()
+def m002_workflows(db: Database) -> None:
+    """Workflows (named task graphs), development-phase records, reviews and project payload schemas."""
+    run_script(
+        db,
+        """
+        CREATE TABLE workflows (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            project TEXT NOT NULL REFERENCES projects(name),
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            template TEXT,
+            parameters TEXT,
+            refs TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL,
+            cancelled_at REAL
+        );
+        CREATE INDEX workflows_project ON workflows(project, seq);
+
+        -- One row per task that follows the development workflow; the phase itself is tasks.phase.
+        -- review_round grows each time the task enters review, so old approvals do not carry over.
+        CREATE TABLE development (
+            task_seq INTEGER PRIMARY KEY REFERENCES tasks(seq),
+            review_round INTEGER NOT NULL DEFAULT 0,
+            evidence TEXT NOT NULL DEFAULT '{}'
+        );
+
+        CREATE TABLE reviews (
+            task_seq INTEGER NOT NULL REFERENCES tasks(seq),
+            round INTEGER NOT NULL,
+            reviewer TEXT NOT NULL,
+            score REAL NOT NULL,
+            approved INTEGER NOT NULL,
+            comment TEXT,
+            at REAL NOT NULL,
+            PRIMARY KEY (task_seq, round, reviewer)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE payload_schemas (
+            project TEXT NOT NULL REFERENCES projects(name),
+            kind TEXT NOT NULL,
+            schema TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (project, kind)
+        ) WITHOUT ROWID;
+        """,
+    )

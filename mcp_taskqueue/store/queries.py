@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mcp_taskqueue.store.workflow_queries import WorkflowQueries
+
 TASK_COLUMNS = (
     "id, project, title, description, kind, priority, status, payload, result, error, tags, parent_id, "
     "workflow_id, acceptance_criteria, phase, run_at, attempts, max_attempts, timeout_seconds, "
@@ -34,7 +36,7 @@ DUE_SQL = (
 )
 
 
-class Tx:
+class Tx(WorkflowQueries):
     """One open transaction on the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -288,3 +290,18 @@ class Tx:
     def max_event_seq(self) -> int:
         row = self.conn.execute("SELECT max(seq) FROM events").fetchone()
         return int(row[0] or 0)
+
+    # --- change feed (server/notifications.py) ----------------------------------------------
+
+    def events_since(self, after_seq: int, limit: int) -> list[sqlite3.Row]:
+        """Events after a high-water mark, with what names the resources they touch (events.seq order)."""
+        return self.conn.execute(
+            "SELECT e.seq, t.id, t.project, t.workflow_id FROM events e JOIN tasks t ON t.seq = e.task_seq "
+            "WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+
+    def project_fingerprints(self) -> dict[str, str]:
+        """name -> description and settings: projects change without events, and there are few of them."""
+        rows = self.conn.execute("SELECT name, description, settings FROM projects")
+        return {row[0]: f"{row[1]}\x00{row[2]}" for row in rows}

@@ -1,0 +1,231 @@
+"""The development workflow's phase gates: each refusal names what is missing, each success is
+recorded in the history, and the project's thresholds decide."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from mcp_taskqueue.development import Development
+from mcp_taskqueue.errors import InvalidTransition, NotFound, ValidationFailed
+from mcp_taskqueue.models import Phase
+from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.app import build_server
+
+PASSING = {"passed": 42, "failed": 0}
+
+
+@pytest.fixture
+def dev(queue: TaskQueue) -> Development:
+    queue.create_project("app", settings={"coverage_threshold": 90, "required_reviews": 3})
+    return Development(queue)
+
+
+def phases(queue: TaskQueue, task_id: str) -> list[tuple[str, Any, Any]]:
+    return [(e.action, e.old, e.new) for e in queue.history(task_id).events if e.action.startswith("phase")]
+
+
+def to_review(dev: Development, task_id: str) -> None:
+    dev.advance(task_id, "planning")
+    dev.advance(task_id, "implementation", design_doc="docs/design.md")
+    dev.advance(task_id, "test_creation")
+    dev.advance(task_id, "testing", coverage=93.5)
+    dev.advance(task_id, "review", test_report=PASSING)
+
+
+def test_every_gate_in_order_succeeds_with_its_evidence(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "feature", "project": "app"})
+    start = dev.advance(task.id, Phase.planning)
+    assert start.phase == "planning" and start.next_phase == "implementation"
+    assert start.next_requires is not None and "design_doc" in start.next_requires
+    assert dev.advance(task.id, "implementation", design_doc="docs/design.md").next_requires == "nothing"
+    testing_hint = dev.advance(task.id, "test_creation").next_requires
+    assert testing_hint is not None and "coverage >= 90" in testing_hint
+    dev.advance(task.id, "testing", coverage=93.5)
+    review = dev.advance(task.id, "review", test_report=PASSING)
+    assert review.phase == "review" and review.approvals == 0 and review.required_reviews == 3
+    for reviewer in ("ann", "bob", "cy"):
+        state = dev.add_review(task.id, reviewer, 0.9, comment="looks good")
+    assert state.approvals == 3 and state.approved_by == ["ann", "bob", "cy"]
+    done = dev.advance(task.id, "done")
+    assert done.phase == "done" and done.next_phase is None
+    assert queue.get(task.id).phase == "done"
+    recorded = phases(queue, task.id)
+    assert [new["phase"] for _, _, new in recorded] == [p.value for p in Phase]
+    assert recorded[1][2]["evidence"] == {"design_doc": "docs/design.md"}
+    assert recorded[3][2]["evidence"] == {"coverage": 93.5}
+    assert recorded[4][2]["evidence"]["test_report"]["passed"] == 42
+    assert [e.action for e in queue.history(task.id).events].count("review") == 3
+
+
+def test_a_task_without_a_phase_starts_in_planning(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    assert dev.status(task.id).phase is None
+    state = dev.advance(task.id, "implementation", design_doc="docs/d.md")
+    assert state.phase == "implementation"
+
+
+def test_each_gate_refuses_without_its_evidence(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    dev.advance(task.id, "planning")
+    with pytest.raises(InvalidTransition, match="implementation needs design_doc"):
+        dev.advance(task.id, "implementation")
+    with pytest.raises(InvalidTransition, match="implementation needs design_doc"):
+        dev.advance(task.id, "implementation", design_doc="   ")
+    dev.advance(task.id, "implementation", design_doc="docs/d.md")
+    dev.advance(task.id, "test_creation")
+    with pytest.raises(InvalidTransition, match="testing needs coverage >= 90"):
+        dev.advance(task.id, "testing")
+    with pytest.raises(InvalidTransition, match="coverage 89.9% is below the project's threshold of 90%"):
+        dev.advance(task.id, "testing", coverage=89.9)
+    dev.advance(task.id, "testing", coverage=90)
+    with pytest.raises(InvalidTransition, match="review needs test_report"):
+        dev.advance(task.id, "review")
+    with pytest.raises(InvalidTransition, match="not passing .passed 40, failed 2"):
+        dev.advance(task.id, "review", test_report={"passed": 40, "failed": 2})
+    with pytest.raises(InvalidTransition, match="not passing"):
+        dev.advance(task.id, "review", test_report={"passed": 0})
+    with pytest.raises(InvalidTransition, match="not passing"):
+        dev.advance(task.id, "review", test_report={"passed": 5, "errors": 1})
+    dev.advance(task.id, "review", test_report=PASSING)
+    with pytest.raises(InvalidTransition, match="needs 3 approving reviews .* this review round has 0"):
+        dev.advance(task.id, "done")
+    assert queue.get(task.id).phase == "review"
+    assert len(phases(queue, task.id)) == 5  # refusals changed nothing
+
+
+def test_reviews_count_once_per_reviewer_and_only_above_the_threshold(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    to_review(dev, task.id)
+    dev.add_review(task.id, "ann", 0.95)
+    assert dev.add_review(task.id, "ann", 0.99).approvals == 1  # the same reviewer again replaces the vote
+    assert dev.add_review(task.id, "bob", 0.7).approvals == 1  # below 0.8
+    assert dev.add_review(task.id, "cy", 0.9, approved=False).approvals == 1  # not approved
+    with pytest.raises(InvalidTransition, match="this review round has 1"):
+        dev.advance(task.id, "done")
+    dev.add_review(task.id, "bob", 0.85)  # bob re-reviews after changes
+    assert dev.add_review(task.id, "cy", 0.8).approvals == 3
+    assert dev.advance(task.id, "done").phase == "done"
+
+
+def test_skipping_is_refused_naming_the_missing_evidence(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    dev.advance(task.id, "planning")
+    with pytest.raises(InvalidTransition) as refused:
+        dev.advance(task.id, "testing", coverage=99)
+    message = str(refused.value)
+    assert "cannot skip from planning to testing" in message and "next is implementation" in message
+    assert "implementation: design_doc" in message and "testing: coverage >= 90" in message
+    with pytest.raises(InvalidTransition, match="cannot skip from planning to done"):
+        dev.advance(task.id, "done")
+    assert queue.get(task.id).phase == "planning"
+
+
+def test_going_back_from_review_to_implementation_is_recorded_and_starts_a_new_round(
+    queue: TaskQueue, dev: Development
+) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    to_review(dev, task.id)
+    dev.add_review(task.id, "ann", 0.9)
+    dev.add_review(task.id, "bob", 0.4, approved=False, comment="missing error handling")
+    back = dev.advance(task.id, "implementation", reason="review asked for error handling")
+    assert back.phase == "implementation"
+    action, old, new = phases(queue, task.id)[-1]
+    assert action == "phase_back" and old == "review" and new["reason"] == "review asked for error handling"
+    dev.advance(task.id, "test_creation")
+    dev.advance(task.id, "testing", coverage=95)
+    again = dev.advance(task.id, "review", test_report=PASSING)
+    assert again.approvals == 0  # ann's approval was for the old round
+
+
+def test_other_backward_moves_and_repeats_are_refused(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    dev.advance(task.id, "planning")
+    dev.advance(task.id, "implementation", design_doc="d.md")
+    with pytest.raises(InvalidTransition, match="already in phase implementation"):
+        dev.advance(task.id, "implementation", design_doc="d.md")
+    with pytest.raises(InvalidTransition, match="cannot go back from implementation to planning"):
+        dev.advance(task.id, "planning")
+    with pytest.raises(ValidationFailed, match="unknown phase 'deploy'"):
+        dev.advance(task.id, "deploy")
+
+
+def test_reviews_only_in_the_review_phase_and_not_by_the_worker(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    with pytest.raises(InvalidTransition, match="reviews are taken in the review phase"):
+        dev.add_review(task.id, "ann", 0.9)
+    claimed = queue.claim("builder")
+    assert claimed is not None and claimed.id == task.id
+    to_review(dev, task.id)
+    with pytest.raises(ValidationFailed, match="a review must come from someone else"):
+        dev.add_review(task.id, "builder", 1.0)
+    with pytest.raises(ValidationFailed, match="score must be between 0 and 1"):
+        dev.add_review(task.id, "ann", 1.5)
+    with pytest.raises(NotFound):
+        dev.add_review("missing", "ann", 0.9)
+
+
+def test_thresholds_are_per_project(queue: TaskQueue, dev: Development) -> None:
+    queue.create_project(
+        "lenient", settings={"coverage_threshold": 50, "required_reviews": 1, "review_score_threshold": 0.5}
+    )
+    task = queue.create({"title": "t", "project": "lenient"})
+    dev.advance(task.id, "implementation", design_doc="d.md")
+    dev.advance(task.id, "test_creation")
+    dev.advance(task.id, "testing", coverage=55)
+    dev.advance(task.id, "review", test_report=PASSING)
+    dev.add_review(task.id, "ann", 0.6)
+    assert dev.advance(task.id, "done").phase == "done"
+    queue.update_project("app", settings={"coverage_threshold": 99})
+    strict = queue.create({"title": "s", "project": "app"})
+    dev.advance(strict.id, "implementation", design_doc="d.md")
+    dev.advance(strict.id, "test_creation")
+    with pytest.raises(InvalidTransition, match="threshold of 99%"):
+        dev.advance(strict.id, "testing", coverage=98)
+
+
+def test_cancelled_tasks_do_not_advance(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    queue.cancel(task.id)
+    with pytest.raises(InvalidTransition, match="retry_task it before"):
+        dev.advance(task.id, "planning")
+
+
+@pytest.fixture
+async def client(db_path: Path) -> AsyncIterator[Client]:
+    async with Client(build_server(db_path)) as c:
+        yield c
+
+
+async def call(client: Client, tool: str, **args: Any) -> Any:
+    result = await client.call_tool(tool, args)
+    assert not result.is_error, result.content
+    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
+    return result.structured_content
+
+
+@pytest.mark.anyio
+async def test_phase_tools_through_the_server(client: Client) -> None:
+    await call(client, "create_project", name="app", required_reviews=1)
+    task = await call(client, "create_task", title="feature", project="app")
+    await call(client, "advance_phase", task_id=task["id"], to="implementation", design_doc="docs/f.md")
+    refused = await client.call_tool("advance_phase", {"task_id": task["id"], "to": "review"})
+    assert refused.is_error and "cannot skip from implementation to review" in refused.content[0].text  # type: ignore[union-attr]
+    await call(client, "advance_phase", task_id=task["id"], to="test_creation")
+    await call(client, "advance_phase", task_id=task["id"], to="testing", coverage=91)
+    state = await call(client, "advance_phase", task_id=task["id"], to="review", test_report={"passed": 3, "failed": 0})
+    assert state["phase"] == "review" and state["required_reviews"] == 1
+    bad = await client.call_tool(
+        "advance_phase", {"task_id": task["id"], "to": "review", "test_report": {"passed": "many"}}
+    )
+    assert bad.is_error and "test_report is not a test report (passed:" in bad.content[0].text  # type: ignore[union-attr]
+    reviewed = await call(client, "add_review", task_id=task["id"], reviewer="rita", score=0.9, comment="ok")
+    assert reviewed["approvals"] == 1 and reviewed["approved_by"] == ["rita"]
+    done = await call(client, "advance_phase", task_id=task["id"], to="done")
+    assert done["phase"] == "done"
+    assert (await call(client, "get_task", task_id=task["id"]))["phase"] == "done"

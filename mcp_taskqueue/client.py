@@ -16,6 +16,7 @@ every command.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -26,11 +27,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
 from mcp.server import MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, CallToolResult
 from pydantic import BaseModel, ValidationError
 
 from mcp_taskqueue.errors import (
@@ -64,6 +66,9 @@ from mcp_taskqueue.models import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+RESOURCE_NOT_FOUND = -32002  # older servers' code for an unknown resource
+log = logging.getLogger("mcp_taskqueue.client")
 
 __all__ = [
     "Conflict",
@@ -148,6 +153,11 @@ def _one_line(pydantic_text: str) -> str:
     return "; ".join(lines)
 
 
+def _connection_closed(exc: BaseException) -> bool:
+    """The SDK's answer for a call on a connection that has died."""
+    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
+
+
 def _flatten(exc: BaseException) -> list[BaseException]:
     inner = getattr(exc, "exceptions", None)  # an exception group (3.10 has no builtin name for it)
     if isinstance(inner, (list, tuple)):
@@ -216,6 +226,11 @@ class TaskQueueClient:
         self.read_timeout = read_timeout
         self.toolsets = toolsets
         self._client: Client | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self._closed: anyio.Event | None = None
+        self._generation = 0
+        self._reconnect_lock = anyio.Lock()
+        self._resolved: MCPServer | StdioServerParameters | str | None = None
 
     @classmethod
     def stdio(cls, command: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> TaskQueueClient:
@@ -230,34 +245,79 @@ class TaskQueueClient:
         return float(min(self.max_backoff, self.backoff * 2**attempt) * (0.5 + random.random() / 2))
 
     async def __aenter__(self) -> TaskQueueClient:
-        resolved = _resolve(self.target, self.toolsets)
-        for attempt in range(self.retries + 1):
-            client = Client(resolved, read_timeout_seconds=self.read_timeout)
-            try:
-                self._client = await client.__aenter__()
-                return self
-            except Exception as exc:
-                if not is_transient(exc) or attempt == self.retries:
-                    if is_transient(exc):
-                        raise TransportFailed(f"cannot reach the server at {_describe(resolved)}: {exc!r}") from exc
-                    raise
-            await anyio.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._resolved = _resolve(self.target, self.toolsets)
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        try:
+            await self._connect()
+        except BaseException:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+            self._group = None
+            raise
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
+        group, self._group = self._group, None
+        self._client = None
+        if self._closed is not None:
+            self._closed.set()
+        if group is not None:
+            # The body's own exception is not the group's business: pass None, so it propagates
+            # as itself instead of wrapped in an exception group.
+            await group.__aexit__(None, None, None)
+
+    async def _connect(self) -> None:
+        """Open a connection, retrying transient failures with backoff."""
+        assert self._group is not None
+        for attempt in range(self.retries + 1):
+            try:
+                self._client = await self._group.start(self._hold_connection)
+                self._generation += 1
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if attempt == self.retries:
+                    where = _describe(self._resolved)
+                    raise TransportFailed(f"cannot reach the server at {where}: {_flatten(exc)[0]!r}") from exc
+            await anyio.sleep(self._delay(attempt))
+
+    async def _hold_connection(self, *, task_status: anyio.abc.TaskStatus[Client]) -> None:
+        """Own one `mcp.Client` in a task of our own: when its connection dies, only this task
+        sees the crash, and the next call reconnects instead of the caller being cancelled."""
+        closed = self._closed = anyio.Event()
+        started = False
+        target = self._resolved
+        assert target is not None
         try:
-            await client.__aexit__(exc_type, exc, tb)
-        except BaseException as raised:
-            # The SDK's task groups wrap our own exception in groups; give the caller the exception itself.
-            leaves = _flatten(raised)
-            if exc is not None and len(leaves) == 1 and leaves[0] is exc:
-                raise exc from None
-            raise
+            async with Client(target, read_timeout_seconds=self.read_timeout) as client:
+                task_status.started(client)
+                started = True
+                await closed.wait()
+        except Exception as exc:
+            if not started:
+                raise
+            log.warning("connection to %s lost: %r", _describe(self._resolved), _flatten(exc)[0])
+
+    def _drop(self, generation: int) -> None:
+        """Forget a broken connection (once, however many calls noticed it); the next call reconnects."""
+        if generation == self._generation and self._client is not None:
+            self._client = None
+            if self._closed is not None:
+                self._closed.set()
+
+    async def _ensure_connected(self) -> Client:
+        async with self._reconnect_lock:
+            if self._client is None:
+                if self._group is None:
+                    raise RuntimeError("use the client inside `async with TaskQueueClient(...) as tq:`")
+                await self._connect()
+            assert self._client is not None
+            return self._client
 
     @property
     def connected(self) -> bool:
@@ -268,28 +328,38 @@ class TaskQueueClient:
     def mcp(self) -> Client:
         """The underlying `mcp.Client`, for anything this class does not wrap."""
         if self._client is None:
+            if self._group is not None:
+                raise TransportFailed("the connection was lost; the next queue call reconnects")
             raise RuntimeError("use the client inside `async with TaskQueueClient(...) as tq:`")
         return self._client
 
     # --- the one path every call takes ----------------------------------------------------------
 
+    async def _with_retry(self, what: str, safe: bool, request: Callable[[Client], Awaitable[T]]) -> T:
+        """Send one request. If the connection breaks, drop it so the next request reconnects (with
+        backoff), and repeat this one only when `safe`: doing it twice cannot do the work twice."""
+        attempt = 0
+        while True:
+            client = await self._ensure_connected()  # nothing is sent before this succeeds
+            generation = self._generation
+            try:
+                return await request(client)
+            except Exception as exc:
+                if not (is_transient(exc) or _connection_closed(exc)):
+                    raise
+                self._drop(generation)
+                if not safe or attempt >= self.retries:
+                    raise TransportFailed(f"{what} was interrupted by a broken connection: {exc!r}") from exc
+            await anyio.sleep(self._delay(attempt))
+            attempt += 1
+
     async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call any tool by name; its structured output as a dict, or its error raised."""
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
-        attempt = 0
-        while True:
-            try:
-                result = await self.mcp.call_tool(tool, args)
-                break
-            except MCPError as exc:
-                raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                if tool not in RETRY_SAFE_TOOLS or attempt >= self.retries:
-                    raise TransportFailed(f"{tool} failed on a broken connection: {exc!r}") from exc
-            await anyio.sleep(self._delay(attempt))
-            attempt += 1
+        try:
+            result = await self._with_retry(tool, tool in RETRY_SAFE_TOOLS, lambda client: client.call_tool(tool, args))
+        except MCPError as exc:
+            raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
         return _structured(tool, result)
 
     async def _typed(self, model: type[M], tool: str, arguments: dict[str, Any] | None = None) -> M:
@@ -302,13 +372,13 @@ class TaskQueueClient:
     async def read_resource(self, uri: str) -> Any:
         """Read one of the server's JSON resources (`taskqueue://...`)."""
         try:
-            result = await self.mcp.read_resource(uri)
+            result = await self._with_retry(uri, True, lambda client: client.read_resource(uri))
         except MCPError as exc:
             message = exc.message
             code, _, rest = message.partition(": ")
             if code in ERRORS:
                 raise ERRORS[code](rest) from exc
-            if "no " in message or "not found" in message.lower() or exc.code in (-32002, -32602):
+            if exc.code in (INVALID_PARAMS, RESOURCE_NOT_FOUND):  # how MCP says "no such resource"
                 raise NotFound(message) from exc
             raise ToolFailed(message) from exc
         text = "".join(getattr(part, "text", "") for part in result.contents)
@@ -518,7 +588,7 @@ def _structured(tool: str, result: CallToolResult) -> dict[str, Any]:
     return data
 
 
-def _describe(target: MCPServer | StdioServerParameters | str) -> str:
+def _describe(target: MCPServer | StdioServerParameters | str | None) -> str:
     if isinstance(target, StdioServerParameters):
         return " ".join([target.command, *target.args])
     return str(target) if isinstance(target, str) else "in-memory server"

@@ -56,6 +56,8 @@ def render(value: Any, fmt: str, *, title: str | None = None) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False) if value else ""
     if isinstance(value, float):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import random
 import re
 import time
@@ -65,10 +66,17 @@ MAX_QUERY = 200
 
 
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> UTC ISO-8601 with milliseconds and a Z."""
+    """Epoch seconds -> UTC ISO-8601 with milliseconds (truncated) and a Z.
+
+    Built from time.gmtime rather than datetime: it runs six times per task read.
+    """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    whole = math.floor(ts)
+    micros = round((ts - whole) * 1_000_000)  # rounded to the microsecond first, as datetime does
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micros // 1000:03d}Z"
 
 
 def parse_time(value: str) -> float:
@@ -154,14 +162,16 @@ class TaskQueue:
     # --- helpers ---------------------------------------------------------------------------
 
     def _task(self, tx: Tx, row: Any) -> Task:
+        """A stored row as a Task (JSON decoded, times as ISO-8601, dependency ids attached)."""
         values = {key: row[key] for key in row.keys() if key not in ("seq", "unmet_deps", "lease_seconds")}
         for column in JSON_COLUMNS:
-            text = values.get(column)
-            values[column] = json.loads(text) if text is not None else None
+            text = values[column]
+            values[column] = None if text is None else [] if text == "[]" else json.loads(text)
         values["tags"] = values["tags"] or []
         values["acceptance_criteria"] = values["acceptance_criteria"] or []
         values["blocked_by"] = values["blocked_by"] or []
         values["priority"] = PRIORITY_BY_RANK[row["priority"]]
+        values["status"] = Status(row["status"])
         for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
             values[column] = iso(values[column])
         if row["run_at"] is not None and row["run_at"] <= row["created_at"]:
@@ -211,12 +221,14 @@ class TaskQueue:
 
     def _set_status(
         self, tx: Tx, row: Any, target: Status, now: float, actor: str | None, action: str, **extra: Any
-    ) -> None:
+    ) -> Any:
+        """Move a task to `target` (if the state machine allows) and record it; returns the new row."""
         self._check_transition(row, target, action)
         values = {"status": target.value, "updated_at": now, **extra}
-        tx.update_task(row["seq"], values)
+        new_row = tx.update_task_returning(row["seq"], values)
         details = {k: v for k, v in extra.items() if k in ("error", "worker") and v is not None}
         self._event(tx, row["seq"], now, actor, action, row["status"], {"status": target.value, **details})
+        return new_row
 
     def _ensure_project(self, tx: Tx, name: str, now: float) -> None:
         tx.insert_project(name, "", "{}", now)
@@ -849,27 +861,21 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task | None:
             now = self.clock()
-            self._sweep(tx, now)
-            seq = tx.next_ready(project=project, kinds=kinds, tags=tags)
-            if seq is None:
-                return None
-            row = tx.get_task_by_seq(seq)
-            lease = lease_seconds or row["timeout_seconds"] or DEFAULT_LEASE_SECONDS
-            tx.update_task(
-                seq,
-                {
-                    "status": "running",
-                    "worker": worker,
-                    "attempts": row["attempts"] + 1,
-                    "lease_seconds": lease,
-                    "lease_expires_at": now + lease,
-                    "started_at": row["started_at"] if row["started_at"] is not None else now,
-                    "updated_at": now,
-                    "error": None,
-                },
+            if tx.sweep_due(now):
+                self._sweep(tx, now)
+            row = tx.claim_next(
+                worker=worker,
+                project=project,
+                kinds=kinds,
+                tags=tags,
+                lease_seconds=lease_seconds,
+                default_lease=DEFAULT_LEASE_SECONDS,
+                now=now,
             )
-            self._event(tx, seq, now, worker, "claimed", "ready", {"status": "running", "worker": worker})
-            return self._task(tx, tx.get_task_by_seq(seq))
+            if row is None:
+                return None
+            self._event(tx, row["seq"], now, worker, "claimed", "ready", {"status": "running", "worker": worker})
+            return self._task(tx, row)
 
         return self.store.write(op)
 
@@ -924,7 +930,7 @@ class TaskQueue:
             now = self.clock()
             row = self._row(tx, task_id)
             self._require_lease(row, worker, "complete", now)
-            self._set_status(
+            done = self._set_status(
                 tx,
                 row,
                 Status.completed,
@@ -936,8 +942,8 @@ class TaskQueue:
                 lease_expires_at=None,
                 progress=1.0,
             )
-            self._on_completed(tx, row["seq"], now, worker)
-            return self._task(tx, self._row(tx, task_id))
+            self._on_completed(tx, row["seq"], now, worker)  # changes dependents, not this row
+            return self._task(tx, done)
 
         return self.store.write(op)
 

@@ -32,7 +32,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from mcp_taskqueue.client import Target, TaskQueueClient
+from mcp_taskqueue.client import Target, TaskQueueClient, TransportFailed
 from mcp_taskqueue.errors import LeaseLost, TaskQueueError
 from mcp_taskqueue.models import Task
 
@@ -170,13 +170,26 @@ class Worker:
         scope.cancel()
 
     async def _loop(self, client: TaskQueueClient, name: str, stop_when_idle: bool, max_tasks: int | None) -> None:
+        outage = 0
         while max_tasks is None or self.stats.completed + self.stats.failed < max_tasks:
-            claim = await client.claim_task(
-                name, project=self.project, kinds=list(self.handlers), tags=self.tags, lease_seconds=self.lease_seconds
-            )
-            if claim.task is None:
-                if stop_when_idle and await self._drained(client):
+            try:
+                claim = await client.claim_task(
+                    name,
+                    project=self.project,
+                    kinds=list(self.handlers),
+                    tags=self.tags,
+                    lease_seconds=self.lease_seconds,
+                )
+                if claim.task is None and stop_when_idle and await self._drained(client):
                     return
+            except TransportFailed as exc:
+                # The server is away (restarting, network): keep trying, more slowly each time.
+                outage += 1
+                log.warning("%s: %s; retrying", name, exc)
+                await anyio.sleep(min(self.poll_interval * 2**outage, 30.0))
+                continue
+            outage = 0
+            if claim.task is None:
                 await anyio.sleep(self.poll_interval)
                 continue
             await self._process(client, claim.task, name)
@@ -238,17 +251,23 @@ class Worker:
                 await client.complete_task(task.id, name, value)
                 self.stats.completed += 1
                 return
+            except (LeaseLost, TransportFailed) as exc:
+                self._unreported(name, task, exc)
+                return
             except TaskQueueError as exc:
-                if exc.code == "lease_lost":
-                    self.stats.lost += 1
-                    return
                 value = exc  # e.g. a result that is not JSON: fail the attempt and say why
         error = f"{type(value).__name__}: {value}"[:9000]
         try:
             await client.fail_task(task.id, name, error, retryable=not isinstance(value, PermanentError))
             self.stats.failed += 1
-        except LeaseLost:
-            self.stats.lost += 1
+        except (LeaseLost, TransportFailed) as exc:
+            self._unreported(name, task, exc)
+
+    def _unreported(self, name: str, task: Task, exc: TaskQueueError) -> None:
+        """The outcome could not be recorded: the lease is gone, or so is the server. Either way the
+        task returns to the queue when its lease expires, and another attempt runs it."""
+        self.stats.lost += 1
+        log.warning("%s: could not report %s (%s); it will be retried after its lease expires", name, task.id, exc)
 
     @staticmethod
     async def _invoke(handler: Handler, task: Task, job: Job) -> Any:

@@ -193,3 +193,23 @@ def test_progress_is_reported_to_the_end(queue: TaskQueue, tmp_path: Path) -> No
     seen.clear()
     archive.backup(queue.store, tmp_path / "b.db", lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1] > 0
+
+
+def test_round_trip_keeps_development_phases_and_reviews(queue: TaskQueue, tmp_path: Path) -> None:
+    development = pytest.importorskip("mcp_taskqueue.development")
+    dev = development.Development(queue)
+    task = queue.create({"title": "feature"})
+    dev.advance(task.id, "planning")
+    dev.advance(task.id, "implementation", design_doc="docs/feature.md")
+    dev.advance(task.id, "test_creation")
+    dev.advance(task.id, "testing", coverage=95.0)
+    dev.advance(task.id, "review", test_report={"passed": 3, "failed": 0})
+    dev.add_review(task.id, "alice", 0.9, comment="good")
+    exported = export_text(queue.store)
+
+    target = Store(tmp_path / "copy.db")
+    archive.import_jsonl(target, exported.splitlines())
+    copied = development.Development(TaskQueue(target)).status(task.id)
+    assert copied == dev.status(task.id) and copied.phase == "review" and copied.approved_by == ["alice"]
+    assert body(export_text(target)) == body(exported)
+    target.close()

@@ -90,6 +90,13 @@ async def test_tool_errors_become_typed_exceptions(db_path: Path) -> None:
         assert (await tq.get_task(ready.id)).worker == "owner"
 
 
+@pytest.mark.anyio
+async def test_an_error_in_the_body_propagates_as_itself(db_path: Path) -> None:
+    with pytest.raises(NotFound, match="nope"):
+        async with TaskQueueClient(db_path) as tq:
+            await tq.get_task("nope")
+
+
 def test_error_text_mapping() -> None:
     assert isinstance(error_from_tool("x", "Error executing tool x: store_busy: locked"), StoreBusy)
     assert isinstance(error_from_tool("x", "Unknown tool: x"), UnknownTool)
@@ -216,3 +223,37 @@ async def test_concurrent_claims_through_one_client(db_path: Path) -> None:
             for i in range(3):
                 tg.start_soon(grab, f"w{i}")
         assert len(claimed) == 10 == len(set(claimed))
+
+
+def start_http(db_path: Path, port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db_path), "serve", "--transport", "http"]
+        + ["--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=server_env(),
+    )
+
+
+@pytest.mark.anyio
+async def test_reconnects_after_the_server_restarts(db_path: Path) -> None:
+    """A broken connection is replaced on the next call; safe calls are repeated, others are not."""
+    port = free_port()
+    proc = start_http(db_path, port)
+    try:
+        async with TaskQueueClient(f"http://127.0.0.1:{port}/mcp", retries=8, backoff=0.2) as tq:
+            state = await tq.create_task("survives restarts")
+            proc.terminate()
+            proc.wait(timeout=10)
+            # Server gone: a create (not safe to repeat) fails fast as a transport error.
+            with pytest.raises(TransportFailed):
+                await tq.create_task("lost in the outage")
+            proc = start_http(db_path, port)
+            # A read is retried with backoff across the restart, on a new connection.
+            task = await tq.get_task(state.id)
+            assert task.title == "survives restarts"
+            assert (await tq.create_task("after the restart")).status is Status.ready
+            assert (await tq.queue_stats()).total == 2  # the interrupted create never happened
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

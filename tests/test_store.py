@@ -12,7 +12,7 @@ import pytest
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store, default_db_path
 from mcp_taskqueue.store.migrations import migrations
-from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL
+from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SWEEP_PROBE_SQL
 
 
 def test_file_is_created_with_parents_in_wal_mode(tmp_path: Path) -> None:
@@ -80,15 +80,17 @@ def test_claim_query_uses_the_claim_index(queue: TaskQueue) -> None:
     plan = " | ".join(store.explain(CLAIM_SQL.format(filters="")))
     assert "USING INDEX tasks_claim" in plan or "USING COVERING INDEX tasks_claim" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # ordered by the index, no sort
-    plan = " | ".join(store.explain(CLAIM_SQL.format(filters=" AND project = ?"), ("default",)))
-    assert "INDEX tasks_project_claim" in plan or "INDEX tasks_claim" in plan, plan
-    assert "TEMP B-TREE" not in plan, plan
+    for filters, index in ((" AND project = ?", "tasks_ready_project"), (" AND kind IN (?)", "tasks_ready_kind")):
+        plan = " | ".join(store.explain(CLAIM_SQL.format(filters=filters), ("default",)))
+        assert index in plan or "INDEX tasks_claim" in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
 
 
 @pytest.mark.parametrize(
     ("sql", "index"),
     [
         (EXPIRED_SQL, "tasks_lease"),
+        (SWEEP_PROBE_SQL, "tasks_due"),
         (DUE_SQL, "tasks_due"),
         ("SELECT task_seq FROM dependencies WHERE depends_on_seq = ?", "dependencies_reverse"),
         ("SELECT seq FROM events WHERE task_seq = ? AND seq > ?", "events_task"),
@@ -99,7 +101,7 @@ def test_per_task_queries_use_an_index(store: Store, sql: str, index: str) -> No
     params = tuple(0 for _ in range(sql.count("?")))
     plan = " | ".join(store.explain(sql, params))
     assert index in plan, plan
-    assert "SCAN" not in plan.replace("SCAN tasks_fts", ""), plan
+    assert "SCAN" not in plan.replace("SCAN tasks_fts", "").replace("SCAN CONSTANT ROW", ""), plan
 
 
 def test_write_rolls_back_everything_on_error(queue: TaskQueue) -> None:

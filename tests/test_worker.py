@@ -186,3 +186,49 @@ def test_load_worker_rejects_what_is_not_a_worker(tmp_path: Path, monkeypatch: p
 def test_run_without_handlers_is_refused(db_path: Path) -> None:
     with pytest.raises(ValueError, match="handler"):
         Worker("empty").run_sync(db_path)
+
+
+@pytest.mark.anyio
+async def test_worker_survives_a_server_restart(db_path: Path) -> None:
+    from tests.servers import free_port
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db_path), "serve", "--transport", "http"]
+            + ["--port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=server_env(),
+        )
+
+    queue = TaskQueue(Store(db_path))
+    before = queue.create({"title": "before", "kind": "echo"})
+    worker = Worker("steady", poll_interval=0.05)
+
+    @worker.handler("echo")
+    async def echo(task: Task) -> str:
+        return task.title
+
+    port = free_port()
+    proc = start(port)
+    try:
+        async with anyio.create_task_group() as tg:
+            client = TaskQueueClient(f"http://127.0.0.1:{port}/mcp", retries=8, backoff=0.2)
+            tg.start_soon(lambda: worker.run(client, handle_signals=False))
+            with anyio.fail_after(30):
+                while queue.get(before.id).status is not Status.completed:
+                    await anyio.sleep(0.05)
+            proc.terminate()
+            proc.wait(timeout=10)
+            after = queue.create({"title": "after", "kind": "echo"})
+            await anyio.sleep(0.5)  # the worker polls a dead server meanwhile
+            proc = start(port)
+            with anyio.fail_after(30):
+                while queue.get(after.id).status is not Status.completed:
+                    await anyio.sleep(0.05)
+            worker.stop()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert queue.get(after.id).result == "after" and worker.stats.completed == 2
+    queue.store.close()

@@ -30,6 +30,10 @@ EXPIRED_SQL = (
     "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks INDEXED BY tasks_lease "
     "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
 )
+SWEEP_PROBE_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND lease_expires_at < ?), "
+    "EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_due WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
+)
 DUE_SQL = (
     "SELECT seq, id, version FROM tasks INDEXED BY tasks_due "
     "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?"
@@ -219,7 +223,10 @@ class Tx(WorkflowQueries):
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
         return self.conn.execute(DUE_SQL, (now, limit)).fetchall()
 
-    def next_ready(self, *, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> int | None:
+    @staticmethod
+    def _claim_filters(
+        project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None
+    ) -> tuple[str, list[Any]]:
         filters = ""
         params: list[Any] = []
         if project is not None:
@@ -234,8 +241,42 @@ class Tx(WorkflowQueries):
                 f"AND tt.tag IN ({','.join('?' * len(tags))}))"
             )
             params.extend(tags)
+        return filters, params
+
+    def next_ready(self, *, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> int | None:
+        filters, params = self._claim_filters(project, kinds, tags)
         row = self.conn.execute(CLAIM_SQL.format(filters=filters), params).fetchone()
         return None if row is None else int(row[0])
+
+    def sweep_due(self, now: float) -> bool:
+        """Is any lease expired or pending task due? One probe of two partial indexes, so the
+        common case (nothing to sweep) costs a single statement on the claim path."""
+        row = self.conn.execute(SWEEP_PROBE_SQL, (now, now)).fetchone()
+        return bool(row[0] or row[1])
+
+    def claim_next(
+        self,
+        *,
+        worker: str,
+        project: str | None,
+        kinds: Sequence[str] | None,
+        tags: Sequence[str] | None,
+        lease_seconds: int | None,
+        default_lease: int,
+        now: float,
+    ) -> sqlite3.Row | None:
+        """Pick and lease the next ready task in one statement; returns its new row or None."""
+        filters, params = self._claim_filters(project, kinds, tags)
+        pick = CLAIM_SQL.format(filters=filters)
+        lease = "coalesce(?, timeout_seconds, ?)"
+        sql = (
+            f"UPDATE tasks SET status = 'running', worker = ?, attempts = attempts + 1, "
+            f"lease_seconds = {lease}, lease_expires_at = ? + {lease}, started_at = coalesce(started_at, ?), "
+            f"updated_at = ?, error = NULL, version = version + 1 WHERE seq = ({pick}) "
+            f"RETURNING seq, {TASK_COLUMNS}"
+        )
+        values = [worker, lease_seconds, default_lease, now, lease_seconds, default_lease, now, now, *params]
+        return self.conn.execute(sql, values).fetchone()  # type: ignore[no-any-return]
 
     # --- tasks: writes --------------------------------------------------------------------
 
@@ -252,6 +293,15 @@ class Tx(WorkflowQueries):
         self.conn.execute(
             f"UPDATE tasks SET {assignments}, version = version + 1 WHERE seq = ?", [*values.values(), seq]
         )
+
+    def update_task_returning(self, seq: int, values: dict[str, Any]) -> sqlite3.Row:
+        """`update_task`, handing back the changed row (saves re-reading it on hot paths)."""
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        row = self.conn.execute(
+            f"UPDATE tasks SET {assignments}, version = version + 1 WHERE seq = ? RETURNING seq, {TASK_COLUMNS}",
+            [*values.values(), seq],
+        ).fetchone()
+        return row  # type: ignore[no-any-return]
 
     def set_tags(self, seq: int, tags: Iterable[str]) -> None:
         self.conn.execute("DELETE FROM task_tags WHERE task_seq = ?", (seq,))

@@ -74,7 +74,10 @@ async def test_tools_list_is_complete_described_and_small(client: Client) -> Non
     by_name = {t.name: t for t in tools}
     assert by_name["get_task"].annotations.read_only_hint is True  # type: ignore[union-attr]
     assert by_name["cancel_task"].annotations.destructive_hint is True  # type: ignore[union-attr]
-    wire = json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools])
+    # Compact JSON, as the transports send it (tests/test_transports.py checks the raw stdio bytes too).
+    wire = json.dumps(
+        [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")
+    )
     assert len(wire.encode()) < TOOLS_LIST_BUDGET, f"tools/list is {len(wire.encode())} bytes"
 
 

@@ -87,6 +87,8 @@ def test_stdio_stdout_carries_only_protocol(tmp_path: Path) -> None:
     by_id = {m["id"]: m for m in parsed if "id" in m}
     assert {1, 2, 3} <= set(by_id)
     assert len(by_id[2]["result"]["tools"]) >= 19
+    raw_tools_list = json.dumps(by_id[2], separators=(",", ":"))
+    assert len(raw_tools_list.encode()) < 32 * 1024, len(raw_tools_list)  # the context budget, on the wire
     assert by_id[3]["result"]["isError"] is True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +64,7 @@ class TaskQueueServer(MCPServer):
 
 
 def build_server(
-    queue: TaskQueue | Store | str | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
 ) -> MCPServer:
     """The MCP server for a queue (or a store, or a database path; None is the default store)."""
     if not isinstance(queue, TaskQueue):

@@ -85,8 +85,9 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
 
 
 def compact_tool_schemas(mcp: MCPServer) -> None:
-    """Compact every registered tool's input and output schema in place."""
+    """Compact every registered tool's description and schemas in place."""
     for tool in mcp._tool_manager.list_tools():
+        tool.description = " ".join(tool.description.split())  # docstring indentation is not content
         tool.parameters = compact_schema(tool.parameters)
         output = tool.output_schema
         if output is not None:

@@ -172,12 +172,16 @@ def parse_json(value: str | None, what: str) -> Any:
         raise click.BadParameter(f"not valid JSON ({exc.msg} at position {exc.pos})", param_hint=what) from None
 
 
-def local_store(ctx: click.Context, action: str) -> Any:
+def local_store(ctx: click.Context, action: str, must_exist: bool = False) -> Any:
     """The local database for file-level work, refusing --url (a server's file is its own business)."""
     obj = ctx.find_root().obj
     if obj["url"]:
         raise CommandError(f"{action} works on a local database file; use --db instead of --url", "usage")
     from mcp_taskqueue.store import Store
+
+    path = Path(obj["db"]).expanduser() if obj["db"] else default_db_path()
+    if must_exist and not path.exists():
+        raise CommandError(f"not_found: there is no database at {path} to {action}", "not_found")
 
     try:
         return Store(obj["db"])
@@ -488,7 +492,7 @@ def export_cmd(ctx: click.Context, output: str) -> None:
     """Write every project, task, dependency and history event as JSON Lines (lossless)."""
     from mcp_taskqueue.store.archive import export_jsonl
 
-    store = local_store(ctx, "export")
+    store = local_store(ctx, "export", must_exist=True)
     try:
         if output == "-":
             export_jsonl(store, sys.stdout)
@@ -539,7 +543,7 @@ def backup_cmd(ctx: click.Context, target: str, verify: bool, force: bool) -> No
 
     if Path(target).exists() and not force:
         raise CommandError(f"{target} exists; pass --force to overwrite it", "usage")
-    store = local_store(ctx, "backup")
+    store = local_store(ctx, "backup", must_exist=True)
     try:
         if force:
             Path(target).unlink(missing_ok=True)

@@ -187,6 +187,9 @@ def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     (tmp_path / "cut.jsonl").write_text("\n".join(out.read_text().splitlines()[:-1]))
     assert "truncated" in fails(tmp_path / "empty.db", "import", str(tmp_path / "cut.jsonl"), code=2)
     assert ok(tmp_path / "empty.db", "stats")["total"] == 0
+    # Exporting a database that does not exist does not create one.
+    assert "no database" in fails(tmp_path / "absent.db", "export", code=3)
+    assert not (tmp_path / "absent.db").exists()
     # Export/import are local-file commands.
     assert "--db" in fails(db_path, "export", code=2, url="http://127.0.0.1:1/mcp")
 

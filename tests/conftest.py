@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from mcp import Client
+from mcp_types import Implementation
 
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 
 
@@ -54,3 +57,10 @@ def clock() -> Clock:
 @pytest.fixture
 def timed_queue(store: Store, clock: Clock) -> TaskQueue:
     return TaskQueue(store, clock=clock)
+
+
+@pytest.fixture
+async def client(db_path: Path) -> AsyncIterator[Client]:
+    """The real server on this test's database, through a real client named `test-agent`."""
+    async with Client(build_server(db_path), client_info=Implementation(name="test-agent", version="1")) as c:
+        yield c

@@ -3,9 +3,6 @@ recorded in the history, and the project's thresholds decide."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +12,7 @@ from mcp_taskqueue.development import Development
 from mcp_taskqueue.errors import InvalidTransition, NotFound, ValidationFailed
 from mcp_taskqueue.models import Phase
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.server.app import build_server
+from tests.mcp_calls import call
 
 PASSING = {"passed": 42, "failed": 0}
 
@@ -194,19 +191,6 @@ def test_cancelled_tasks_do_not_advance(queue: TaskQueue, dev: Development) -> N
     queue.cancel(task.id)
     with pytest.raises(InvalidTransition, match="retry_task it before"):
         dev.advance(task.id, "planning")
-
-
-@pytest.fixture
-async def client(db_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(db_path)) as c:
-        yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> Any:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return result.structured_content
 
 
 @pytest.mark.anyio

@@ -4,9 +4,6 @@ update, with every violation named by its JSON pointer and rule."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
@@ -15,7 +12,7 @@ from mcp import Client
 from mcp_taskqueue.errors import ValidationFailed
 from mcp_taskqueue.payload_schemas import SCHEMAS_DIR, PayloadSchemas
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.server.app import build_server
+from tests.mcp_calls import call
 
 TICKET = {
     "type": "object",
@@ -94,18 +91,6 @@ def test_an_invalid_schema_is_refused_at_registration(queue: TaskQueue) -> None:
     with pytest.raises(ValidationFailed, match="must be a JSON Schema object"):
         queue.update_project("support", payload_schemas={"ticket": ["type"]})
     queue.create({"title": "t", "project": "support", "kind": "ticket", "payload": {}})  # nothing was registered
-
-
-@pytest.fixture
-async def client(db_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(db_path)) as c:
-        yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> Any:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    return result.structured_content
 
 
 @pytest.mark.anyio

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp_types import Implementation
 
 from mcp_taskqueue.server.app import build_server
+from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
 
@@ -33,26 +32,6 @@ CORE_TOOLS = {
     "projects": {"create_project", "list_projects", "update_project"},
 }
 TOOLS_LIST_BUDGET = 32 * 1024
-
-
-@pytest.fixture
-async def client(db_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(db_path), client_info=Implementation(name="test-agent", version="1")) as c:
-        yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> Any:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    # The text content is the same JSON as the structured content, for text-only clients.
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return result.structured_content
-
-
-async def call_error(client: Client, tool: str, **args: Any) -> str:
-    result = await client.call_tool(tool, args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text  # type: ignore[union-attr,no-any-return]
 
 
 async def task_count(client: Client) -> int:

@@ -21,16 +21,11 @@ from mcp.client.subscriptions import ResourcesListChanged, ResourceUpdated, Subs
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
+from tests.mcp_calls import call
 from tests.servers import http_server, stdio_params
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 DEADLINE = 1.0  # the promise: a subscriber hears of a change within a second
-
-
-async def call(client: Client, tool: str, **args: Any) -> Any:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    return result.structured_content
 
 
 async def next_update(sub: Subscription, timeout: float = DEADLINE) -> set[str]:

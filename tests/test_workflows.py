@@ -4,7 +4,6 @@ derived status/progress/critical path, cancellation, resources, prompts and comp
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,12 @@ from mcp_types import PromptReference, ResourceTemplateReference
 
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.workflows import critical_path, derive_status, find_cycle
+from tests.mcp_calls import call, call_error
 
 pytestmark = pytest.mark.anyio
 
 WORKFLOW_TOOLS = {"create_workflow", "get_workflow", "list_workflows", "cancel_workflow"}
 DEVELOPMENT_TOOLS = {"advance_phase", "add_review"}
-
-
-@pytest.fixture
-async def client(db_path: Path) -> AsyncIterator[Client]:
-    async with Client(build_server(db_path)) as c:
-        yield c
-
-
-async def call(client: Client, tool: str, **args: Any) -> Any:
-    result = await client.call_tool(tool, args)
-    assert not result.is_error, result.content
-    assert json.loads(result.content[0].text) == result.structured_content  # type: ignore[union-attr]
-    return result.structured_content
-
-
-async def call_error(client: Client, name: str, **args: Any) -> str:
-    result = await client.call_tool(name, args)
-    assert result.is_error, result.structured_content
-    return result.content[0].text  # type: ignore[union-attr,no-any-return]
 
 
 async def total_tasks(client: Client) -> int:

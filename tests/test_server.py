@@ -177,6 +177,7 @@ async def test_projects_tools(client: Client) -> None:
         ("heartbeat", {"task_id": "nope", "worker": "w", "progress": 3}, "progress"),
         ("update_project", {"name": "missing", "description": "x"}, "not_found"),
         ("no_such_tool", {}, "no_such_tool"),
+        ("create_task", {"title": "ok", "priorty": "high"}, "validation_failed: unknown argument(s) priorty"),
     ],
 )
 async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(

@@ -47,10 +47,20 @@ class TaskQueueServer(MCPServer):
     """MCPServer whose argument errors read like our own errors: `... validation_failed: <field>: <problem>`.
 
     The SDK would send pydantic's multi-line report with documentation URLs; agents do better with
-    one line per field.
+    one line per field. Unknown argument names are refused too: a misspelt `priorty` silently
+    ignored would create the wrong task.
     """
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        tool = self._tool_manager.get_tool(name)
+        if tool is not None:
+            known = tool.parameters.get("properties", {})
+            unknown = sorted(set(arguments) - set(known))
+            if unknown:
+                raise ToolError(
+                    f"Error executing tool {name}: validation_failed: unknown argument(s) {', '.join(unknown)}; "
+                    f"{name} takes {', '.join(known)}"
+                )
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

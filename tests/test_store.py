@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import Store, default_db_path
+from mcp_taskqueue.store import Store, WouldBlock, database, default_db_path, fail_fast
 from mcp_taskqueue.store.migrations import migrations
 from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SWEEP_PROBE_SQL
 
@@ -112,3 +113,31 @@ def test_write_rolls_back_everything_on_error(queue: TaskQueue) -> None:
     with pytest.raises(RuntimeError):
         queue.store.write(broken)
     assert queue.store.read(lambda tx: tx.get_project("half")) is None
+
+
+def test_fail_fast_refuses_to_wait_and_writes_nothing(db_path: Path, queue: TaskQueue) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        started = time.monotonic()
+        with pytest.raises(WouldBlock), fail_fast():
+            queue.create({"title": "must not wait"})
+        assert time.monotonic() - started < 0.5  # no busy wait, no retry sleeps
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert queue.stats().total == 0
+    with fail_fast():
+        assert queue.create({"title": "now it can"}).title == "now it can"
+    assert queue.stats().total == 1
+
+
+def test_fail_fast_waits_normally_after_a_committed_write(queue: TaskQueue) -> None:
+    def two_writes() -> str:
+        first = queue.create({"title": "one"})
+        assert not getattr(database._inline, "active", True)  # redoing the call would repeat `first`
+        return first.id
+
+    with fail_fast():
+        two_writes()
+        assert queue.create({"title": "two"}).title == "two"

@@ -6,13 +6,13 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from pydantic import BaseModel
 
 from mcp_taskqueue.errors import NotFound, TaskQueueError
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.tools import run_off_loop
 
 T = TypeVar("T")
 JSON = "application/json"
@@ -21,7 +21,7 @@ JSON = "application/json"
 async def read_json(fn: Callable[[], Any]) -> str:
     """Run a queue read off the event loop and render it as compact JSON."""
     try:
-        value = await anyio.to_thread.run_sync(fn)
+        value = await run_off_loop(fn)
     except NotFound as exc:
         raise ResourceNotFoundError(str(exc)) from exc
     except TaskQueueError as exc:

@@ -37,6 +37,7 @@ from mcp_taskqueue.models import (
     TaskState,
 )
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.store import WouldBlock, fail_fast
 
 T = TypeVar("T")
 
@@ -52,10 +53,23 @@ WorkerArg = Annotated[str, Field(min_length=1, max_length=100, description="Your
 ProjectArg = Annotated[Name | None, Field(description="Project name.")]
 
 
-async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run a queue call off the event loop; our errors become tool errors that say what to do."""
+async def run_off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run a store call without ever blocking the event loop.
+
+    The call runs right here while SQLite needs no waiting (the common case, and ~170 µs cheaper
+    than a thread hop); if it would wait for a lock, it runs again in a worker thread.
+    """
     try:
+        with fail_fast():
+            return fn(*args, **kwargs)
+    except WouldBlock:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+
+async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """`run_off_loop` for tools: our errors become tool errors that say what to do."""
+    try:
+        return await run_off_loop(fn, *args, **kwargs)
     except TaskQueueError as exc:
         raise ToolError(f"{exc.code}: {exc}") from exc
 

@@ -3,7 +3,8 @@
 planning -> implementation (a design document path) -> test_creation -> testing (coverage at
 or above the project's threshold) -> review (a passing test report) -> done (the required
 number of approving reviews, from distinct reviewers, each scoring at or above the
-threshold, given during the current review round). The one way back is review ->
+threshold, given during the current review round by someone who is not one of the task's
+authors: whoever claimed it or advanced its phases). The one way back is review ->
 implementation, for changes a review asked for; it starts a new review round. A task with
 no phase yet is treated as in planning. Every advance and review is a history event.
 """
@@ -96,6 +97,25 @@ def check_advance(
             f"advancing to done needs {requirement(target, settings)}; this review round has {approvals}"
         )
     return {}
+
+
+# History actions whose actor is an author of the task: whoever claimed it (any attempt) and
+# whoever moved it forward through its phases. phase_back is not authorship: sending work back
+# for changes is what a reviewer does, and whoever then redoes it advances it forward again.
+AUTHOR_ACTIONS = {"claimed": "claimed it", "phase": "advanced its phases"}  # action -> what they did
+
+
+def refuse_author(tx: Tx, row: Any, reviewer: str) -> None:
+    """A reviewer may not approve their own work: refuse anyone who appears as an author."""
+    did = tx.authorship(row["seq"], reviewer, tuple(AUTHOR_ACTIONS))
+    if row["worker"] is not None and reviewer.strip() == row["worker"].strip():
+        did.add("claimed")
+    if did:
+        what = " and ".join(text for action, text in AUTHOR_ACTIONS.items() if action in did)
+        raise ValidationFailed(
+            f"{reviewer!r} is an author of task {row['id']} ({what}); "
+            "a review must come from someone else (not anyone who claimed the task or advanced its phases)"
+        )
 
 
 class Development:
@@ -212,7 +232,10 @@ class Development:
         approved: bool = True,
         comment: str | None = None,
     ) -> PhaseState:
-        """Record a reviewer's verdict in the current review round (a later one from them replaces it)."""
+        """Record a reviewer's verdict in the current review round (a later one from them replaces it).
+
+        Refused, changing nothing, when the reviewer is one of the task's authors (refuse_author).
+        """
         if not 0 <= score <= 1:
             raise ValidationFailed("score must be between 0 and 1")
         if not reviewer.strip() or len(reviewer) > MAX_NAME:
@@ -228,8 +251,7 @@ class Development:
                     f"task {task_id} is in phase {row['phase'] or 'none'}; reviews are taken in the review phase "
                     "(advance_phase to review with a passing test_report first)"
                 )
-            if row["worker"] is not None and reviewer == row["worker"]:
-                raise ValidationFailed(f"{reviewer!r} worked on task {task_id}; a review must come from someone else")
+            refuse_author(tx, row, reviewer)
             dev = tx.get_development(row["seq"])
             round_ = dev["review_round"] if dev is not None else 1
             tx.upsert_review(row["seq"], round_, reviewer, score, approved, comment, now)

@@ -136,6 +136,11 @@ class TaskChanges(BaseModel):
     max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS)
     timeout_seconds: int | None = Field(None, ge=1, le=MAX_LEASE_SECONDS)
 
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, tags: list[str] | None) -> list[str] | None:
+        return None if tags is None else list(dict.fromkeys(tags))
+
 
 class Task(BaseModel):
     """A task as stored, with every field of the data model."""

@@ -402,6 +402,8 @@ class TaskQueue:
         """Insert a prepared batch in the caller's transaction; returns the tasks in input order."""
         items, prepared, order = batch
         by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
+        batch_refs = {item.ref for item in items if item.ref}
+        later_parents: dict[int, tuple[int, str]] = {}  # index -> (seq, parent ref inserted later)
         created: dict[int, Task] = {}
         for index in order:
             item = items[index]
@@ -409,11 +411,20 @@ class TaskQueue:
                 self._check_workflow(tx, item.workflow_id)
             where = f"tasks[{index}].payload" if len(items) > 1 else "payload"
             self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where)
+            parent_ref = item.parent_id
+            if parent_ref in batch_refs and parent_ref not in by_ref:
+                # Insertion follows depends_on, so a parent may come later (it often depends on its children).
+                item = item.model_copy(update={"parent_id": None})
             seq = self._insert_one(tx, item, prepared[index], by_ref, now, actor)
+            if item.parent_id is None and parent_ref is not None and parent_ref in batch_refs:
+                later_parents[index] = (seq, parent_ref)
             row = tx.get_task_by_seq(seq)
             if item.ref:
                 by_ref[item.ref] = (seq, row["id"], row["status"])
             created[index] = self._task(tx, row)
+        for index, (seq, parent_ref) in later_parents.items():
+            tx.set_parent_id(seq, by_ref[parent_ref][1])
+            created[index] = self._task(tx, tx.get_task_by_seq(seq))
         return [created[i] for i in range(len(items))]
 
     def _prepare(self, item: TaskSpec, index: int) -> dict[str, Any]:
@@ -495,6 +506,8 @@ class TaskQueue:
                 dep_seq, dep_id, dep_status = found[dep]["seq"], dep, found[dep]["status"]
             else:
                 raise NotFound(f"task {item.title[:60]!r} depends on {dep!r}, which is neither a task id nor a ref")
+            if dep_seq in dep_seqs:
+                continue  # two refs (or a ref and an id) naming one task are one dependency, counted once
             dep_seqs.append(dep_seq)
             if dep_status != Status.completed.value:
                 unmet += 1
@@ -582,16 +595,21 @@ class TaskQueue:
 
         return self.store.read(op)
 
-    def history(self, task_id: str, cursor: str | None = None, limit: int = 100) -> HistoryPage:
+    def history(self, task_id: str, cursor: str | None = None, limit: int = 100, latest: bool = False) -> HistoryPage:
+        """Events oldest first, a page at a time; `latest=True` gives the newest `limit` (still oldest first)."""
         if not 1 <= limit <= 1000:
             raise ValidationFailed("limit must be between 1 and 1000")
         after = decode_cursor(cursor, 1)[0] if cursor else 0
 
         def op(tx: Tx) -> HistoryPage:
             row = self._row(tx, task_id)
-            rows = tx.events(row["seq"], after, limit + 1)
-            more = len(rows) > limit
-            rows = rows[:limit]
+            if latest:
+                rows = list(reversed(tx.latest_events(row["seq"], limit)))
+                more = False
+            else:
+                rows = tx.events(row["seq"], after, limit + 1)
+                more = len(rows) > limit
+                rows = rows[:limit]
             events = [
                 Event(
                     seq=r["seq"],
@@ -743,7 +761,7 @@ class TaskQueue:
             row = self._row(tx, task_id)
             dep = self._row(tx, depends_on)
             if not tx.delete_dependency(row["seq"], dep["seq"]):
-                raise NotFound(f"task {task_id} does not depend on {depends_on}")
+                return self._task(tx, row)  # idempotent: already gone (say, a retried call)
             values: dict[str, Any] = {"updated_at": now}
             if dep["status"] != Status.completed.value:
                 unmet = max(0, row["unmet_deps"] - 1)
@@ -763,6 +781,8 @@ class TaskQueue:
         def op(tx: Tx) -> Task:
             now = self.clock()
             row = self._row(tx, task_id)
+            if row["status"] == Status.cancelled.value:
+                return self._task(tx, row)  # idempotent: a repeated cancel (say, a retried call) is a no-op
             self._set_status(
                 tx,
                 row,
@@ -785,6 +805,11 @@ class TaskQueue:
         def op(tx: Tx) -> Task:
             now = self.clock()
             row = self._row(tx, task_id)
+            if row["status"] not in (Status.failed.value, Status.cancelled.value):
+                raise InvalidTransition(
+                    f"cannot retry task {task_id}: it is {row['status']}; only failed or cancelled tasks are "
+                    "retried (a running task is retried by fail_task, or comes back when its lease expires)"
+                )
             target = self._waiting_status(row["unmet_deps"], now, now)
             self._set_status(
                 tx,
@@ -800,6 +825,7 @@ class TaskQueue:
                 finished_at=None,
                 run_at=now,
                 progress=None,
+                lease_expires_at=None,
             )
             self._on_revived(tx, row["seq"], task_id, now, actor)
             return self._task(tx, self._row(tx, task_id))

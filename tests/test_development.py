@@ -12,6 +12,7 @@ from mcp_taskqueue.development import Development
 from mcp_taskqueue.errors import InvalidTransition, NotFound, ValidationFailed
 from mcp_taskqueue.models import Phase
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.store import Store
 from tests.mcp_calls import call
 
 PASSING = {"passed": 42, "failed": 0}
@@ -167,6 +168,111 @@ def test_reviews_only_in_the_review_phase_and_not_by_the_worker(queue: TaskQueue
         dev.add_review("missing", "ann", 0.9)
 
 
+def to_review_by(dev: Development, task_id: str, actor: str | None) -> None:
+    dev.advance(task_id, "planning", actor=actor)
+    dev.advance(task_id, "implementation", design_doc="docs/design.md", actor=actor)
+    dev.advance(task_id, "test_creation", actor=actor)
+    dev.advance(task_id, "testing", coverage=93.5, actor=actor)
+    dev.advance(task_id, "review", test_report=PASSING, actor=actor)
+
+
+def review_snapshot(queue: TaskQueue, dev: Development, task_id: str) -> tuple[Any, ...]:
+    """Everything a review writes: the votes, the task's version and updated_at, the history."""
+    state = dev.status(task_id)
+    task = queue.get(task_id)
+    events = [(e.action, e.actor, e.new) for e in queue.history(task_id).events]
+    return state.approvals, state.approved_by, task.version, task.updated_at, events
+
+
+def test_a_worker_of_an_earlier_attempt_may_not_review(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    first = queue.claim("first-worker")
+    assert first is not None and first.id == task.id
+    queue.release(task.id, "first-worker")
+    second = queue.claim("second-worker")
+    assert second is not None and second.id == task.id
+    assert queue.get(task.id).worker == "second-worker"  # the lease holder is no longer first-worker
+    to_review(dev, task.id)
+    dev.add_review(task.id, "ann", 0.9)
+    before = review_snapshot(queue, dev, task.id)
+    with pytest.raises(ValidationFailed) as refused:
+        dev.add_review(task.id, "first-worker", 1.0, comment="lgtm")
+    assert str(refused.value) == (
+        f"'first-worker' is an author of task {task.id} (claimed it); a review must come from someone else "
+        "(not anyone who claimed the task or advanced its phases)"
+    )
+    with pytest.raises(ValidationFailed, match=r"'second-worker' is an author .* \(claimed it\)"):
+        dev.add_review(task.id, "second-worker", 1.0)
+    with pytest.raises(ValidationFailed, match="is an author"):
+        dev.add_review(task.id, " first-worker ", 1.0)  # padding does not make someone else
+    assert review_snapshot(queue, dev, task.id) == before  # the refusals changed nothing
+
+
+def test_whoever_advanced_the_phases_may_not_review(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    dev.advance(task.id, "planning", actor="lead")
+    dev.advance(task.id, "implementation", design_doc="docs/design.md", actor="coder")
+    dev.advance(task.id, "test_creation", actor="coder")
+    dev.advance(task.id, "testing", coverage=93.5, actor="tester")
+    dev.advance(task.id, "review", test_report=PASSING)  # no actor: nobody is named
+    before = review_snapshot(queue, dev, task.id)
+    for author in ("lead", "coder", "tester"):
+        with pytest.raises(ValidationFailed) as refused:
+            dev.add_review(task.id, author, 0.95)
+        assert f"'{author}' is an author of task {task.id} (advanced its phases)" in str(refused.value)
+    assert review_snapshot(queue, dev, task.id) == before
+    state = dev.add_review(task.id, "ann", 0.9)  # an unrelated reviewer is accepted
+    assert state.approvals == 1 and state.approved_by == ["ann"]
+    reviews = [(e.actor, e.new) for e in queue.history(task.id).events if e.action == "review"]
+    assert reviews == [("ann", {"reviewer": "ann", "score": 0.9, "approved": True, "round": 1})]
+
+
+def test_a_worker_who_also_advanced_is_told_both(queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    assert queue.claim("builder") is not None
+    to_review_by(dev, task.id, "builder")
+    with pytest.raises(ValidationFailed, match=r"\(claimed it and advanced its phases\)"):
+        dev.add_review(task.id, "builder", 0.9, approved=False)
+    assert dev.status(task.id).approvals == 0
+
+
+def test_authors_of_other_tasks_and_senders_back_may_review(queue: TaskQueue, dev: Development) -> None:
+    other = queue.create({"title": "other", "project": "app", "priority": "high"})
+    task = queue.create({"title": "t", "project": "app"})
+    claimed = queue.claim("busy")
+    assert claimed is not None and claimed.id == other.id
+    to_review_by(dev, other.id, "coder")
+    to_review_by(dev, task.id, "lead")
+    # Authorship is per task: busy and coder wrote `other`, not `task`.
+    assert dev.add_review(task.id, "busy", 0.9).approved_by == ["busy"]
+    assert dev.add_review(task.id, "coder", 0.9).approved_by == ["busy", "coder"]
+    # Sending the work back for changes is reviewing, not authoring: the sender reviews the next round.
+    dev.advance(task.id, "implementation", reason="needs error handling", actor="busy")
+    dev.advance(task.id, "test_creation", actor="lead")
+    dev.advance(task.id, "testing", coverage=95, actor="lead")
+    dev.advance(task.id, "review", test_report=PASSING, actor="lead")
+    assert dev.add_review(task.id, "busy", 0.9).approved_by == ["busy"]
+
+
+def test_the_author_lookup_reads_only_the_tasks_own_events(store: Store, queue: TaskQueue, dev: Development) -> None:
+    task = queue.create({"title": "t", "project": "app"})
+    to_review_by(dev, task.id, "lead")
+    for i in range(50):  # other tasks' history, which the lookup must not scan
+        queue.add_note(queue.create({"title": f"filler {i}"}).id, "noise", actor="lead")
+    seen: list[str] = []
+    store._conn.set_trace_callback(seen.append)
+    try:
+        with pytest.raises(ValidationFailed, match="is an author"):
+            dev.add_review(task.id, "lead", 0.9)
+    finally:
+        store._conn.set_trace_callback(None)
+    lookups = [sql for sql in seen if "FROM events" in sql]
+    assert len(lookups) == 1
+    plan = store.explain(lookups[0])
+    assert any("USING INDEX events_task (task_seq=?)" in step for step in plan), plan
+    assert not any(step.startswith("SCAN events") for step in plan), plan
+
+
 def test_thresholds_are_per_project(queue: TaskQueue, dev: Development) -> None:
     queue.create_project(
         "lenient", settings={"coverage_threshold": 50, "required_reviews": 1, "review_score_threshold": 0.5}
@@ -208,6 +314,10 @@ async def test_phase_tools_through_the_server(client: Client) -> None:
         "advance_phase", {"task_id": task["id"], "to": "review", "test_report": {"passed": "many"}}
     )
     assert bad.is_error and "test_report is not a test report (passed:" in bad.content[0].text  # type: ignore[union-attr]
+    claimed = await call(client, "claim_task", worker="wendy", project="app")
+    assert claimed["task"]["id"] == task["id"]
+    own = await client.call_tool("add_review", {"task_id": task["id"], "reviewer": "wendy", "score": 1.0})
+    assert own.is_error and "'wendy' is an author of task" in own.content[0].text  # type: ignore[union-attr]
     reviewed = await call(client, "add_review", task_id=task["id"], reviewer="rita", score=0.9, comment="ok")
     assert reviewed["approvals"] == 1 and reviewed["approved_by"] == ["rita"]
     done = await call(client, "advance_phase", task_id=task["id"], to="done")

@@ -191,8 +191,8 @@ def test_cancel_and_retry(queue: TaskQueue) -> None:
     cancelled = queue.cancel(task.id, reason="not needed")
     assert cancelled.status == Status.cancelled and cancelled.error == "not needed"
     assert queue.get(child.id).blocked_by == [task.id]
-    with pytest.raises(InvalidTransition, match="it is cancelled"):
-        queue.cancel(task.id)
+    again = queue.cancel(task.id)  # idempotent: a retried call changes nothing
+    assert again.version == cancelled.version and actions(queue, task.id).count("cancel") == 1
     retried = queue.retry(task.id)
     assert retried.status == Status.ready and retried.attempts == 0 and retried.error is None
     assert queue.get(child.id).blocked_by == []
@@ -250,9 +250,11 @@ def test_add_dependency_refuses_cycles_and_updates_readiness(queue: TaskQueue) -
         queue.add_dependency(a.id, a.id)
     d = queue.create({"title": "d"})
     assert queue.add_dependency(d.id, a.id).status == Status.pending
-    assert queue.remove_dependency(d.id, a.id).status == Status.ready
-    with pytest.raises(NotFound, match="does not depend"):
-        queue.remove_dependency(d.id, a.id)
+    removed = queue.remove_dependency(d.id, a.id)
+    assert removed.status == Status.ready
+    assert queue.remove_dependency(d.id, a.id).version == removed.version  # idempotent: already gone
+    with pytest.raises(NotFound):
+        queue.remove_dependency(d.id, "no-such-task")
 
 
 def test_idempotency_key_returns_existing_task(queue: TaskQueue) -> None:
@@ -393,3 +395,95 @@ def test_projects(queue: TaskQueue) -> None:
         queue.update_project("nope", description="x")
     queue.create({"title": "t", "project": "web"})
     assert queue.get_project("web").task_counts == {"ready": 1}
+
+
+def test_retry_is_only_for_failed_or_cancelled(queue: TaskQueue) -> None:
+    task = queue.create({"title": "t"})
+    queue.claim("w1")
+    with pytest.raises(InvalidTransition, match="only failed or cancelled"):
+        queue.retry(task.id)  # retrying a running task would hand it to a second worker
+    assert queue.claim("w2") is None
+    assert queue.complete(task.id, "w1").status == Status.completed
+
+
+def test_one_task_named_twice_in_depends_on_counts_once(queue: TaskQueue) -> None:
+    a, b, c = queue.create_many(
+        [
+            {"title": "A", "ref": "a", "idempotency_key": "same"},
+            {"title": "A again", "ref": "b", "idempotency_key": "same"},
+            {"title": "C", "depends_on": ["a", "b"]},
+        ]
+    )
+    assert a.id == b.id and c.depends_on == [a.id]
+    claimed = queue.claim("w")
+    assert claimed is not None and claimed.id == a.id
+    queue.complete(a.id, "w")
+    assert queue.get(c.id).status == Status.ready  # not left waiting forever
+
+
+def test_parent_ref_may_name_a_later_item(queue: TaskQueue) -> None:
+    child, parent = queue.create_many(
+        [
+            {"title": "subtask", "ref": "c", "parent_id": "p"},
+            {"title": "feature", "ref": "p", "depends_on": ["c"]},
+        ]
+    )
+    assert child.parent_id == parent.id and child.version == 1
+    assert queue.list(parent_id=parent.id).tasks[0].id == child.id
+
+
+def test_duplicate_tags_in_an_update_are_merged(queue: TaskQueue) -> None:
+    task = queue.create({"title": "t"})
+    assert queue.update(task.id, {"tags": ["a", "a", "b"]}).tags == ["a", "b"]
+
+
+def test_latest_history_is_the_newest_events(queue: TaskQueue) -> None:
+    task = queue.create({"title": "t"})
+    for n in range(12):
+        queue.add_note(task.id, f"note {n}")
+    latest = queue.history(task.id, limit=5, latest=True).events
+    assert [e.new for e in latest] == [f"note {n}" for n in range(7, 12)]
+
+
+def test_claim_by_tag_follows_priority_and_tag_changes(queue: TaskQueue) -> None:
+    low = queue.create({"title": "low", "priority": "low", "tags": ["gpu"]})
+    high = queue.create({"title": "high", "priority": "high", "tags": ["gpu", "big"]})
+    untagged = queue.create({"title": "plain", "priority": "critical"})
+    other = queue.create({"title": "other", "tags": ["cpu"], "project": "elsewhere"})
+    queue.update(low.id, {"priority": "critical"})  # now first among gpu tasks
+    first = queue.claim("w", tags=["gpu"])
+    assert first is not None and first.id == low.id
+    queue.update(high.id, {"tags": ["cpu"]})  # no longer a gpu task
+    assert queue.claim("w", tags=["gpu"]) is None
+    second = queue.claim("w", tags=["gpu", "cpu"], project="default")
+    assert second is not None and second.id == high.id  # 'other' is in another project
+    queue.release(second.id, "w")  # back to ready: findable by its tags again
+    again = queue.claim("w", tags=["cpu"], kinds=["task"])
+    assert again is not None and again.id == high.id
+    assert {t.id for t in queue.list(status="ready").tasks} == {untagged.id, other.id}
+
+
+def test_stats_counts_stay_right_through_every_transition(queue: TaskQueue) -> None:
+    ids = [queue.create({"title": f"t{i}", "priority": ["high", "low"][i % 2]}).id for i in range(6)]
+    queue.claim("w")
+    queue.complete(ids[0], "w")
+    queue.claim("w")
+    queue.fail(ids[2], "w", "boom", retryable=False)
+    queue.cancel(ids[4])
+    queue.update(ids[1], {"priority": "critical"})
+    queue.create({"title": "x", "project": "p2"})
+    stats = queue.stats()
+    store_counts = queue.store.read(
+        lambda tx: {row[0]: row[1] for row in tx.conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")}
+    )
+    assert {k: v for k, v in stats.by_status.items() if v} == store_counts
+    ready = queue.store.read(
+        lambda tx: {
+            row[0]: row[1]
+            for row in tx.conn.execute("SELECT priority, count(*) FROM tasks WHERE status = 'ready' GROUP BY 1")
+        }
+    )
+    assert {k: v for k, v in stats.by_priority_ready.items() if v} == {
+        ["critical", "high", "medium", "low"][rank]: n for rank, n in ready.items()
+    }
+    assert queue.stats("p2").total == 1 and queue.get_project("p2").task_counts == {"ready": 1}

@@ -13,7 +13,7 @@ import pytest
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store, WouldBlock, database, default_db_path, fail_fast
 from mcp_taskqueue.store.migrations import migrations
-from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SWEEP_PROBE_SQL
+from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SWEEP_PROBE_SQL, TAG_CLAIM_SQL
 
 
 def test_file_is_created_with_parents_in_wal_mode(tmp_path: Path) -> None:
@@ -91,6 +91,7 @@ def test_claim_query_uses_the_claim_index(queue: TaskQueue) -> None:
     ("sql", "index"),
     [
         (EXPIRED_SQL, "tasks_lease"),
+        (TAG_CLAIM_SQL.format(filters=""), "SEARCH rt USING PRIMARY KEY (tag=?)"),
         (SWEEP_PROBE_SQL, "tasks_due"),
         (DUE_SQL, "tasks_due"),
         ("SELECT task_seq FROM dependencies WHERE depends_on_seq = ?", "dependencies_reverse"),

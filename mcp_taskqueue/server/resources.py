@@ -64,4 +64,4 @@ def register_resources(mcp: MCPServer, queue: TaskQueue) -> None:
     @mcp.resource("taskqueue://tasks/{task_id}/history", name="task_history", mime_type=JSON)
     async def task_history(task_id: str) -> str:
         """A task's append-only history: who changed what, when, old -> new (latest 1000 events)."""
-        return await read_json(lambda: queue.history(task_id, limit=1000))
+        return await read_json(lambda: queue.history(task_id, limit=1000, latest=True))

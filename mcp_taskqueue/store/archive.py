@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 # Tables with their own record types; anything else a migration adds is exported row by row.
 CORE_TABLES = ("projects", "tasks", "task_tags", "dependencies", "events")
 # Derived or internal tables that are rebuilt, never exported.
-SKIPPED_PREFIXES = ("sqlite_", "_sqlite_", "tasks_fts")
+SKIPPED_PREFIXES = ("sqlite_", "_sqlite_", "tasks_fts", "task_counts", "ready_tags")  # derived: triggers rebuild them
 TASK_JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
 CHECKSUM_SUFFIX = ".sha256"
 

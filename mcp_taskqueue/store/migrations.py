@@ -200,3 +200,74 @@ def m003_lean_indexes(db: Database) -> None:
         CREATE INDEX tasks_ready_kind ON tasks(kind, priority) WHERE status = 'ready';
         """,
     )
+
+
+@migrations()
+def m004_counts_and_ready_tags(db: Database) -> None:
+    """Counts by (project, status, priority) and a ready-only tag index, both kept by triggers.
+
+    queue_stats and list_projects used to count by scanning every task (0.6 s at a million), and
+    they are re-read after every change by subscribers. A claim filtered by tags walked every ready
+    task (0.12 s at a million, holding the write lock). Triggers keep both derived tables right
+    whichever code path changes a task, including imports; each costs about one page per change.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE task_counts (
+            project TEXT NOT NULL,
+            status TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (project, status, priority)
+        ) WITHOUT ROWID;
+        INSERT INTO task_counts (project, status, priority, n)
+            SELECT project, status, priority, count(*) FROM tasks GROUP BY project, status, priority;
+        CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+            INSERT INTO task_counts (project, status, priority, n) VALUES (new.project, new.status, new.priority, 1)
+                ON CONFLICT (project, status, priority) DO UPDATE SET n = n + 1;
+        END;
+        CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+            UPDATE task_counts SET n = n - 1
+                WHERE project = old.project AND status = old.status AND priority = old.priority;
+        END;
+        CREATE TRIGGER task_counts_update AFTER UPDATE OF status, priority, project ON tasks
+            WHEN old.status IS NOT new.status OR old.priority IS NOT new.priority OR old.project IS NOT new.project
+        BEGIN
+            UPDATE task_counts SET n = n - 1
+                WHERE project = old.project AND status = old.status AND priority = old.priority;
+            INSERT INTO task_counts (project, status, priority, n) VALUES (new.project, new.status, new.priority, 1)
+                ON CONFLICT (project, status, priority) DO UPDATE SET n = n + 1;
+        END;
+
+        CREATE TABLE ready_tags (
+            tag TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            task_seq INTEGER NOT NULL,
+            PRIMARY KEY (tag, priority, task_seq)
+        ) WITHOUT ROWID;
+        INSERT INTO ready_tags (tag, priority, task_seq)
+            SELECT tt.tag, t.priority, t.seq FROM task_tags tt JOIN tasks t ON t.seq = tt.task_seq
+            WHERE t.status = 'ready';
+        CREATE TRIGGER ready_tags_leave AFTER UPDATE OF status, priority ON tasks
+            WHEN old.status = 'ready' AND (new.status IS NOT 'ready' OR new.priority IS NOT old.priority)
+        BEGIN
+            DELETE FROM ready_tags WHERE priority = old.priority AND task_seq = old.seq
+                AND tag IN (SELECT tag FROM task_tags WHERE task_seq = old.seq);
+        END;
+        CREATE TRIGGER ready_tags_enter AFTER UPDATE OF status, priority ON tasks
+            WHEN new.status = 'ready' AND (old.status IS NOT 'ready' OR new.priority IS NOT old.priority)
+        BEGIN
+            INSERT OR IGNORE INTO ready_tags (tag, priority, task_seq)
+                SELECT tag, new.priority, new.seq FROM task_tags WHERE task_seq = new.seq;
+        END;
+        CREATE TRIGGER ready_tags_tag_added AFTER INSERT ON task_tags BEGIN
+            INSERT OR IGNORE INTO ready_tags (tag, priority, task_seq)
+                SELECT new.tag, priority, seq FROM tasks WHERE seq = new.task_seq AND status = 'ready';
+        END;
+        CREATE TRIGGER ready_tags_tag_removed AFTER DELETE ON task_tags BEGIN
+            DELETE FROM ready_tags WHERE tag = old.tag AND task_seq = old.task_seq
+                AND priority = (SELECT priority FROM tasks WHERE seq = old.task_seq);
+        END;
+        """,
+    )

@@ -23,6 +23,11 @@ SUMMARY_COLUMNS = "seq, id, title, status, priority, project, kind, worker, prog
 
 # The claim: highest priority (lowest rank), then oldest (lowest seq), among ready tasks.
 CLAIM_SQL = "SELECT seq FROM tasks WHERE status = 'ready'{filters} ORDER BY priority, seq LIMIT 1"
+# A claim filtered by tags walks one tag's ready tasks in claim order (ready_tags, kept by triggers).
+TAG_CLAIM_SQL = (
+    "SELECT rt.priority, rt.task_seq FROM ready_tags rt JOIN tasks ON tasks.seq = rt.task_seq "
+    "WHERE rt.tag = ?{filters} ORDER BY rt.priority, rt.task_seq LIMIT 1"
+)
 # The sweep runs on every claim, so it must touch only due rows: the partial indexes hold exactly
 # those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
 # pending or running task.
@@ -72,19 +77,22 @@ class Tx(WorkflowQueries):
         ).fetchall()
 
     def count_by_status(self, project: str | None = None) -> dict[str, int]:
+        """From task_counts (kept by triggers), so stats never scan the tasks."""
         if project is None:
-            rows = self.conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")
+            rows = self.conn.execute("SELECT status, sum(n) FROM task_counts GROUP BY status HAVING sum(n) > 0")
         else:
-            rows = self.conn.execute("SELECT status, count(*) FROM tasks WHERE project = ? GROUP BY status", (project,))
+            rows = self.conn.execute(
+                "SELECT status, sum(n) FROM task_counts WHERE project = ? GROUP BY status HAVING sum(n) > 0", (project,)
+            )
         return {row[0]: row[1] for row in rows}
 
     def count_ready_by_priority(self, project: str | None = None) -> dict[int, int]:
-        sql = "SELECT priority, count(*) FROM tasks WHERE status = 'ready'"
+        sql = "SELECT priority, sum(n) FROM task_counts WHERE status = 'ready'"
         params: tuple[Any, ...] = ()
         if project is not None:
-            sql = "SELECT priority, count(*) FROM tasks WHERE project = ? AND status = 'ready'"
+            sql += " AND project = ?"
             params = (project,)
-        return {row[0]: row[1] for row in self.conn.execute(sql + " GROUP BY priority", params)}
+        return {row[0]: row[1] for row in self.conn.execute(sql + " GROUP BY priority HAVING sum(n) > 0", params)}
 
     def count_expired_leases(self, now: float, project: str | None = None) -> int:
         sql = "SELECT count(*) FROM tasks WHERE status = 'running' AND lease_expires_at < ?"
@@ -95,20 +103,34 @@ class Tx(WorkflowQueries):
         return int(self.conn.execute(sql, params).fetchone()[0])
 
     def count_blocked(self, project: str | None = None) -> int:
-        sql = "SELECT count(*) FROM tasks WHERE blocked_by IS NOT NULL AND status IN ('pending', 'ready')"
+        # Only blocked tasks are in tasks_blocked; without INDEXED BY the planner walks every pending task.
+        sql = (
+            "SELECT count(*) FROM tasks INDEXED BY tasks_blocked "
+            "WHERE blocked_by IS NOT NULL AND status IN ('pending', 'ready')"
+        )
         if project is None:
             return int(self.conn.execute(sql).fetchone()[0])
         return int(self.conn.execute(sql + " AND project = ?", (project,)).fetchone()[0])
 
     def oldest_ready_created(self, project: str | None = None) -> float | None:
-        # min(seq) over the claim index is the oldest ready task; read its creation time.
-        sql = "SELECT created_at FROM tasks WHERE status = 'ready'"
-        params: tuple[Any, ...] = ()
-        if project is not None:
-            sql += " AND project = ?"
-            params = (project,)
-        row = self.conn.execute(sql + " ORDER BY seq LIMIT 1", params).fetchone()
-        return None if row is None else float(row[0])
+        """Creation time of the oldest ready task: the first entry of each priority's run in the
+        claim index (four index probes, not a walk over every ready task)."""
+        oldest: float | None = None
+        for priority in range(4):
+            if project is None:
+                row = self.conn.execute(
+                    "SELECT created_at FROM tasks WHERE status = 'ready' AND priority = ? ORDER BY seq LIMIT 1",
+                    (priority,),
+                ).fetchone()
+            else:
+                row = self.conn.execute(
+                    "SELECT created_at FROM tasks INDEXED BY tasks_ready_project "
+                    "WHERE status = 'ready' AND project = ? AND priority = ? ORDER BY seq LIMIT 1",
+                    (project, priority),
+                ).fetchone()
+            if row is not None and (oldest is None or row[0] < oldest):
+                oldest = float(row[0])
+        return oldest
 
     # --- tasks: reads ---------------------------------------------------------------------
 
@@ -209,6 +231,13 @@ class Tx(WorkflowQueries):
         params.append(limit)
         return self.conn.execute(sql, params).fetchall()
 
+    def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
+        """The newest `limit` events of a task, newest first."""
+        return self.conn.execute(
+            "SELECT seq, at, actor, action, old, new FROM events WHERE task_seq = ? ORDER BY seq DESC LIMIT ?",
+            (task_seq, limit),
+        ).fetchall()
+
     def events(self, task_seq: int, after_seq: int, limit: int) -> list[sqlite3.Row]:
         return self.conn.execute(
             "SELECT seq, at, actor, action, old, new FROM events WHERE task_seq = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -254,6 +283,16 @@ class Tx(WorkflowQueries):
         row = self.conn.execute(SWEEP_PROBE_SQL, (now, now)).fetchone()
         return bool(row[0] or row[1])
 
+    def _next_ready_by_tags(self, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str]) -> int | None:
+        """Best ready task carrying any of `tags`: one ordered probe of ready_tags per tag."""
+        filters, params = self._claim_filters(project, kinds, None)
+        best: tuple[int, int] | None = None
+        for tag in dict.fromkeys(tags):
+            row = self.conn.execute(TAG_CLAIM_SQL.format(filters=filters), [tag, *params]).fetchone()
+            if row is not None and (best is None or (row[0], row[1]) < best):
+                best = (row[0], row[1])
+        return None if best is None else best[1]
+
     def claim_next(
         self,
         *,
@@ -266,13 +305,19 @@ class Tx(WorkflowQueries):
         now: float,
     ) -> sqlite3.Row | None:
         """Pick and lease the next ready task in one statement; returns its new row or None."""
-        filters, params = self._claim_filters(project, kinds, tags)
-        pick = CLAIM_SQL.format(filters=filters)
+        if tags:
+            seq = self._next_ready_by_tags(project, kinds, tags)
+            if seq is None:
+                return None
+            pick, params = "?", [seq]
+        else:
+            filters, params = self._claim_filters(project, kinds, None)
+            pick = CLAIM_SQL.format(filters=filters)
         lease = "coalesce(?, timeout_seconds, ?)"
         sql = (
             f"UPDATE tasks SET status = 'running', worker = ?, attempts = attempts + 1, "
             f"lease_seconds = {lease}, lease_expires_at = ? + {lease}, started_at = coalesce(started_at, ?), "
-            f"updated_at = ?, error = NULL, version = version + 1 WHERE seq = ({pick}) "
+            f"updated_at = ?, error = NULL, version = version + 1 WHERE seq = ({pick}) AND status = 'ready' "
             f"RETURNING seq, {TASK_COLUMNS}"
         )
         values = [worker, lease_seconds, default_lease, now, lease_seconds, default_lease, now, now, *params]
@@ -302,6 +347,10 @@ class Tx(WorkflowQueries):
             [*values.values(), seq],
         ).fetchone()
         return row  # type: ignore[no-any-return]
+
+    def set_parent_id(self, seq: int, parent_id: str) -> None:
+        """Complete a just-inserted task's parent link (same transaction, so no new version)."""
+        self.conn.execute("UPDATE tasks SET parent_id = ? WHERE seq = ?", (parent_id, seq))
 
     def set_tags(self, seq: int, tags: Iterable[str]) -> None:
         self.conn.execute("DELETE FROM task_tags WHERE task_seq = ?", (seq,))

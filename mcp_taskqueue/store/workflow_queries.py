@@ -143,6 +143,20 @@ class WorkflowQueries:
             (task_seq, round_),
         ).fetchall()
 
+    def authorship(self, task_seq: int, name: str, actions: tuple[str, ...]) -> set[str]:
+        """Which of `actions` (e.g. claimed, phase) `name` appears as the actor of in the task's history.
+
+        The events_task index narrows to the task's own events; names compare trimmed, so a stray
+        space does not make an author someone else.
+        """
+        marks = ", ".join("?" * len(actions))
+        rows = self.conn.execute(
+            f"SELECT DISTINCT action FROM events INDEXED BY events_task "
+            f"WHERE task_seq = ? AND action IN ({marks}) AND trim(actor) = ?",
+            (task_seq, *actions, name.strip()),
+        )
+        return {row[0] for row in rows}
+
     # --- payload schemas ------------------------------------------------------------------
 
     def get_payload_schema(self, project: str, kind: str) -> str | None:

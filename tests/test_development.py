@@ -323,3 +323,15 @@ async def test_phase_tools_through_the_server(client: Client) -> None:
     done = await call(client, "advance_phase", task_id=task["id"], to="done")
     assert done["phase"] == "done"
     assert (await call(client, "get_task", task_id=task["id"]))["phase"] == "done"
+
+
+@pytest.mark.anyio
+async def test_advance_phase_over_mcp_records_who_advanced(client: Client) -> None:
+    task = await call(client, "create_task", title="feature")
+    tid = task["id"]
+    await call(client, "advance_phase", task_id=tid, to="implementation", design_doc="docs/d.md", by="dev-1")
+    await call(client, "advance_phase", task_id=tid, to="test_creation", by="dev-2")
+    await call(client, "advance_phase", task_id=tid, to="testing", coverage=95, by="dev-2")
+    await call(client, "advance_phase", task_id=tid, to="review", test_report={"passed": 10, "failed": 0}, by="dev-2")
+    refusal = await client.call_tool("add_review", {"task_id": task["id"], "reviewer": "dev-1", "score": 1.0})
+    assert refusal.is_error and "author" in refusal.content[0].text  # type: ignore[union-attr]

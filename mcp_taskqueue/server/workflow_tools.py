@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult
 from pydantic import Field
 
 from mcp_taskqueue.development import Development
 from mcp_taskqueue.models import MAX_LIMIT, CreatedWorkflow, Phase, PhaseState, Workflow, WorkflowPage, WorkflowSummary
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, WRITE, ProjectArg, TaskIdArg, reply, run_queue
+from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, WRITE, ProjectArg, TaskIdArg, actor, reply, run_queue
 from mcp_taskqueue.workflows import Workflows, template_summary
 
 WorkflowIdArg = Annotated[str, Field(min_length=1, max_length=64, description="Workflow id.")]
@@ -82,6 +83,8 @@ def register_development_tools(mcp: MCPServer, queue: TaskQueue) -> None:
             dict[str, Any] | None, Field(description="{passed, failed, errors?, report_path?}; to enter review.")
         ] = None,
         reason: str | None = None,
+        by: Annotated[str | None, Field(max_length=100, description="Your name; authors may not review.")] = None,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, PhaseState]:
         state = await run_queue(
             development.advance,
@@ -91,6 +94,7 @@ def register_development_tools(mcp: MCPServer, queue: TaskQueue) -> None:
             coverage=coverage,
             test_report=test_report,
             reason=reason,
+            actor=by or actor(ctx),
         )
         return reply(state)
 

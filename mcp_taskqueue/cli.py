@@ -518,17 +518,22 @@ def import_cmd(ctx: click.Context, source: str) -> None:
     from mcp_taskqueue.store.archive import import_jsonl
 
     try:
-        lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from None
+        # Streamed, not read whole: import_jsonl reads it line by line (a pipe is spooled to a temp file).
+        lines = sys.stdin if source == "-" else Path(source).open(encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
     store = local_store(ctx, "import")
     try:
         with progress_bar("importing") as update:
             counts = import_jsonl(store, lines, update)
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
     finally:
         store.close()
+        if lines is not sys.stdin:
+            lines.close()
     show(ctx, {"source": source, **counts.as_dict()})
 
 

@@ -3,8 +3,15 @@
 Export is lossless: every column of every task (raw timestamps, version, attempts, lease),
 its dependencies by id, every history event in global order, projects with their settings,
 and the rows of any other table a later migration adds. Importing an export into an empty
-database and exporting again gives the same lines. Import is one transaction: a file that
-is truncated, malformed, or names a task that already exists changes nothing.
+database and exporting again gives the same lines. Both stream: export writes each record
+as it reads it, and import reads the file twice, line by line (once to check its framing,
+once to insert), so neither holds the queue in memory.
+
+Import is one transaction: a file that is truncated, malformed, names a task that already
+exists, or holds a value the store could not read back (an unknown status, a priority that
+is not a rank, a payload that is not an object, a dangling dependency, a column the table
+lacks) is refused with its line number and changes nothing. Column names from the file are
+only ever names the table already has, so a hostile file cannot inject SQL.
 
 Backups use SQLite's online backup API, so they are safe while other processes write; the
 copy is switched out of WAL mode so it is one self-contained file, and its sha256 is written
@@ -15,15 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+
 from mcp_taskqueue.errors import Conflict, ValidationFailed
+from mcp_taskqueue.models import PRIORITY_BY_RANK, ProjectSettings, Status
 from mcp_taskqueue.store.database import Store
 from mcp_taskqueue.store.queries import Tx
 
@@ -32,11 +45,24 @@ FORMAT_VERSION = 1
 # Tables with their own record types; anything else a migration adds is exported row by row.
 CORE_TABLES = ("projects", "tasks", "task_tags", "dependencies", "events")
 # Derived or internal tables that are rebuilt, never exported.
-SKIPPED_PREFIXES = ("sqlite_", "_sqlite_", "tasks_fts", "task_counts", "ready_tags")  # derived: triggers rebuild them
+SKIPPED_PREFIXES = ("sqlite_", "_sqlite_", "tasks_fts")
+# Kept by triggers on tasks and task_tags, so an import rebuilds them; rows for them in a file are ignored.
+DERIVED_TABLES = ("task_counts", "ready_tags")
 TASK_JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
+# Task columns that hold epoch seconds; the store shows them as ISO-8601, which needs years 1..9999.
+TASK_TIME_COLUMNS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at")
+# Text columns of other tables that hold JSON (besides any whose default is '{}' or '[]').
+ROW_JSON_COLUMNS = {"workflows": ("parameters", "refs"), "development": ("evidence",), "payload_schemas": ("schema",)}
+# Exports list their records in this order; import relies on it (tasks exist before their events).
+RECORD_ORDER = {"project": 1, "task": 2, "event": 3, "row": 4}
+MIN_TIME = -62135596800.0  # 0001-01-01T00:00:00Z
+MAX_TIME = 253402300800.0  # 10000-01-01T00:00:00Z
+STATUSES = frozenset(status.value for status in Status)
 CHECKSUM_SUFFIX = ".sha256"
 
 Progress = Callable[[int, int], None]
+# Where an import reads from: its lines, an open text file, or a path.
+ImportSource = Iterable[str] | IO[str] | os.PathLike[str]
 
 
 @dataclass
@@ -67,8 +93,13 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def quote(name: str) -> str:
+    """`name` as an SQL identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")]
 
 
 def _extra_tables(conn: sqlite3.Connection) -> list[str]:
@@ -77,6 +108,7 @@ def _extra_tables(conn: sqlite3.Connection) -> list[str]:
         row[0]
         for row in rows
         if row[0] not in CORE_TABLES
+        and row[0] not in DERIVED_TABLES
         and not row[0].startswith(SKIPPED_PREFIXES)
         and "VIRTUAL TABLE" not in (row[1] or "").upper()
     ]
@@ -85,22 +117,28 @@ def _extra_tables(conn: sqlite3.Connection) -> list[str]:
 def _task_ref_columns(conn: sqlite3.Connection, table: str) -> list[str]:
     """Columns of `table` that hold a task's seq: exported as the task's id, which survives import."""
     return [
-        row[3] for row in conn.execute(f'PRAGMA foreign_key_list("{table}")') if row[2] == "tasks" and row[4] == "seq"
+        row[3]
+        for row in conn.execute(f"PRAGMA foreign_key_list({quote(table)})")
+        if row[2] == "tasks" and row[4] == "seq"
     ]
+
+
+def _rowid_alias(info: list[Any], refs: list[str]) -> str | None:
+    """The `seq INTEGER PRIMARY KEY` column that is renumbered on import (not exported), if any."""
+    keys = [row[1] for row in info if row[5] > 0]
+    if len(keys) == 1 and keys[0] not in refs and any(r[1] == keys[0] and r[2].upper() == "INTEGER" for r in info):
+        return str(keys[0])
+    return None
 
 
 def _row_layout(conn: sqlite3.Connection, table: str, refs: list[str]) -> tuple[list[str], str]:
     """Columns to export and the order to export rows in. A rowid alias (`seq INTEGER PRIMARY KEY`)
     is left out: it is renumbered on import, in the same order."""
-    info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
-    keys = sorted((row[5], row[1]) for row in info if row[5] > 0)
-    rowid_alias = (
-        len(keys) == 1
-        and keys[0][1] not in refs
-        and any(row[1] == keys[0][1] and row[2].upper() == "INTEGER" for row in info)
-    )
-    columns = [row[1] for row in info if not (rowid_alias and row[1] == keys[0][1])]
-    order = ", ".join(f'"{name}"' for _, name in keys) if keys else ", ".join(f'"{c}"' for c in columns)
+    info = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+    keys = [name for _, name in sorted((row[5], row[1]) for row in info if row[5] > 0)]
+    alias = _rowid_alias(info, refs)
+    columns = [row[1] for row in info if row[1] != alias]
+    order = ", ".join(quote(name) for name in (keys or columns))
     return columns, order
 
 
@@ -110,6 +148,7 @@ def _row_layout(conn: sqlite3.Connection, table: str, refs: list[str]) -> tuple[
 def _export_records(
     conn: sqlite3.Connection, counts: ArchiveCounts, progress: Progress | None
 ) -> Iterator[dict[str, Any]]:
+    """Every record of the export, read from open cursors one row at a time (never fetchall)."""
     total_tasks = int(conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
     total_events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
     total = total_tasks + total_events
@@ -132,10 +171,10 @@ def _export_records(
             "created_at": row[3],
         }
     task_columns = [c for c in _columns(conn, "tasks") if c != "seq"]
-    select = ", ".join(f't."{c}"' for c in task_columns)
-    for row in conn.execute(f"SELECT t.seq, {select} FROM tasks t ORDER BY t.seq").fetchall():
+    select = ", ".join(f"t.{quote(c)}" for c in task_columns)
+    for row in conn.execute(f"SELECT t.seq, {select} FROM tasks t ORDER BY t.seq"):
         record: dict[str, Any] = {"type": "task"}
-        for name, value in zip(task_columns, row[1:], strict=True):
+        for name, value in zip(task_columns, tuple(row)[1:], strict=True):
             record[name] = _loads(value) if name in TASK_JSON_COLUMNS else value
         record["depends_on"] = [
             dep[0]
@@ -172,9 +211,9 @@ def _export_records(
     for table in _extra_tables(conn):
         refs = _task_ref_columns(conn, table)
         columns, order = _row_layout(conn, table, refs)
-        select = ", ".join(f'"{c}"' for c in columns)
-        for values in conn.execute(f'SELECT {select} FROM "{table}" ORDER BY {order}').fetchall():
-            row_dict = dict(zip(columns, values, strict=True))
+        select = ", ".join(quote(c) for c in columns)
+        for values in conn.execute(f"SELECT {select} FROM {quote(table)} ORDER BY {order}"):
+            row_dict = dict(zip(columns, tuple(values), strict=True))
             for column in refs:
                 if row_dict[column] is not None:
                     found = conn.execute("SELECT id FROM tasks WHERE seq = ?", (row_dict[column],)).fetchone()
@@ -187,7 +226,7 @@ def _export_records(
 
 
 def export_jsonl(store: Store, out: IO[str], progress: Progress | None = None) -> ArchiveCounts:
-    """Write the whole queue as JSON Lines to `out`, from one consistent snapshot."""
+    """Write the whole queue as JSON Lines to `out`, from one consistent snapshot, a record at a time."""
 
     def op(tx: Tx) -> ArchiveCounts:
         counts = ArchiveCounts()
@@ -198,167 +237,481 @@ def export_jsonl(store: Store, out: IO[str], progress: Progress | None = None) -
     return store.read(op)
 
 
-# --- import ------------------------------------------------------------------------------------
+# --- import: first pass ------------------------------------------------------------------------
 
 
-def parse_jsonl(lines: Iterable[str]) -> list[dict[str, Any]]:
-    """Decode and check the framing of an export: header first, footer last, counts that match."""
-    records: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationFailed(f"line {number} is not JSON: {exc.msg}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("type"), str):
-            raise ValidationFailed(f"line {number} is not a record object with a 'type'")
-        records.append(record)
-    if not records or records[0]["type"] != "header" or records[0].get("format") != FORMAT:
-        raise ValidationFailed(f"not an {FORMAT} file: the first line must be its header")
-    if records[0].get("version") != FORMAT_VERSION:
-        raise ValidationFailed(f"export format version {records[0].get('version')!r} is not supported")
-    if records[-1]["type"] != "footer":
-        raise ValidationFailed("the file is truncated: it has no footer line")
+class _Refused(Exception):
+    """A record the import cannot take; the caller adds the line number."""
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, decoded record) for each non-blank line, one line in memory at a time."""
+    number = 0
+    try:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationFailed(f"line {number} is not JSON: {exc.msg}") from None
+            except RecursionError:
+                raise ValidationFailed(f"line {number} is nested too deeply") from None
+            if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+                raise ValidationFailed(f"line {number} is not a record object with a 'type'")
+            yield number, record
+    except UnicodeDecodeError:
+        where = f" (after line {number})" if number else ""
+        raise ValidationFailed(f"the file is not UTF-8 text{where}") from None
+
+
+def scan_jsonl(lines: Iterable[str]) -> tuple[ArchiveCounts, int]:
+    """Check an export's framing without keeping its records: header first, footer last, records
+    in export order, and counts that match the footer. Returns the counts and the number of records."""
     seen = ArchiveCounts()
-    for record in records[1:-1]:
+    footer: dict[str, Any] | None = None
+    records = 0
+    stage = 0
+    for number, record in _records(lines):
         kind = record["type"]
+        records += 1
+        if records == 1:
+            if kind != "header" or record.get("format") != FORMAT:
+                raise ValidationFailed(f"not an {FORMAT} file: the first line must be its header")
+            if record.get("version") != FORMAT_VERSION:
+                raise ValidationFailed(f"export format version {_show(record.get('version'))} is not supported")
+            continue
+        if footer is not None:
+            raise ValidationFailed(f"line {number}: a record after the footer")
+        if kind == "footer":
+            footer = record
+            continue
+        rank = RECORD_ORDER.get(kind)
+        if rank is None:
+            raise ValidationFailed(f"line {number}: unknown record type {_show(kind)}")
+        if rank < stage:
+            raise ValidationFailed(
+                f"line {number}: a {kind} record out of order; an export lists projects, tasks, events, then rows"
+            )
+        stage = rank
         if kind == "project":
             seen.projects += 1
         elif kind == "task":
+            depends_on = record.get("depends_on") or []
+            if not isinstance(depends_on, list):
+                raise ValidationFailed(f"line {number}: depends_on must be a list of task ids")
             seen.tasks += 1
-            seen.dependencies += len(record.get("depends_on") or [])
+            seen.dependencies += len(depends_on)
         elif kind == "event":
             seen.events += 1
-        elif kind == "row":
-            seen.rows[str(record.get("table"))] = seen.rows.get(str(record.get("table")), 0) + 1
         else:
-            raise ValidationFailed(f"unknown record type {kind!r}")
-    if records[-1].get("counts") != seen.as_dict():
+            table = str(record.get("table"))
+            seen.rows[table] = seen.rows.get(table, 0) + 1
+    if records == 0:
+        raise ValidationFailed(f"not an {FORMAT} file: the first line must be its header")
+    if footer is None:
+        raise ValidationFailed("the file is truncated: it has no footer line")
+    if footer.get("counts") != seen.as_dict():
         raise ValidationFailed(
-            f"the footer counts {records[-1].get('counts')} do not match the records {seen.as_dict()}: "
+            f"the footer counts {_show(footer.get('counts'), 300)} do not match the records {seen.as_dict()}: "
             "the file is damaged or was edited"
         )
-    return records
+    return seen, records
 
 
-def _insert(conn: sqlite3.Connection, table: str, values: dict[str, Any]) -> int:
-    columns = ", ".join(f'"{c}"' for c in values)
-    marks = ", ".join("?" * len(values))
-    cur = conn.execute(f'INSERT INTO "{table}" ({columns}) VALUES ({marks})', list(values.values()))
-    return int(cur.lastrowid or 0)
+# --- import: checking values against the schema ------------------------------------------------
 
 
-def _import_records(
-    conn: sqlite3.Connection, records: list[dict[str, Any]], progress: Progress | None
-) -> ArchiveCounts:
-    counts = ArchiveCounts()
-    task_columns = set(_columns(conn, "tasks")) - {"seq"}
-    tasks = [r for r in records if r["type"] == "task"]
-    total = len(records)
-    ids = [str(t.get("id")) for t in tasks]
-    if len(set(ids)) != len(ids):
-        raise ValidationFailed("the file lists a task id twice")
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        clash = conn.execute(
-            f"SELECT id FROM tasks WHERE id IN ({','.join('?' * len(chunk))}) LIMIT 1", chunk
-        ).fetchone()
-        if clash is not None:
-            raise Conflict(f"task {clash[0]!r} already exists in this database; import into an empty database")
-    done = 0
-    for record in records:
-        if record["type"] == "project":
-            settings = _dumps(record.get("settings")) or "{}"
-            conn.execute(
-                "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?)",
-                (record["name"], record.get("description") or "", settings, record["created_at"]),
-            )
-            counts.projects += 1
-    seqs: dict[str, int] = {}
-    for record in tasks:
-        unknown = set(record) - task_columns - {"type", "depends_on"}
+def _affinity(declared: str) -> str:
+    """SQLite's type affinity for a declared column type (https://sqlite.org/datatype3.html 3.1)."""
+    text = declared.upper()
+    if "INT" in text:
+        return "INTEGER"
+    if "CHAR" in text or "CLOB" in text or "TEXT" in text:
+        return "TEXT"
+    if "BLOB" in text or not text:
+        return "BLOB"
+    if "REAL" in text or "FLOA" in text or "DOUB" in text:
+        return "REAL"
+    return "NUMERIC"
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    affinity: str
+    not_null: bool
+    required: bool  # the record must give a non-null value: NOT NULL without a default, or a key
+    json: bool
+
+
+def _layout(conn: sqlite3.Connection, table: str) -> dict[str, _Column]:
+    """The columns a record for `table` may name, from the table itself (read once per table)."""
+    info = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+    alias = _rowid_alias(info, _task_ref_columns(conn, table))
+    json_columns = set(ROW_JSON_COLUMNS.get(table, ()))
+    layout: dict[str, _Column] = {}
+    for _cid, name, declared, not_null, default, pk in info:
+        if name == alias:
+            continue  # renumbered on import
+        layout[name] = _Column(
+            name=name,
+            affinity=_affinity(declared or ""),
+            not_null=bool(not_null) or pk > 0,
+            required=(bool(not_null) and default is None) or pk > 0,
+            json=name in json_columns or default in ("'{}'", "'[]'"),
+        )
+    return layout
+
+
+def _check_time(name: str, value: Any) -> None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is not None and not (number and MIN_TIME <= value < MAX_TIME):
+        raise _Refused(f"{name} must be epoch seconds between years 1 and 9999, not {_show(value)}")
+
+
+def _check_value(column: _Column, value: Any) -> None:
+    """Refuse a value SQLite would not store as the column's type, or the store could not read back."""
+    if value is None:
+        if column.not_null:
+            raise _Refused(f"{column.name} is required and may not be null")
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Refused(f"{column.name} must be of type {column.affinity.lower()}, not {type(value).__name__}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise _Refused(f"{column.name} is out of SQLite's integer range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Refused(f"{column.name} must be a finite number")
+    expected: tuple[type, ...] = {
+        "INTEGER": (int,),
+        "REAL": (int, float),
+        "NUMERIC": (int, float),
+        "TEXT": (str,),
+    }.get(column.affinity, (int, float, str))
+    if not isinstance(value, expected):
+        raise _Refused(f"{column.name} must be of type {column.affinity.lower()}, not {_show(value)}")
+    if column.json and isinstance(value, str):
+        try:
+            json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            raise _Refused(f"{column.name} must hold JSON text, not {_show(value)}") from None
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# What the store reads back from each JSON column of a task (queue.py builds a Task from them).
+TASK_JSON_SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "payload": (lambda v: v is None or isinstance(v, dict), "a JSON object or null"),
+    "result": (lambda v: True, "any JSON value"),
+    "tags": (_is_str_list, "a list of strings"),
+    "acceptance_criteria": (_is_str_list, "a list of strings"),
+    "blocked_by": (lambda v: v is None or _is_str_list(v), "a list of task ids or null"),
+}
+
+
+# --- import: second pass -----------------------------------------------------------------------
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class _Importer:
+    """Inserts checked records inside the import's one transaction, resolving task ids by query
+    (tasks this import added have seq above `base`) so nothing grows with the file but SQLite."""
+
+    def __init__(self, conn: sqlite3.Connection, total: int, progress: Progress | None) -> None:
+        self.conn = conn
+        self.total = total
+        self.progress = progress
+        self.counts = ArchiveCounts()
+        self.base = int(conn.execute("SELECT coalesce(max(seq), 0) FROM tasks").fetchone()[0])
+        self.extra = set(_extra_tables(conn))
+        self.layouts: dict[str, dict[str, _Column]] = {}
+        self.refs: dict[str, list[str]] = {}
+        self.touched = {"projects"}
+        self.linked = False
+        conn.execute("CREATE TEMP TABLE _import_deps (line INTEGER NOT NULL, task_seq INTEGER NOT NULL, dep TEXT)")
+
+    def layout(self, table: str) -> dict[str, _Column]:
+        if table not in self.layouts:
+            self.layouts[table] = _layout(self.conn, table)
+            self.refs[table] = _task_ref_columns(self.conn, table)
+        return self.layouts[table]
+
+    def run(self, records: Iterable[tuple[int, dict[str, Any]]]) -> ArchiveCounts:
+        for done, (number, record) in enumerate(records, start=1):
+            kind = record["type"]
+            if kind in ("event", "row", "footer"):
+                self._link_dependencies()
+            try:
+                if kind == "project":
+                    self._project(record)
+                elif kind == "task":
+                    self._task(number, record)
+                elif kind == "event":
+                    self._event(record)
+                elif kind == "row":
+                    self._row(record)
+            except _Refused as exc:
+                raise ValidationFailed(f"line {number}: {exc}") from None
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc):
+                    raise Conflict(
+                        f"line {number}: the {kind} clashes with one already in the database: {exc}"
+                    ) from None
+                raise ValidationFailed(f"line {number}: the store refused the {kind}: {exc}") from None
+            except sqlite3.Error as exc:
+                if _is_busy(exc):
+                    raise
+                raise ValidationFailed(f"line {number}: the store refused the {kind}: {exc}") from None
+            except (ValueError, KeyError, TypeError, OverflowError) as exc:
+                raise ValidationFailed(f"line {number}: malformed {kind} record: {exc!r}") from None
+            if self.progress is not None and done % 200 == 0:
+                self.progress(done, self.total)
+        self._link_dependencies()
+        self.conn.execute("DROP TABLE temp._import_deps")
+        self._check_foreign_keys()
+        if self.progress is not None:
+            self.progress(self.total, self.total)
+        return self.counts
+
+    def _project(self, record: dict[str, Any]) -> None:
+        name, description = record.get("name"), record.get("description")
+        if not isinstance(name, str) or not name:
+            raise _Refused("a project's name must be a non-empty string")
+        if description is not None and not isinstance(description, str):
+            raise _Refused("a project's description must be a string")
+        _check_time("created_at", record.get("created_at"))
+        if record.get("created_at") is None:
+            raise _Refused("a project's created_at is required")
+        settings = record.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise _Refused("a project's settings must be a JSON object")
+        try:
+            ProjectSettings.model_validate(settings or {})
+        except ValidationError as exc:
+            raise _Refused(f"the project's settings are invalid: {exc.errors()[0]['msg']}") from None
+        self.conn.execute(
+            "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?)",
+            (name, description or "", _dumps(settings) or "{}", record["created_at"]),
+        )
+        self.counts.projects += 1
+
+    def _task_values(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The task's column values, each checked to be one the store can read back."""
+        layout = {name: column for name, column in self.layout("tasks").items() if name != "seq"}
+        unknown = set(record) - set(layout) - {"type", "depends_on"}
         if unknown:
-            raise ValidationFailed(
-                f"task {record.get('id')!r} has columns this database lacks ({', '.join(sorted(unknown))}): "
-                "the export comes from a newer version"
+            raise _Refused(
+                f"the task has fields the tasks table lacks ({', '.join(sorted(_show(u) for u in unknown))}); "
+                "was it exported by a newer version?"
             )
-        values = {
-            k: (_dumps(v) if k in TASK_JSON_COLUMNS else v)
-            for k, v in record.items()
-            if k not in ("type", "depends_on")
-        }
-        conn.execute(
+        values: dict[str, Any] = {}
+        for name, column in layout.items():
+            if name not in record:
+                if column.required:
+                    raise _Refused(f"the task lacks the required field {name}")
+                continue
+            value = record[name]
+            if name == "status" and (not isinstance(value, str) or value not in STATUSES):
+                raise _Refused(f"status {_show(value)} is not one of {', '.join(sorted(STATUSES))}")
+            if name == "priority" and (
+                not isinstance(value, int) or isinstance(value, bool) or value not in PRIORITY_BY_RANK
+            ):
+                raise _Refused(
+                    f"priority must be a rank 0..3 (0 critical, 3 low) as exports store it, not {_show(value)}"
+                )
+            if name in TASK_JSON_SHAPES:
+                accepts, shape = TASK_JSON_SHAPES[name]
+                if not accepts(value):
+                    raise _Refused(f"{name} must be {shape}, not {_show(value)}")
+                value = _dumps(value)
+            elif name in TASK_TIME_COLUMNS:
+                _check_time(name, value)
+            _check_value(column, value)
+            values[name] = value
+        if not values["id"]:
+            raise _Refused("the task's id is empty")
+        return values
+
+    def _task(self, number: int, record: dict[str, Any]) -> None:
+        values = self._task_values(record)
+        task_id = values["id"]
+        depends_on = record.get("depends_on") or []
+        if not _is_str_list(depends_on) or len(set(depends_on)) != len(depends_on) or task_id in depends_on:
+            raise _Refused("depends_on must list distinct task ids other than the task's own")
+        found = self.conn.execute("SELECT seq FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if found is not None and found[0] > self.base:
+            raise _Refused(f"the file lists task {task_id!r} twice")
+        if found is not None:
+            raise Conflict(
+                f"line {number}: task {task_id!r} already exists in this database; import into an empty database"
+            )
+        self.conn.execute(
             "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, '', '{}', ?)",
             (values["project"], values["created_at"]),
         )
-        seq = _insert(conn, "tasks", values)
-        seqs[record["id"]] = seq
-        conn.executemany(
+        columns = ", ".join(quote(c) for c in values)
+        marks = ", ".join("?" * len(values))
+        seq = int(
+            self.conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(values.values())).lastrowid or 0
+        )
+        self.conn.executemany(
             "INSERT OR IGNORE INTO task_tags (tag, task_seq) VALUES (?, ?)",
             [(tag, seq) for tag in record.get("tags") or []],
         )
-        counts.tasks += 1
-        done += 1
-        if progress is not None and done % 200 == 0:
-            progress(done, total)
-    for record in tasks:
-        for dep in record.get("depends_on") or []:
-            if dep not in seqs:
-                raise ValidationFailed(f"task {record['id']!r} depends on {dep!r}, which the file does not contain")
-            conn.execute(
-                "INSERT INTO dependencies (task_seq, depends_on_seq) VALUES (?, ?)", (seqs[record["id"]], seqs[dep])
+        # Dependencies may point forward in the file: linked once every task is in.
+        self.conn.executemany(
+            "INSERT INTO temp._import_deps (line, task_seq, dep) VALUES (?, ?, ?)",
+            [(number, seq, d) for d in depends_on],
+        )
+        self.touched.update(("tasks", "task_tags"))
+        self.counts.tasks += 1
+
+    def _link_dependencies(self) -> None:
+        if self.linked:
+            return
+        self.linked = True
+        missing = self.conn.execute(
+            "SELECT d.line, t.id, d.dep FROM temp._import_deps d JOIN tasks t ON t.seq = d.task_seq "
+            "WHERE NOT EXISTS (SELECT 1 FROM tasks x WHERE x.id = d.dep AND x.seq > ?) ORDER BY d.line LIMIT 1",
+            (self.base,),
+        ).fetchone()
+        if missing is not None:
+            raise ValidationFailed(
+                f"line {missing[0]}: task {missing[1]!r} depends on {missing[2]!r}, which the file does not contain"
             )
-            counts.dependencies += 1
-    for record in records:
-        if record["type"] == "event":
-            task_id = record.get("task_id")
-            if task_id not in seqs:
-                raise ValidationFailed(f"an event names task {task_id!r}, which the file does not contain")
-            conn.execute(
-                "INSERT INTO events (task_seq, at, actor, action, old, new) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    seqs[task_id],
-                    record["at"],
-                    record.get("actor"),
-                    record["action"],
-                    json.dumps(record["old"], ensure_ascii=False) if record.get("old") is not None else None,
-                    json.dumps(record["new"], ensure_ascii=False) if record.get("new") is not None else None,
-                ),
-            )
-            counts.events += 1
-            done += 1
-            if progress is not None and done % 500 == 0:
-                progress(done, total)
-        elif record["type"] == "row":
-            table = str(record["table"])
-            if table not in _extra_tables(conn):
-                raise ValidationFailed(f"the file has rows for table {table!r}, which this database lacks")
-            row = dict(record["row"])
-            for column in record.get("task_refs") or []:
-                if row.get(column) is not None:
-                    row[column] = seqs.get(row[column])
-            try:
-                _insert(conn, table, row)
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"a {table} row clashes with one already in the database: {exc}") from None
-            counts.rows[table] = counts.rows.get(table, 0) + 1
-    if progress is not None:
-        progress(total, total)
-    return counts
+        cur = self.conn.execute(
+            "INSERT INTO dependencies (task_seq, depends_on_seq) SELECT d.task_seq, x.seq "
+            "FROM temp._import_deps d JOIN tasks x ON x.id = d.dep AND x.seq > ? ORDER BY d.line",
+            (self.base,),
+        )
+        self.counts.dependencies += max(cur.rowcount, 0)
+        self.touched.add("dependencies")
+
+    def _imported_seq(self, task_id: Any, what: str) -> int:
+        if isinstance(task_id, str):
+            found = self.conn.execute("SELECT seq FROM tasks WHERE id = ? AND seq > ?", (task_id, self.base)).fetchone()
+            if found is not None:
+                return int(found[0])
+        raise _Refused(f"{what} names task {_show(task_id)}, which the file does not contain")
+
+    def _event(self, record: dict[str, Any]) -> None:
+        seq = self._imported_seq(record.get("task_id"), "the event")
+        at, actor, action = record.get("at"), record.get("actor"), record.get("action")
+        if at is None:
+            raise _Refused("an event's at is required")
+        _check_time("at", at)
+        if actor is not None and not isinstance(actor, str):
+            raise _Refused("an event's actor must be a string or null")
+        if not isinstance(action, str) or not action:
+            raise _Refused("an event's action must be a non-empty string")
+        self.conn.execute(
+            "INSERT INTO events (task_seq, at, actor, action, old, new) VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, at, actor, action, _dumps(record.get("old")), _dumps(record.get("new"))),
+        )
+        self.touched.add("events")
+        self.counts.events += 1
+
+    def _row(self, record: dict[str, Any]) -> None:
+        table = record.get("table")
+        if table in DERIVED_TABLES:
+            return  # rebuilt by triggers as the tasks went in
+        if not isinstance(table, str) or table not in self.extra:
+            raise _Refused(f"the file has rows for table {_show(table)}, which this database lacks")
+        layout = self.layout(table)
+        refs = self.refs[table]
+        row = record.get("row")
+        if not isinstance(row, dict):
+            raise _Refused("a row record's row must be an object of column values")
+        if "task_refs" in record and sorted(record["task_refs"] or []) != sorted(refs):
+            raise _Refused(f"the file's task_refs for {table} do not match this database's ({', '.join(refs)})")
+        unknown = set(row) - set(layout)
+        if unknown:
+            raise _Refused(f"table {table} has no column {', '.join(sorted(_show(u) for u in unknown))}")
+        values = dict(row)
+        for ref in refs:
+            if values.get(ref) is not None:
+                values[ref] = self._imported_seq(values[ref], f"{table}.{ref}")
+        for name, column in layout.items():
+            if name in values:
+                _check_value(column, values[name])
+            elif column.required:
+                raise _Refused(f"a {table} row lacks the required column {name}")
+        columns = ", ".join(quote(c) for c in values)
+        marks = ", ".join("?" * len(values))
+        self.conn.execute(f"INSERT INTO {quote(table)} ({columns}) VALUES ({marks})", list(values.values()))
+        self.touched.add(table)
+        self.counts.rows[table] = self.counts.rows.get(table, 0) + 1
+
+    def _check_foreign_keys(self) -> None:
+        """Refuse what foreign keys forbid even where enforcement was off for this connection."""
+        for table in sorted(self.touched):
+            violation = self.conn.execute(f"PRAGMA foreign_key_check({quote(table)})").fetchone()
+            if violation is not None:
+                raise ValidationFailed(
+                    f"the import would leave a {violation[0]} row (rowid {violation[1]}) pointing at a missing "
+                    f"{violation[2]} row"
+                )
 
 
-def import_jsonl(store: Store, lines: Iterable[str], progress: Progress | None = None) -> ArchiveCounts:
-    """Load an export into `store` in one transaction: all of it, or (on any error) nothing."""
-    records = parse_jsonl(lines)
+@contextmanager
+def _rereadable(source: ImportSource) -> Iterator[Callable[[], Iterable[str]]]:
+    """A way to read `source` from its start again, for the two passes. A one-shot stream (a pipe)
+    is spooled to a temporary file first rather than into memory."""
+    if isinstance(source, str | bytes):
+        raise TypeError("give import_jsonl the export's lines, an open text file or a Path, not one string")
+    if isinstance(source, os.PathLike):
+        with open(source, encoding="utf-8") as fh, _rereadable(fh) as again:
+            yield again
+        return
+    if isinstance(source, Sequence):
+        lines: Sequence[str] = source
+        yield lambda: lines
+        return
+    seekable = getattr(source, "seekable", None)
+    if callable(seekable) and seekable():
+        stream: Any = source
+        start = stream.tell()
 
-    def op(tx: Tx) -> ArchiveCounts:
+        def rewind() -> Iterable[str]:
+            stream.seek(start)
+            return stream  # type: ignore[no-any-return]
+
+        yield rewind
+        return
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
         try:
-            return _import_records(tx.conn, records, progress)
-        except (KeyError, TypeError, sqlite3.IntegrityError) as exc:
-            raise ValidationFailed(f"the file has a malformed record: {exc!r}") from None
+            for line in source:
+                spool.write(line if line.endswith("\n") else line + "\n")
+        except UnicodeError:  # undecodable bytes, or the surrogates a lenient stdin turns them into
+            raise ValidationFailed("the input is not UTF-8 text") from None
+        spool.seek(0)
+        with _rereadable(spool) as again:
+            yield again
 
-    return store.write(op)
+
+def import_jsonl(store: Store, source: ImportSource, progress: Progress | None = None) -> ArchiveCounts:
+    """Load an export into `store` in one transaction: all of it, or (on any error) nothing.
+
+    `source` is the export's lines (a list), an open text file, or a Path; it is read twice, line by
+    line: once to check its framing and counts, then inside the transaction to check and insert."""
+    with _rereadable(source) as lines:
+        _, total = scan_jsonl(lines())
+
+        def op(tx: Tx) -> ArchiveCounts:
+            return _Importer(tx.conn, total, progress).run(_records(lines()))
+
+        return store.write(op)
 
 
 # --- backup and restore -------------------------------------------------------------------------

@@ -130,32 +130,19 @@ class Store:
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[Tx]:
-        if getattr(_inline, "active", False):
-            with self._fail_fast_transaction(begin) as tx:
-                yield tx
-            return
-        with self._lock:
-            self._conn.execute(begin)
-            try:
-                yield Tx(self._conn)
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            else:
-                self._conn.execute("COMMIT")
-
-    @contextmanager
-    def _fail_fast_transaction(self, begin: str) -> Iterator[Tx]:
-        """A transaction that raises WouldBlock rather than wait (see `fail_fast`)."""
-        if not self._lock.acquire(blocking=False):
+        """One transaction on the shared connection; inside `fail_fast()` it never waits (WouldBlock)."""
+        fast = getattr(_inline, "active", False)
+        if not self._lock.acquire(blocking=not fast):
             raise WouldBlock
         try:
-            self._conn.execute("PRAGMA busy_timeout = 0")
-            try:
+            if fast:
+                self._conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    self._conn.execute(begin)
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            else:
                 self._conn.execute(begin)
-            finally:
-                self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             try:
                 yield Tx(self._conn)
             except BaseException:
@@ -164,7 +151,7 @@ class Store:
                 raise
             else:
                 self._conn.execute("COMMIT")
-                if begin != "BEGIN":
+                if fast and begin != "BEGIN":
                     _inline.active = False  # a write committed: the rest of this call may wait
         finally:
             self._lock.release()

@@ -122,6 +122,10 @@ def test_unknown_toolset_is_a_usage_error(tmp_path: Path) -> None:
     assert b"unknown toolset" in proc.stderr and proc.stdout == b""
 
 
+# npm's own words for "no network": only these skip; any other failure of the Inspector fails the test.
+NPM_UNREACHABLE = ("ENOTFOUND", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET", "EAI_AGAIN", "network request to")
+
+
 @pytest.mark.skipif(shutil.which("npx") is None, reason="npx (Node.js) is not installed")
 def test_official_inspector_cli(tmp_path: Path) -> None:
     """The official MCP Inspector, as a real third-party client, lists tools and calls one."""
@@ -132,7 +136,10 @@ def test_official_inspector_cli(tmp_path: Path) -> None:
         proc = subprocess.run(
             [*base, *args], capture_output=True, timeout=300, env=server_env(), stdin=subprocess.DEVNULL
         )
-        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+        err = proc.stderr.decode()
+        if proc.returncode != 0 and any(code in err for code in NPM_UNREACHABLE):
+            pytest.skip(f"the npm registry could not be reached to fetch the Inspector: {err[-300:]}")
+        assert proc.returncode == 0, err[-2000:]
         return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
     listed = inspector("--method", "tools/list")

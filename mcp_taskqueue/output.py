@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import click
 from pydantic import BaseModel
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -42,9 +43,9 @@ def render(value: Any, fmt: str, *, title: str | None = None) -> None:
     """Print `value` to stdout in the chosen format."""
     data = to_data(value)
     if fmt == "json":
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     elif fmt == "yaml":
-        print(to_yaml(data), end="")
+        click.echo(to_yaml(data), nl=False)
     else:
         console = Console(soft_wrap=False)
         console.print(table_for(data, title=title))

@@ -134,18 +134,15 @@ class StoreOnly(Ours):
     @staticmethod
     def _claim(tx: Tx) -> str:
         now = time.time()
-        tx.expired_leases(now)
-        tx.due_pending(now)
-        seq = tx.next_ready(project=None, kinds=None, tags=None)
-        assert seq is not None
-        row = tx.get_task_by_seq(seq)
+        if tx.sweep_due(now):
+            tx.expired_leases(now)
+            tx.due_pending(now)
+        row = tx.claim_next(
+            worker="w1", project=None, kinds=None, tags=None, lease_seconds=None, default_lease=300, now=now
+        )
         assert row is not None
-        values = {"status": "running", "worker": "w1", "attempts": row["attempts"] + 1, "lease_seconds": 300}
-        values |= {"lease_expires_at": now + 300, "started_at": now, "updated_at": now, "error": None}
-        tx.update_task(seq, values)
-        tx.insert_event(seq, now, "w1", "claimed", '"ready"', '{"status":"running","worker":"w1"}')
-        tx.get_task_by_seq(seq)
-        tx.dependency_ids(seq)
+        tx.insert_event(row["seq"], now, "w1", "claimed", '"ready"', '{"status":"running","worker":"w1"}')
+        tx.dependency_ids(row["seq"])
         return str(row["id"])
 
     @staticmethod
@@ -154,10 +151,9 @@ class StoreOnly(Ours):
         row = tx.get_task(task_id)
         assert row is not None
         values = {"status": "completed", "updated_at": now, "result": None, "finished_at": now}
-        tx.update_task(row["seq"], values | {"lease_expires_at": None, "progress": 1.0})
+        tx.update_task_returning(row["seq"], values | {"lease_expires_at": None, "progress": 1.0})
         tx.insert_event(row["seq"], now, "w1", "complete", '"running"', '{"status":"completed"}')
         tx.dependents(row["seq"])
-        tx.get_task(task_id)
         tx.dependency_ids(row["seq"])
 
     def work(self, count: int) -> None:

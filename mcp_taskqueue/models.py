@@ -178,7 +178,7 @@ class Task(BaseModel):
 
 
 class TaskSummary(BaseModel):
-    """The compact form used in lists and mutation results: enough to decide the next call."""
+    """The compact form used in task lists: enough to decide the next call."""
 
     id: str
     title: str

@@ -193,8 +193,7 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Change a task's descriptive fields (only those given). Status moves use the queue tools."""
-        fields = {k: v for k, v in locals().items() if k not in ("task_id", "expected_version") and v is not None}
-        fields = {k: v for k, v in fields.items() if k not in ("queue", "mcp", "ctx")}
+        fields = {k: v for k, v in _spec(locals()).items() if k not in ("task_id", "expected_version")}
         return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)
@@ -232,7 +231,8 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
 
 
 def _spec(args: dict[str, Any]) -> dict[str, Any]:
-    """Tool arguments -> a TaskSpec dict, dropping unset optionals (validated by the queue)."""
+    """Tool arguments (a tool's locals()) -> the given fields, dropping unset optionals and the
+    closure's own names; the queue validates the rest."""
     return {k: v for k, v in args.items() if v is not None and k not in ("queue", "mcp", "ctx")}
 
 

@@ -253,9 +253,8 @@ class Tx(WorkflowQueries):
         return self.conn.execute(DUE_SQL, (now, limit)).fetchall()
 
     @staticmethod
-    def _claim_filters(
-        project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None
-    ) -> tuple[str, list[Any]]:
+    def _claim_filters(project: str | None, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:
+        """Extra WHERE terms for a claim (tags are handled through ready_tags, not here)."""
         filters = ""
         params: list[Any] = []
         if project is not None:
@@ -264,18 +263,7 @@ class Tx(WorkflowQueries):
         if kinds:
             filters += f" AND kind IN ({','.join('?' * len(kinds))})"
             params.extend(kinds)
-        if tags:
-            filters += (
-                f" AND EXISTS (SELECT 1 FROM task_tags tt WHERE tt.task_seq = tasks.seq "
-                f"AND tt.tag IN ({','.join('?' * len(tags))}))"
-            )
-            params.extend(tags)
         return filters, params
-
-    def next_ready(self, *, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str] | None) -> int | None:
-        filters, params = self._claim_filters(project, kinds, tags)
-        row = self.conn.execute(CLAIM_SQL.format(filters=filters), params).fetchone()
-        return None if row is None else int(row[0])
 
     def sweep_due(self, now: float) -> bool:
         """Is any lease expired or pending task due? One probe of two partial indexes, so the
@@ -285,7 +273,7 @@ class Tx(WorkflowQueries):
 
     def _next_ready_by_tags(self, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str]) -> int | None:
         """Best ready task carrying any of `tags`: one ordered probe of ready_tags per tag."""
-        filters, params = self._claim_filters(project, kinds, None)
+        filters, params = self._claim_filters(project, kinds)
         best: tuple[int, int] | None = None
         for tag in dict.fromkeys(tags):
             row = self.conn.execute(TAG_CLAIM_SQL.format(filters=filters), [tag, *params]).fetchone()
@@ -311,7 +299,7 @@ class Tx(WorkflowQueries):
                 return None
             pick, params = "?", [seq]
         else:
-            filters, params = self._claim_filters(project, kinds, None)
+            filters, params = self._claim_filters(project, kinds)
             pick = CLAIM_SQL.format(filters=filters)
         lease = "coalesce(?, timeout_seconds, ?)"
         sql = (

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench stress clean install
+.PHONY: run test lint typecheck bench stress clean install postgres-binaries
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+# The tests start their own PostgreSQL server (tests/postgres.py) from the machine's binaries;
+# a machine without them gets them from the system package manager.
+postgres-binaries:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || \
+		apt-get -o DPkg::Lock::Timeout=900 install -y postgresql || \
+		(apt-get -o DPkg::Lock::Timeout=900 update && apt-get -o DPkg::Lock::Timeout=900 install -y postgresql)
+
+test: $(STAMP) lint typecheck postgres-binaries
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -84,7 +84,7 @@ def _one_line(text: str) -> str:
     "--db",
     type=click.Path(dir_okay=False),
     envvar="TASKQUEUE_DB",
-    help="SQLite database file [default: $TASKQUEUE_DB, else ~/.local/share/mcp-taskqueue/tasks.db].",
+    help="SQLite file or postgresql://user@host/db URL [default: $TASKQUEUE_DB, else ~/.local/share/mcp-taskqueue/tasks.db].",
 )
 @click.option(
     "--url",
@@ -177,14 +177,14 @@ def local_store(ctx: click.Context, action: str, must_exist: bool = False) -> An
     obj = ctx.find_root().obj
     if obj["url"]:
         raise CommandError(f"{action} works on a local database file; use --db instead of --url", "usage")
-    from mcp_taskqueue.store import Store
+    from mcp_taskqueue.store import is_postgres_url, open_store
 
     path = Path(obj["db"]).expanduser() if obj["db"] else default_db_path()
-    if must_exist and not path.exists():
+    if must_exist and not is_postgres_url(obj["db"]) and not path.exists():
         raise CommandError(f"not_found: there is no database at {path} to {action}", "not_found")
 
     try:
-        return Store(obj["db"])
+        return open_store(obj["db"])
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
 
@@ -586,7 +586,7 @@ def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
     try:
         with progress_bar("restoring") as update:
             digest = restore(store, source, update)
-        check = store.integrity_check()
+        check = store.health()
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
     finally:

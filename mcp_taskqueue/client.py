@@ -196,14 +196,17 @@ def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerPar
         command = [str(part) for part in target]
         return StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     from mcp_taskqueue.server.app import build_server  # only the in-memory mode needs the server
+    from mcp_taskqueue.store import is_postgres_url
 
-    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets)
+    if target is None or is_postgres_url(target):
+        return build_server(None if target is None else str(target), toolsets=toolsets)
+    return build_server(str(Path(str(target)).expanduser()), toolsets=toolsets)
 
 
 class TaskQueueClient:
     """Typed access to every queue tool. Use as `async with TaskQueueClient(target) as tq:`.
 
-    `target` is a database path (served in this process), an `MCPServer`, an `http(s)://.../mcp`
+    `target` is a database path or `postgresql://` URL (served in this process), an `MCPServer`, an `http(s)://.../mcp`
     URL, a stdio command (`["mcp-taskqueue", "--db", "x.db", "serve"]` or
     `StdioServerParameters`), or None for the default database. Connecting is retried with
     exponential backoff (`retries`, `backoff`); so are calls that are safe to repeat.

@@ -42,7 +42,13 @@ class ValidationFailed(TaskQueueError):
     code = "validation_failed"
 
 
-class StoreBusy(TaskQueueError):
-    """The database stayed locked by other processes past our retry bound."""
+class StoreError(TaskQueueError):
+    """The database failed (any engine): nothing of the call was written. Its subclasses say how."""
+
+    code = "store_error"
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked (SQLite) or contended (PostgreSQL) past our retry bound."""
 
     code = "store_busy"

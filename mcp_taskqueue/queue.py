@@ -11,7 +11,6 @@ import binascii
 import json
 import math
 import random
-import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -45,7 +44,8 @@ from mcp_taskqueue.models import (
     json_depth,
 )
 from mcp_taskqueue.payload_schemas import PayloadSchemas
-from mcp_taskqueue.store import Store, Tx
+from mcp_taskqueue.store import Storage, Tx
+from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
 from mcp_taskqueue.workflows import propagate_blocked
 
 # Which status may move to which; anything else is refused with InvalidTransition.
@@ -61,8 +61,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
-# Hard bound on the full-text query so a hostile one cannot make FTS5 work hard.
-MAX_QUERY = 200
 
 
 def iso(ts: float | None) -> str | None:
@@ -133,14 +131,13 @@ def check_text(value: str | None, what: str, limit: int = MAX_TEXT) -> str | Non
     return value
 
 
-def fts_query(text: str) -> str:
-    """Turn free text into an FTS5 query of quoted terms, so no input is a syntax error."""
+def check_query(text: str) -> str:
+    """A free-text search as given, once it is short enough and has a word to search for."""
     if len(text) > MAX_QUERY:
         raise ValidationFailed(f"query is {len(text)} characters; the limit is {MAX_QUERY}")
-    terms = re.findall(r"\w+", text)
-    if not terms:
+    if not search_terms(text):
         raise ValidationFailed("query has no searchable words; give one or more words to search for")
-    return " ".join('"' + term + '"' for term in terms)
+    return text
 
 
 def spec_errors(exc: ValidationError, prefix: str = "") -> str:
@@ -152,9 +149,9 @@ def spec_errors(exc: ValidationError, prefix: str = "") -> str:
 
 
 class TaskQueue:
-    """The queue's public operations, each one transaction on a `Store`."""
+    """The queue's public operations, each one transaction on a store (store/contract.py)."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Storage, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self.payload_schemas = PayloadSchemas()
@@ -200,8 +197,8 @@ class TaskQueue:
         return row
 
     @staticmethod
-    def _event(tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None) -> None:
-        tx.insert_event(
+    def _event(tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None) -> int:
+        return tx.insert_event(
             seq,
             now,
             actor,
@@ -249,13 +246,9 @@ class TaskQueue:
 
     def _on_completed(self, tx: Tx, seq: int, now: float, actor: str | None) -> None:
         """A dependency finished: dependents lose one unmet dependency and may become ready."""
-        for dep in tx.dependents(seq):
-            unmet = max(0, dep["unmet_deps"] - 1)
-            values: dict[str, Any] = {"unmet_deps": unmet, "updated_at": now}
-            if dep["status"] == Status.pending.value and unmet == 0 and dep["run_at"] <= now:
-                values["status"] = Status.ready.value
+        for dep in tx.dependency_met(seq, now):  # unmet_deps - 1 in SQL: concurrent completions both count
+            if dep["status"] == Status.pending.value and dep["unmet_deps"] == 0 and tx.promote_ready(dep["seq"], now):
                 self._event(tx, dep["seq"], now, actor, "ready", "pending", {"status": "ready"})
-            tx.update_task(dep["seq"], values)
 
     def _on_dead_end(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
         """A dependency failed or was cancelled: mark everything waiting below it as blocked by it."""
@@ -542,7 +535,9 @@ class TaskQueue:
             "created_at": now,
             "updated_at": now,
         }
-        seq = tx.insert_task(values)
+        seq, created = tx.insert_task(values)
+        if not created:
+            return seq  # another writer created the task with this idempotency key first
         tx.set_tags(seq, item.tags)
         for dep_seq in dep_seqs:
             tx.insert_dependency(seq, dep_seq)
@@ -573,7 +568,7 @@ class TaskQueue:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
         status_value = None if status is None else Status(status).value
         after = decode_cursor(cursor, 2) if cursor else None
-        match = fts_query(query) if query is not None else None
+        match = check_query(query) if query is not None else None
 
         def op(tx: Tx) -> TaskPage:
             rows = tx.list_tasks(
@@ -710,10 +705,10 @@ class TaskQueue:
         def op(tx: Tx) -> Event:
             now = self.clock()
             row = self._row(tx, task_id)
-            self._event(tx, row["seq"], now, actor, "note", None, text)
+            seq = self._event(tx, row["seq"], now, actor, "note", None, text)
             tx.update_task(row["seq"], {"updated_at": now})
             return Event(
-                seq=tx.max_event_seq(),
+                seq=seq,
                 task_id=task_id,
                 at=iso(now) or "",
                 actor=actor,
@@ -737,18 +732,17 @@ class TaskQueue:
                 )
             if tx.has_dependency(row["seq"], dep["seq"]):
                 return self._task(tx, row)
+            tx.lock_dependency_graph()  # the cycle check and the edge are one step for every writer
             cycle = self._would_cycle(tx, row["seq"], dep["seq"])
             if cycle is not None:
                 names = tx.ids_for_seqs(cycle)
                 path = " -> ".join([task_id] + [names[s] for s in cycle])
                 raise ValidationFailed(f"adding this dependency would create a cycle: {path}")
             tx.insert_dependency(row["seq"], dep["seq"])
-            values: dict[str, Any] = {"updated_at": now}
             if dep["status"] != Status.completed.value:
-                values["unmet_deps"] = row["unmet_deps"] + 1
-                if row["status"] == Status.ready.value:
-                    values["status"] = Status.pending.value
-            tx.update_task(row["seq"], values)
+                tx.add_unmet(row["seq"], +1, now)  # a ready task goes back to pending
+            else:
+                tx.update_task(row["seq"], {"updated_at": now})
             self._event(tx, row["seq"], now, actor, "dependency_added", None, {"depends_on": depends_on})
             self.propagate_blocked(tx, [row["seq"]], now, actor)
             return self._task(tx, self._row(tx, task_id))
@@ -762,13 +756,10 @@ class TaskQueue:
             dep = self._row(tx, depends_on)
             if not tx.delete_dependency(row["seq"], dep["seq"]):
                 return self._task(tx, row)  # idempotent: already gone (say, a retried call)
-            values: dict[str, Any] = {"updated_at": now}
             if dep["status"] != Status.completed.value:
-                unmet = max(0, row["unmet_deps"] - 1)
-                values["unmet_deps"] = unmet
-                if row["status"] == Status.pending.value and unmet == 0 and row["run_at"] <= now:
-                    values["status"] = Status.ready.value
-            tx.update_task(row["seq"], values)
+                tx.add_unmet(row["seq"], -1, now)  # a pending task left waiting on nothing becomes ready
+            else:
+                tx.update_task(row["seq"], {"updated_at": now})
             self._event(tx, row["seq"], now, actor, "dependency_removed", {"depends_on": depends_on}, None)
             self.propagate_blocked(tx, [row["seq"]], now, actor)
             return self._task(tx, self._row(tx, task_id))

@@ -156,7 +156,7 @@ def template_summary() -> str:
 # --- blocked marks -------------------------------------------------------------------------
 
 
-def propagate_blocked(tx: Tx, roots: Iterable[int], now: float, emit: Callable[[int, str, Any, Any], None]) -> None:
+def propagate_blocked(tx: Tx, roots: Iterable[int], now: float, emit: Callable[[int, str, Any, Any], object]) -> None:
     """Recompute `blocked_by` for `roots` and every unfinished task downstream of them.
 
     A waiting task is blocked by each failed or cancelled dependency and by whatever blocks
@@ -191,7 +191,7 @@ def propagate_blocked(tx: Tx, roots: Iterable[int], now: float, emit: Callable[[
                 ready.append(child)
 
 
-def _refresh_one(tx: Tx, seq: int, now: float, emit: Callable[[int, str, Any, Any], None]) -> None:
+def _refresh_one(tx: Tx, seq: int, now: float, emit: Callable[[int, str, Any, Any], object]) -> None:
     row = tx.get_task_by_seq(seq)
     if row is None or row["status"] not in UNFINISHED:
         return

@@ -166,6 +166,7 @@ def test_workflow_error_path_without_the_tools(db_path: Path, monkeypatch: pytes
     assert "unknown_tool" in line and "list_workflows" in line
 
 
+@pytest.mark.sqlite_only("export/import read SQLite's catalog; PostgreSQL refuses them (test_postgres.py)")
 def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     first = ok(db_path, "task", "add", "one", "--tag", "t")
     ok(db_path, "task", "add", "two", "--depends-on", first["id"])
@@ -194,6 +195,7 @@ def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     assert "--db" in fails(db_path, "export", code=2, url="http://127.0.0.1:1/mcp")
 
 
+@pytest.mark.sqlite_only("export/import read SQLite's catalog; PostgreSQL refuses them (test_postgres.py)")
 def test_import_from_stdin(db_path: Path, tmp_path: Path) -> None:
     ok(db_path, "task", "add", "piped")
     dump = cli(db_path, "export").stdout

@@ -103,6 +103,7 @@ def test_a_task_is_ready_only_when_every_dependency_completed(queue: TaskQueue) 
     assert nxt is not None and nxt.id == after.id
 
 
+@pytest.mark.sqlite_only("counts statements with SQLite's trace callback; PostgreSQL's plans are in test_postgres.py")
 def test_completing_a_task_touches_only_its_dependents(store: Store, queue: TaskQueue) -> None:
     """Readiness is a counter per dependent, not a table scan: statement count does not grow with the queue."""
     first = queue.create({"title": "first"})

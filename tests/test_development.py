@@ -254,6 +254,7 @@ def test_authors_of_other_tasks_and_senders_back_may_review(queue: TaskQueue, de
     assert dev.add_review(task.id, "busy", 0.9).approved_by == ["busy"]
 
 
+@pytest.mark.sqlite_only("reads SQLite's query plan through its trace callback")
 def test_the_author_lookup_reads_only_the_tasks_own_events(store: Store, queue: TaskQueue, dev: Development) -> None:
     task = queue.create({"title": "t", "project": "app"})
     to_review_by(dev, task.id, "lead")

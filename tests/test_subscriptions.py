@@ -250,10 +250,10 @@ async def test_a_departed_legacy_client_does_not_stop_notifications_to_others(db
 async def test_a_burst_larger_than_one_poll_is_caught_up_on_the_next_polls(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mcp_taskqueue.server import notifications
+    from mcp_taskqueue.store import database
 
-    monkeypatch.setattr(notifications, "EVENT_BATCH", 3)
-    monkeypatch.setattr(notifications, "MAX_BATCHES_PER_POLL", 2)  # six events per poll
+    monkeypatch.setattr(database, "EVENT_BATCH", 3)
+    monkeypatch.setattr(database, "MAX_BATCHES_PER_POLL", 2)  # six events per poll
     queue = TaskQueue(Store(db_path))
     watcher = build_server(queue).watcher  # type: ignore[attr-defined]
     await watcher.poll_once()

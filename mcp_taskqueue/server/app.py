@@ -19,7 +19,7 @@ from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
-from mcp_taskqueue.store import Store
+from mcp_taskqueue.store import Storage, open_store
 
 INSTRUCTIONS = """\
 A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
@@ -74,11 +74,14 @@ class TaskQueueServer(MCPServer):
 
 
 def build_server(
-    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Storage | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
 ) -> MCPServer:
-    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
-    if not isinstance(queue, TaskQueue):
-        queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
+    """The MCP server for a queue (or a store, or a database path or `postgresql://` URL; None is
+    the default store)."""
+    if queue is None or isinstance(queue, (str, os.PathLike)):
+        queue = TaskQueue(open_store(queue))
+    elif not isinstance(queue, TaskQueue):
+        queue = TaskQueue(queue)
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscriptions()

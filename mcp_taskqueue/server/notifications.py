@@ -1,9 +1,9 @@
-"""Live updates: commits to the SQLite file, from any process, become resource notifications.
+"""Live updates: commits to the store, from any process or host, become resource notifications.
 
-One `ResourceWatcher` per server process polls `PRAGMA data_version` on a connection of its
-own (a few microseconds; no table is read while nothing changes). When the file changed it
-reads the events past its high-water mark (`events.seq`), maps each to the resources it
-touches, and publishes them both ways the SDK offers:
+One `ResourceWatcher` per server process polls the store's change feed (store/contract.py:
+on SQLite a `PRAGMA data_version` probe and the events past a high-water mark, on PostgreSQL
+the `LISTEN` channel every commit announces itself on; both cheap while nothing changes), maps
+each change to the resources it touches, and publishes them both ways the SDK offers:
 
 - the 2026-07-28 `subscriptions/listen` streams, through the server's `SubscriptionBus`;
 - the legacy `resources/subscribe` requests, tracked per connection by `LegacySubscriptions`
@@ -30,14 +30,11 @@ from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, Subs
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
-from mcp_taskqueue.store import Store, Tx
-from mcp_taskqueue.store.database import ChangeFeed
+from mcp_taskqueue.store import ChangeBatch, ChangeFeed, Storage
 
 log = logging.getLogger("mcp_taskqueue.notifications")
 
 POLL_SECONDS = 0.15
-EVENT_BATCH = 1_000
-MAX_BATCHES_PER_POLL = 10  # a huge burst is caught up over a few polls, not in one long read
 MAX_SUBSCRIPTIONS_PER_CLIENT = 1_000
 SEND_TIMEOUT_SECONDS = 5.0
 SCHEME = "taskqueue://"
@@ -113,76 +110,43 @@ class LegacySubscriptions:
 
 
 class ResourceWatcher:
-    """Polls the file for commits and publishes the resources they changed."""
+    """Polls the store's change feed and publishes the resources its commits changed."""
 
     def __init__(
-        self, store: Store, bus: SubscriptionBus, legacy: LegacySubscriptions, poll_seconds: float = POLL_SECONDS
+        self, store: Storage, bus: SubscriptionBus, legacy: LegacySubscriptions, poll_seconds: float = POLL_SECONDS
     ) -> None:
         self.store = store
         self.bus = bus
         self.legacy = legacy
         self.poll_seconds = poll_seconds
         self._feed: ChangeFeed | None = None
-        self._version: int | None = None
-        self._high_water: int | None = None
-        self._projects: dict[str, str] = {}
         self._polling = False
         self._users = 0
 
-    # --- reading the file (in a worker thread) ---------------------------------------------
-
-    def _open(self) -> ChangeFeed:
-        if self._feed is None:
-            self._feed = self.store.change_feed()
-        return self._feed
-
-    def _start_point(self, tx: Tx) -> None:
-        self._high_water = tx.max_event_seq()
-        self._projects = tx.project_fingerprints()
+    # --- reading the feed (in a worker thread) ---------------------------------------------
 
     def collect(self) -> Changes:
-        """What changed since the last call (nothing, cheaply, when the file did not change)."""
-        feed = self._open()
-        version = feed.data_version()
-        if self._high_water is None:
-            self._version = version
-            feed.read(self._start_point)
-            return Changes()
-        if version == self._version:
-            return Changes()
-        changes, caught_up = feed.read(self._read_changes)
-        # remember the version only once it is fully read, so a failed or partial read is retried
-        self._version = version if caught_up else None
-        return changes
+        """What changed since the last call (nothing, cheaply, when nothing committed)."""
+        if self._feed is None:
+            self._feed = self.store.change_feed()
+        return self.changes(self._feed.poll())
 
-    def _read_changes(self, tx: Tx) -> tuple[Changes, bool]:
-        assert self._high_water is not None
+    @staticmethod
+    def changes(batch: ChangeBatch) -> Changes:
+        """The resources a batch of commits touched."""
         changes = Changes()
-        caught_up = False
-        for _ in range(MAX_BATCHES_PER_POLL):
-            rows = tx.events_since(self._high_water, EVENT_BATCH)
-            for row in rows:
-                changes.uris.update(task_uris(row["id"], row["project"], row["workflow_id"]))
-            if rows:
-                self._high_water = int(rows[-1]["seq"])
-            if len(rows) < EVENT_BATCH:
-                caught_up = True
-                break
-        if caught_up and (newest := tx.max_event_seq()) < self._high_water:
-            # the history went backwards: the file was restored from a backup; start again from it
-            self._high_water = newest
+        for task_id, project, workflow_id in batch.tasks:
+            changes.uris.update(task_uris(task_id, project, workflow_id))
+        if batch.reset:
             changes.list_changed = True
             changes.uris.add(STATS_URI)
         if changes.uris:
             changes.uris.update((STATS_URI, PROJECTS_URI))
-        projects = tx.project_fingerprints()
-        if projects != self._projects:
-            changes.list_changed = projects.keys() != self._projects.keys()
-            changed = {name for name, value in projects.items() if self._projects.get(name) != value}
-            changes.uris.update(f"taskqueue://projects/{name}" for name in changed)
+        if batch.projects or batch.projects_listed:
+            changes.list_changed = changes.list_changed or batch.projects_listed
+            changes.uris.update(f"taskqueue://projects/{name}" for name in batch.projects)
             changes.uris.add(PROJECTS_URI)
-            self._projects = projects
-        return changes, caught_up
+        return changes
 
     # --- publishing (on the event loop) ----------------------------------------------------
 
@@ -220,7 +184,7 @@ class ResourceWatcher:
         self._users += 1
         try:
             async with anyio.create_task_group() as tg:
-                if str(self.store.path) != ":memory:":  # a private in-memory file has no other writers to see
+                if self.store.description != ":memory:":  # a private in-memory file has no other writers to see
                     tg.start_soon(self.run)
                 try:
                     yield {}

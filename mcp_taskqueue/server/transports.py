@@ -20,7 +20,7 @@ def add_health_route(mcp: MCPServer) -> None:
     @mcp.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_request: Request) -> Response:
         queue = mcp.queue  # type: ignore[attr-defined]
-        ok = await anyio.to_thread.run_sync(lambda: queue.store.integrity_check() == "ok")
+        ok = await anyio.to_thread.run_sync(lambda: queue.store.health() == "ok")
         return JSONResponse(
             {"status": "ok" if ok else "degraded", "version": __version__}, status_code=200 if ok else 503
         )
@@ -48,7 +48,7 @@ def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", por
     app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
+    print_banner(transport, host, port, mcp.queue.store.description)  # type: ignore[attr-defined]
     anyio.run(server.serve)
 
 

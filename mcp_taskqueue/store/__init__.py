@@ -1,6 +1,35 @@
-"""The only place with SQL: the SQLite file, its schema versions and every query."""
+"""The only place with SQL: the storage contract and its two engines, SQLite and PostgreSQL."""
 
-from mcp_taskqueue.store.database import Store, WouldBlock, default_db_path, fail_fast
+from __future__ import annotations
+
+import os
+
+from mcp_taskqueue.store.contract import ChangeBatch, ChangeFeed, Storage, WouldBlock, is_postgres_url
+from mcp_taskqueue.store.database import Store, default_db_path, default_db_target, fail_fast
 from mcp_taskqueue.store.queries import Tx
 
-__all__ = ["Store", "Tx", "WouldBlock", "default_db_path", "fail_fast"]
+__all__ = [
+    "ChangeBatch",
+    "ChangeFeed",
+    "Storage",
+    "Store",
+    "Tx",
+    "WouldBlock",
+    "default_db_path",
+    "default_db_target",
+    "fail_fast",
+    "is_postgres_url",
+    "open_store",
+]
+
+
+def open_store(target: str | os.PathLike[str] | None = None) -> Storage:
+    """The store a database name means: a `postgresql://` URL opens PostgreSQL (psycopg, the
+    `postgres` extra), anything else (a path, `:memory:`, or None for `$TASKQUEUE_DB`, else the
+    default file) opens SQLite."""
+    name = default_db_target() if target is None else target
+    if is_postgres_url(name):
+        from mcp_taskqueue.store.postgres import PostgresStore
+
+        return PostgresStore(str(name))
+    return Store(name)

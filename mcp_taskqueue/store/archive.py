@@ -16,6 +16,11 @@ only ever names the table already has, so a hostile file cannot inject SQL.
 Backups use SQLite's online backup API, so they are safe while other processes write; the
 copy is switched out of WAL mode so it is one self-contained file, and its sha256 is written
 beside it (`<file>.sha256`, in `sha256sum` format) so `restore` can refuse a damaged copy.
+On PostgreSQL a backup is `pg_dump --format=custom` (a consistent snapshot while servers
+write), checked with `pg_restore --list`, restored with `pg_restore --clean`; the same
+checksum file guards it. Point-in-time recovery and replicas stay the database's job.
+Export and import are SQLite-only for now (they read SQLite's catalog); on PostgreSQL they
+refuse with a message that says so.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pydantic import ValidationError
 
 from mcp_taskqueue.errors import Conflict, ValidationFailed
 from mcp_taskqueue.models import PRIORITY_BY_RANK, ProjectSettings, Status
-from mcp_taskqueue.store.database import Store
+from mcp_taskqueue.store.contract import Storage
 from mcp_taskqueue.store.queries import Tx
 
 FORMAT = "mcp-taskqueue/export"
@@ -225,8 +230,16 @@ def _export_records(
     yield {"type": "footer", "counts": counts.as_dict()}
 
 
-def export_jsonl(store: Store, out: IO[str], progress: Progress | None = None) -> ArchiveCounts:
+def _sqlite_only(store: Storage, action: str) -> None:
+    if store.engine != "sqlite":
+        raise ValidationFailed(
+            f"{action} works on SQLite stores only for now; on PostgreSQL use `mcp-taskqueue backup` (pg_dump)"
+        )
+
+
+def export_jsonl(store: Storage, out: IO[str], progress: Progress | None = None) -> ArchiveCounts:
     """Write the whole queue as JSON Lines to `out`, from one consistent snapshot, a record at a time."""
+    _sqlite_only(store, "export")
 
     def op(tx: Tx) -> ArchiveCounts:
         counts = ArchiveCounts()
@@ -700,11 +713,12 @@ def _rereadable(source: ImportSource) -> Iterator[Callable[[], Iterable[str]]]:
             yield again
 
 
-def import_jsonl(store: Store, source: ImportSource, progress: Progress | None = None) -> ArchiveCounts:
+def import_jsonl(store: Storage, source: ImportSource, progress: Progress | None = None) -> ArchiveCounts:
     """Load an export into `store` in one transaction: all of it, or (on any error) nothing.
 
     `source` is the export's lines (a list), an open text file, or a Path; it is read twice, line by
     line: once to check its framing and counts, then inside the transaction to check and insert."""
+    _sqlite_only(store, "import")
     with _rereadable(source) as lines:
         _, total = scan_jsonl(lines())
 
@@ -729,16 +743,17 @@ def checksum_path(path: str | os.PathLike[str]) -> Path:
     return Path(str(path) + CHECKSUM_SUFFIX)
 
 
-def backup(store: Store, target: str | os.PathLike[str], progress: Progress | None = None) -> str:
+def backup(store: Storage, target: str | os.PathLike[str], progress: Progress | None = None) -> str:
     """Copy the live database to `target` as one standalone file; returns (and writes) its sha256."""
     target = Path(target)
     store.backup_to(target, progress)
-    # A copy in WAL mode would need its -wal/-shm companions; rollback mode keeps it one file.
-    conn = sqlite3.connect(str(target), isolation_level=None)
-    try:
-        conn.execute("PRAGMA journal_mode = DELETE")
-    finally:
-        conn.close()
+    if store.engine == "sqlite":
+        # A copy in WAL mode would need its -wal/-shm companions; rollback mode keeps it one file.
+        conn = sqlite3.connect(str(target), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
     digest = sha256_file(target)
     checksum_path(target).write_text(f"{digest}  {target.name}\n", encoding="utf-8")
     return digest
@@ -756,6 +771,11 @@ def verify_backup(path: str | os.PathLike[str]) -> str:
     digest = sha256_file(path)
     if expected != [digest]:
         raise ValidationFailed(f"{path} fails its checksum (sha256 {digest}, expected {''.join(expected) or 'none'})")
+    if is_pg_dump(path):
+        from mcp_taskqueue.store.postgres import verify_dump
+
+        verify_dump(path)
+        return digest
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -772,8 +792,20 @@ def verify_backup(path: str | os.PathLike[str]) -> str:
     return digest
 
 
-def restore(store: Store, source: str | os.PathLike[str], progress: Progress | None = None) -> str:
+def is_pg_dump(path: str | os.PathLike[str]) -> bool:
+    """Is this file a `pg_dump --format=custom` archive (a PostgreSQL store's backup)?"""
+    with open(path, "rb") as fh:
+        return fh.read(5) == b"PGDMP"
+
+
+def restore(store: Storage, source: str | os.PathLike[str], progress: Progress | None = None) -> str:
     """Replace the store's contents with a verified backup; refuses a file that fails either check."""
     digest = verify_backup(source)
+    if is_pg_dump(source) != (store.engine == "postgresql"):
+        kind = "a PostgreSQL" if is_pg_dump(source) else "an SQLite"
+        raise ValidationFailed(
+            f"{source} is {kind} backup and this is a {store.engine} store; move data between engines with "
+            "export and import"
+        )
     store.restore_from(source, progress)
     return digest

@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from sqlite_utils import Database
 
-from mcp_taskqueue.errors import StoreBusy
+from mcp_taskqueue.errors import StoreBusy, StoreError
+from mcp_taskqueue.store.contract import ChangeBatch, WouldBlock, is_postgres_url
 from mcp_taskqueue.store.migrations import migrations
 from mcp_taskqueue.store.queries import Tx
 
@@ -32,8 +33,9 @@ BUSY_RETRIES = 6
 _inline = threading.local()
 
 
-class WouldBlock(Exception):
-    """Raised inside `fail_fast()` where a transaction would have to wait for a lock."""
+# The change feed reads the history in batches of this many events.
+EVENT_BATCH = 1_000
+MAX_BATCHES_PER_POLL = 10  # a huge burst is caught up over a few polls, not in one long read
 
 
 @contextmanager
@@ -55,10 +57,18 @@ def fail_fast() -> Iterator[None]:
         _inline.active = previous
 
 
+def default_db_target() -> str | Path:
+    """`$TASKQUEUE_DB` (a file path or a `postgresql://` URL), else the default file."""
+    env = os.environ.get("TASKQUEUE_DB")
+    if env and is_postgres_url(env):
+        return env
+    return default_db_path()
+
+
 def default_db_path() -> Path:
     """`$TASKQUEUE_DB`, else `$XDG_DATA_HOME/mcp-taskqueue/tasks.db` (XDG default `~/.local/share`)."""
     env = os.environ.get("TASKQUEUE_DB")
-    if env:
+    if env and not is_postgres_url(env):
         return Path(env).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "mcp-taskqueue" / "tasks.db"
@@ -70,10 +80,13 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class Store:
-    """The SQLite file behind a queue: connection, migrations, transactions."""
+    """The SQLite file behind a queue: connection, migrations, transactions (store/contract.py)."""
+
+    engine = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_db_path()
+        self.description = str(self.path)
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by the server's worker threads; the lock serialises use of it.
@@ -123,7 +136,9 @@ class Store:
                         raise StoreBusy(
                             f"the database {self.path} stayed locked by other processes; try again shortly"
                         ) from exc
-                    raise
+                    raise StoreError(f"{exc}; nothing was changed") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"{exc}; nothing was changed") from exc
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -144,7 +159,7 @@ class Store:
             else:
                 self._conn.execute(begin)
             try:
-                yield Tx(self._conn)
+                yield Tx(self._conn, write=begin != "BEGIN")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
@@ -174,6 +189,16 @@ class Store:
 
         return self._retry(attempt)
 
+    def run_inline(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on this thread if SQLite needs no waiting, else raise `WouldBlock` (nothing
+        written). A thread hop costs ~170 µs, more than a hot-path call's SQLite work."""
+        with fail_fast():
+            return fn()
+
+    def health(self) -> str:
+        """ "ok", or what `PRAGMA integrity_check` found."""
+        return self.integrity_check()
+
     def data_version(self) -> int:
         """Changes whenever another connection commits to the file (cheap: no table read)."""
         with self._lock:
@@ -182,6 +207,7 @@ class Store:
     def explain(self, sql: str, params: tuple[object, ...] = ()) -> list[str]:
         """`EXPLAIN QUERY PLAN` details for a query, for tests and `benchmarks/`."""
         with self._lock:
+            sql = Tx(self._conn).render(sql)
             rows = self._conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         return [str(row["detail"]) for row in rows]
 
@@ -231,7 +257,9 @@ class ChangeFeed:
     """Tells a watcher cheaply whether the file changed, and what, without touching the store's lock.
 
     `PRAGMA data_version` moves when a connection *other than the one asking* commits, so
-    a connection of its own sees the store's commits and other processes' alike.
+    a connection of its own sees the store's commits and other processes' alike. SQLite has one
+    writer at a time, so `events.seq` grows in commit order and a high-water mark on it misses
+    nothing; projects change without events, so their rows are compared (there are few).
     """
 
     def __init__(self, path: Path) -> None:
@@ -241,6 +269,46 @@ class ChangeFeed:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA query_only = ON")
         self._lock = threading.Lock()
+        self._version: int | None = None
+        self._high_water: int | None = None
+        self._projects: dict[str, str] = {}
+
+    def poll(self) -> ChangeBatch:
+        """What committed since the last call (nothing, cheaply, when the file did not change)."""
+        version = self.data_version()
+        if self._high_water is None:
+            self._version = version
+            self._high_water, self._projects = self.read(lambda tx: (tx.max_event_seq(), tx.project_fingerprints()))
+            return ChangeBatch()
+        if version == self._version:
+            return ChangeBatch()
+        batch, caught_up = self.read(self._read_changes)
+        # remember the version only once it is fully read, so a failed or partial read is retried
+        self._version = version if caught_up else None
+        return batch
+
+    def _read_changes(self, tx: Tx) -> tuple[ChangeBatch, bool]:
+        assert self._high_water is not None
+        batch = ChangeBatch()
+        caught_up = False
+        for _ in range(MAX_BATCHES_PER_POLL):
+            rows = tx.events_since(self._high_water, EVENT_BATCH)
+            batch.tasks.update((row["id"], row["project"], row["workflow_id"]) for row in rows)
+            if rows:
+                self._high_water = int(rows[-1]["seq"])
+            if len(rows) < EVENT_BATCH:
+                caught_up = True
+                break
+        if caught_up and (newest := tx.max_event_seq()) < self._high_water:
+            # the history went backwards: the file was restored from a backup; start again from it
+            self._high_water = newest
+            batch.reset = True
+        projects = tx.project_fingerprints()
+        if projects != self._projects:
+            batch.projects_listed = projects.keys() != self._projects.keys()
+            batch.projects.update(name for name, value in projects.items() if self._projects.get(name) != value)
+            self._projects = projects
+        return batch, caught_up
 
     def data_version(self) -> int:
         with self._lock:

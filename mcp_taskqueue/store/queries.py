@@ -1,12 +1,25 @@
-"""Every SQL statement the queue runs, as methods of one transaction.
+"""Every SQL statement the queue runs, as methods of one transaction: the store contract's rows.
 
-`queue.py` decides what should happen; these methods only read and write rows. Rows come
-back as `sqlite3.Row`; JSON columns stay text here and are decoded by the queue layer.
+`queue.py` decides what should happen; these methods only read and write rows. The SQL here is
+written once for both engines (SQLite and PostgreSQL, `store/postgres.py` overrides the few
+statements that differ): `?` placeholders, `ON CONFLICT`, `RETURNING`. Rows behave like
+`sqlite3.Row` (by name or position) on both; `store/rows.py` decodes them into domain values.
+
+What every write method guarantees with several writers at once (the reason for each shape):
+- a change that depends on a row's current value does the arithmetic or the check in the
+  statement itself (`unmet_deps = unmet_deps - 1`, `UPDATE ... WHERE status = 'ready' RETURNING`),
+  never a value read earlier and written back;
+- inserts that may race use `INSERT ... ON CONFLICT ... RETURNING`, so the loser learns it lost;
+- `insert_event` returns the seq of the event it wrote, never `max(seq)`;
+- inside `Store.write` the rows a transaction reads by id are locked for it on PostgreSQL
+  (`FOR UPDATE`), and the whole transaction is the write lock on SQLite, so read-check-write
+  sequences of `queue.py` see no interleaved writer.
 Each per-task query is served by an index from `migrations.py` (see tests/test_store.py).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -32,24 +45,54 @@ TAG_CLAIM_SQL = (
 # those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
 # pending or running task.
 EXPIRED_SQL = (
-    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks INDEXED BY tasks_lease "
-    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
+    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks {tasks_lease} "
+    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?{skip_locked}"
 )
 SWEEP_PROBE_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND lease_expires_at < ?), "
-    "EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_due WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
+    "SELECT EXISTS (SELECT 1 FROM tasks {tasks_lease} WHERE status = 'running' AND lease_expires_at < ?), "
+    "EXISTS (SELECT 1 FROM tasks {tasks_due} WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
 )
 DUE_SQL = (
-    "SELECT seq, id, version FROM tasks INDEXED BY tasks_due "
-    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?"
+    "SELECT seq, id, version FROM tasks {tasks_due} "
+    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?{skip_locked}"
 )
+# Hard bound on the full-text query so a hostile one cannot make the search work hard.
+MAX_QUERY = 200
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of a free-text search (any script); the engine decides how each is matched."""
+    return re.findall(r"\w+", text)
 
 
 class Tx(WorkflowQueries):
-    """One open transaction on the store's connection."""
+    """One open transaction on the store's connection (SQLite here; `PgTx` for PostgreSQL).
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    `write` is True inside `Store.write`: PostgreSQL then locks the task rows it reads by id.
+    """
+
+    # Row-locking clauses; SQLite's single writer makes them unnecessary, PostgreSQL sets them.
+    FOR_UPDATE = ""
+    SKIP_LOCKED = ""
+
+    def __init__(self, conn: Any, write: bool = False) -> None:
         self.conn = conn
+        self.write = write
+
+    def hint(self, index: str) -> str:
+        """`INDEXED BY index` where the engine takes planner hints (SQLite), else nothing."""
+        return f"INDEXED BY {index}"
+
+    def render(self, template: str) -> str:
+        """A statement template with this engine's index hints and row-locking clauses filled in."""
+        return template.format(
+            tasks_lease=self.hint("tasks_lease"),
+            tasks_due=self.hint("tasks_due"),
+            skip_locked=self.SKIP_LOCKED if self.write else "",
+        )
+
+    def _locked(self) -> str:
+        return self.FOR_UPDATE if self.write else ""
 
     # --- projects -------------------------------------------------------------------------
 
@@ -61,7 +104,7 @@ class Tx(WorkflowQueries):
     def insert_project(self, name: str, description: str, settings: str, now: float) -> bool:
         """Insert if absent; True when this call created it."""
         cur = self.conn.execute(
-            "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (name, description, settings, now),
         )
         return cur.rowcount > 0
@@ -105,7 +148,7 @@ class Tx(WorkflowQueries):
     def count_blocked(self, project: str | None = None) -> int:
         # Only blocked tasks are in tasks_blocked; without INDEXED BY the planner walks every pending task.
         sql = (
-            "SELECT count(*) FROM tasks INDEXED BY tasks_blocked "
+            f"SELECT count(*) FROM tasks {self.hint('tasks_blocked')} "
             "WHERE blocked_by IS NOT NULL AND status IN ('pending', 'ready')"
         )
         if project is None:
@@ -124,7 +167,7 @@ class Tx(WorkflowQueries):
                 ).fetchone()
             else:
                 row = self.conn.execute(
-                    "SELECT created_at FROM tasks INDEXED BY tasks_ready_project "
+                    f"SELECT created_at FROM tasks {self.hint('tasks_ready_project')} "
                     "WHERE status = 'ready' AND project = ? AND priority = ? ORDER BY seq LIMIT 1",
                     (project, priority),
                 ).fetchone()
@@ -135,13 +178,16 @@ class Tx(WorkflowQueries):
     # --- tasks: reads ---------------------------------------------------------------------
 
     def get_task(self, task_id: str) -> sqlite3.Row | None:
+        """The task's row; inside a write it stays locked for this transaction."""
         return self.conn.execute(  # type: ignore[no-any-return]
-            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE id = ?{self._locked()}", (task_id,)
         ).fetchone()
 
     def get_task_by_seq(self, seq: int) -> sqlite3.Row:
         """A row we know exists (its seq came from this transaction)."""
-        row = self.conn.execute(f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE seq = ?", (seq,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks WHERE seq = ?{self._locked()}", (seq,)
+        ).fetchone()
         if row is None:
             raise LookupError(f"task seq {seq} vanished inside its own transaction")
         return row  # type: ignore[no-any-return]
@@ -174,12 +220,52 @@ class Tx(WorkflowQueries):
         return [row[0] for row in rows]
 
     def dependents(self, task_seq: int) -> list[sqlite3.Row]:
-        """Tasks that depend on this one, with what the readiness rules need."""
+        """Tasks that depend on this one, with what the readiness rules need (locked inside a write)."""
+        lock = " ORDER BY t.seq" + (self.FOR_UPDATE + " OF t" if self.write and self.FOR_UPDATE else "")
         return self.conn.execute(
             "SELECT t.seq, t.id, t.status, t.unmet_deps, t.run_at, t.blocked_by, t.version "
-            "FROM dependencies d JOIN tasks t ON t.seq = d.task_seq WHERE d.depends_on_seq = ?",
+            "FROM dependencies d JOIN tasks t ON t.seq = d.task_seq WHERE d.depends_on_seq = ?" + lock,
             (task_seq,),
         ).fetchall()
+
+    def dependency_met(self, depends_on_seq: int, now: float) -> list[sqlite3.Row]:
+        """One dependency completed: each dependent loses one unmet dependency, counted in SQL
+        (`unmet_deps - 1`, so two dependencies finishing at once both count). Returns each
+        dependent's (seq, id, status, unmet_deps, run_at) after the change; `promote_ready` then
+        moves the ones left waiting on nothing."""
+        return self.conn.execute(
+            "UPDATE tasks SET unmet_deps = CASE WHEN unmet_deps > 0 THEN unmet_deps - 1 ELSE 0 END, "
+            "updated_at = ?, version = version + 1 "
+            "WHERE seq IN (SELECT task_seq FROM dependencies WHERE depends_on_seq = ?) "
+            "RETURNING seq, id, status, unmet_deps, run_at",
+            (now, depends_on_seq),
+        ).fetchall()
+
+    def promote_ready(self, seq: int, now: float) -> bool:
+        """pending -> ready, only if the task is still pending with no unmet dependency and due."""
+        row = self.conn.execute(
+            "UPDATE tasks SET status = 'ready', updated_at = ?, version = version + 1 "
+            "WHERE seq = ? AND status = 'pending' AND unmet_deps = 0 AND run_at <= ? RETURNING seq",
+            (now, seq, now),
+        ).fetchone()
+        return row is not None
+
+    def add_unmet(self, seq: int, delta: int, now: float) -> sqlite3.Row:
+        """Add `delta` (+1 or -1) to a task's unmet dependencies in SQL, never below zero; a ready
+        task that gains one goes back to pending, a pending one left with none that is due becomes
+        ready. Returns the new (status, unmet_deps)."""
+        return self.conn.execute(  # type: ignore[no-any-return]
+            "UPDATE tasks SET unmet_deps = CASE WHEN unmet_deps + ? > 0 THEN unmet_deps + ? ELSE 0 END, "
+            "status = CASE WHEN ? > 0 AND status = 'ready' THEN 'pending' "
+            "WHEN ? < 0 AND status = 'pending' AND unmet_deps + ? <= 0 AND run_at <= ? THEN 'ready' "
+            "ELSE status END, updated_at = ?, version = version + 1 WHERE seq = ? RETURNING status, unmet_deps",
+            (delta, delta, delta, delta, delta, now, now, seq),
+        ).fetchone()
+
+    def lock_dependency_graph(self) -> None:
+        """Serialise changes to the dependency graph, so a cycle check and the edge it allows are
+        one step for every writer (two concurrent edges cannot close a cycle). SQLite's write
+        transaction already is that lock; PostgreSQL takes a transaction-scoped advisory lock."""
 
     def has_dependency(self, task_seq: int, depends_on_seq: int) -> bool:
         row = self.conn.execute(
@@ -219,8 +305,9 @@ class Tx(WorkflowQueries):
             where.append("seq IN (SELECT task_seq FROM task_tags WHERE tag = ?)")
             params.append(tag)
         if query is not None:
-            where.append("seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
-            params.append(query)
+            clause, values = self.search_clause(query)
+            where.append(clause)
+            params.extend(values)
         if after is not None:
             where.append("(priority > ? OR (priority = ? AND seq > ?))")
             params.extend([after[0], after[0], after[1]])
@@ -230,6 +317,13 @@ class Tx(WorkflowQueries):
         sql += " ORDER BY priority, seq LIMIT ?"
         params.append(limit)
         return self.conn.execute(sql, params).fetchall()
+
+    def search_clause(self, text: str) -> tuple[str, list[Any]]:
+        """A WHERE term matching tasks whose title or description holds every word of `text`
+        (FTS5 on SQLite: each word quoted, so no input is a syntax error)."""
+        return "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)", [
+            " ".join('"' + term + '"' for term in search_terms(text))
+        ]
 
     def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
         """The newest `limit` events of a task, newest first."""
@@ -247,10 +341,12 @@ class Tx(WorkflowQueries):
     # --- tasks: the claim path ------------------------------------------------------------
 
     def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        return self.conn.execute(EXPIRED_SQL, (now, limit)).fetchall()
+        """Running tasks whose lease ran out; another sweeper's rows are skipped, never shared."""
+        return self.conn.execute(self.render(EXPIRED_SQL), (now, limit)).fetchall()
 
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
-        return self.conn.execute(DUE_SQL, (now, limit)).fetchall()
+        """Pending tasks with no unmet dependency whose run_at has come (skipping others' rows)."""
+        return self.conn.execute(self.render(DUE_SQL), (now, limit)).fetchall()
 
     @staticmethod
     def _claim_filters(project: str | None, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:
@@ -268,7 +364,7 @@ class Tx(WorkflowQueries):
     def sweep_due(self, now: float) -> bool:
         """Is any lease expired or pending task due? One probe of two partial indexes, so the
         common case (nothing to sweep) costs a single statement on the claim path."""
-        row = self.conn.execute(SWEEP_PROBE_SQL, (now, now)).fetchone()
+        row = self.conn.execute(self.render(SWEEP_PROBE_SQL), (now, now)).fetchone()
         return bool(row[0] or row[1])
 
     def _next_ready_by_tags(self, project: str | None, kinds: Sequence[str] | None, tags: Sequence[str]) -> int | None:
@@ -300,7 +396,7 @@ class Tx(WorkflowQueries):
             pick, params = "?", [seq]
         else:
             filters, params = self._claim_filters(project, kinds)
-            pick = CLAIM_SQL.format(filters=filters)
+            pick = CLAIM_SQL.format(filters=filters) + self.SKIP_LOCKED
         lease = "coalesce(?, timeout_seconds, ?)"
         sql = (
             f"UPDATE tasks SET status = 'running', worker = ?, attempts = attempts + 1, "
@@ -313,12 +409,23 @@ class Tx(WorkflowQueries):
 
     # --- tasks: writes --------------------------------------------------------------------
 
-    def insert_task(self, values: dict[str, Any]) -> int:
+    def insert_task(self, values: dict[str, Any]) -> tuple[int, bool]:
+        """Insert a task; returns (its seq, True). With an idempotency key, a task already holding
+        that key in the project wins (`ON CONFLICT DO NOTHING`): (that task's seq, False) comes back
+        and nothing is written, so two writers racing with one key create one task."""
         columns = ", ".join(values)
         marks = ", ".join("?" * len(values))
-        cur = self.conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(values.values()))
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        conflict = " ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+        row = self.conn.execute(
+            f"INSERT INTO tasks ({columns}) VALUES ({marks}){conflict if values.get('idempotency_key') else ''} "
+            "RETURNING seq",
+            list(values.values()),
+        ).fetchone()
+        if row is None:
+            existing = self.find_by_idempotency_key(values["project"], values["idempotency_key"])
+            assert existing is not None
+            return int(existing["seq"]), False
+        return int(row[0]), True
 
     def update_task(self, seq: int, values: dict[str, Any]) -> None:
         """Set columns and bump the version in one statement."""
@@ -346,7 +453,7 @@ class Tx(WorkflowQueries):
 
     def insert_dependency(self, task_seq: int, depends_on_seq: int) -> None:
         self.conn.execute(
-            "INSERT OR IGNORE INTO dependencies (task_seq, depends_on_seq) VALUES (?, ?)",
+            "INSERT INTO dependencies (task_seq, depends_on_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (task_seq, depends_on_seq),
         )
 
@@ -358,11 +465,13 @@ class Tx(WorkflowQueries):
 
     def insert_event(
         self, task_seq: int, at: float, actor: str | None, action: str, old: str | None, new: str | None
-    ) -> None:
-        self.conn.execute(
-            "INSERT INTO events (task_seq, at, actor, action, old, new) VALUES (?, ?, ?, ?, ?, ?)",
+    ) -> int:
+        """Append one history event; returns its own seq (not the newest seq, which may be another's)."""
+        row = self.conn.execute(
+            "INSERT INTO events (task_seq, at, actor, action, old, new) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
             (task_seq, at, actor, action, old, new),
-        )
+        ).fetchone()
+        return int(row[0])
 
     def ids_for_seqs(self, seqs: Iterable[int]) -> dict[int, str]:
         seq_list = list(seqs)

@@ -21,6 +21,9 @@ class WorkflowQueries:
 
     conn: sqlite3.Connection
 
+    def hint(self, index: str) -> str:
+        raise NotImplementedError
+
     # --- workflows ------------------------------------------------------------------------
 
     def insert_workflow(self, values: dict[str, Any]) -> None:
@@ -151,7 +154,7 @@ class WorkflowQueries:
         """
         marks = ", ".join("?" * len(actions))
         rows = self.conn.execute(
-            f"SELECT DISTINCT action FROM events INDEXED BY events_task "
+            f"SELECT DISTINCT action FROM events {self.hint('events_task')} "
             f"WHERE task_seq = ? AND action IN ({marks}) AND trim(actor) = ?",
             (task_seq, *actions, name.strip()),
         )

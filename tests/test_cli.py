@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 
 from mcp_taskqueue.cli import main
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import Store
+from mcp_taskqueue.store import open_store
 from tests.servers import http_server, server_env
 
 
@@ -291,7 +291,7 @@ def test_serve_stdio_subprocess_speaks_only_protocol_on_stdout(db_path: Path) ->
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert lines and all(line.get("jsonrpc") == "2.0" for line in lines)
     assert lines[0]["id"] == 1 and lines[0]["result"]["serverInfo"]["name"] == "mcp-taskqueue"
-    queue = TaskQueue(Store(db_path))
+    queue = TaskQueue(open_store(db_path))
     assert queue.stats().total == 0
 
 

@@ -20,7 +20,7 @@ from mcp.client.subscriptions import ResourcesListChanged, ResourceUpdated, Subs
 
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
-from mcp_taskqueue.store import Store
+from mcp_taskqueue.store import Store, open_store
 from tests.mcp_calls import call
 from tests.servers import http_server, stdio_params
 
@@ -194,7 +194,7 @@ async def test_change_from_another_process_reaches_both_kinds_of_subscriber(tmp_
 
 async def test_watcher_reads_nothing_while_the_file_is_unchanged(db_path: Path) -> None:
     """Idle polling costs one PRAGMA: no events are read when data_version has not moved."""
-    queue = TaskQueue(Store(db_path))
+    queue = TaskQueue(open_store(db_path))
     server = build_server(queue)
     watcher = server.watcher  # type: ignore[attr-defined]
     queue.create({"title": "before"})
@@ -247,6 +247,7 @@ async def test_a_departed_legacy_client_does_not_stop_notifications_to_others(db
             await inbox.wait_for(uri)
 
 
+@pytest.mark.sqlite_only("batches of SQLite's events high-water mark; PostgreSQL's feed is pushed by NOTIFY")
 async def test_a_burst_larger_than_one_poll_is_caught_up_on_the_next_polls(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,7 +255,7 @@ async def test_a_burst_larger_than_one_poll_is_caught_up_on_the_next_polls(
 
     monkeypatch.setattr(database, "EVENT_BATCH", 3)
     monkeypatch.setattr(database, "MAX_BATCHES_PER_POLL", 2)  # six events per poll
-    queue = TaskQueue(Store(db_path))
+    queue = TaskQueue(open_store(db_path))
     watcher = build_server(queue).watcher  # type: ignore[attr-defined]
     await watcher.poll_once()
     created = queue.create_many([{"title": f"t{i}"} for i in range(10)])
@@ -267,6 +268,7 @@ async def test_a_burst_larger_than_one_poll_is_caught_up_on_the_next_polls(
     assert third.uris == set()
 
 
+@pytest.mark.sqlite_only("rewinds an SQLite file with its backup API; PostgreSQL restores are pg_restore (test_cli)")
 async def test_watcher_follows_a_restore_that_rewinds_the_history(db_path: Path, tmp_path: Path) -> None:
     store = Store(db_path)
     queue = TaskQueue(store)

@@ -36,9 +36,10 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
     )
 
 
-@contextmanager
-def http_server(db: Path, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
-    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
+def start_http_server(
+    db: Path | str, transport: str = "http", timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `serve --transport http|sse` on a free port; returns the process and its base URL once healthy."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
@@ -48,27 +49,39 @@ def http_server(db: Path, transport: str = "http", timeout: float = 30.0) -> Ite
         env=server_env(),
     )
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server on {base} did not become healthy")
-            time.sleep(0.1)
-        yield base
-    finally:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return proc, base
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise TimeoutError(f"server on {base} did not become healthy")
+        time.sleep(0.1)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+    if proc.stderr:
+        proc.stderr.close()
+
+
+@contextmanager
+def http_server(db: Path | str, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
+    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
+    proc, base = start_http_server(db, transport, timeout)
+    try:
+        yield base
+    finally:
+        stop_server(proc)

@@ -189,4 +189,12 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             FOR EACH ROW EXECUTE FUNCTION notify_project();
         """,
     ),
+    (
+        "p002_fencing",
+        """
+        ALTER TABLE tasks ADD COLUMN lease_id TEXT;
+        ALTER TABLE tasks ADD COLUMN claim_key TEXT;
+        CREATE INDEX tasks_claim_key ON tasks(claim_key) WHERE claim_key IS NOT NULL;
+        """,
+    ),
 ]

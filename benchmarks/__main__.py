@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import mcp_floor, peers, profiles, queues, scale, store_limit, tokens
+from benchmarks import mcp_floor, peers, postgres, profiles, queues, scale, store_limit, tokens
 from benchmarks.report import Row, Section, markdown_table
 
-GROUPS = ("store", "peers", "mcp", "scale", "tokens")
+GROUPS = ("store", "peers", "mcp", "scale", "tokens", "pg")
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 KEEP_MARKER = "<!-- Everything below this line is written by hand; `make bench` keeps it and rewrites the rest. -->"
 
@@ -30,6 +30,8 @@ class Sizes:
     samples: int
     graph: int
     profile: int
+    pg_tasks: int
+    pg_server_tasks: int
 
 
 FULL = Sizes(
@@ -40,8 +42,20 @@ FULL = Sizes(
     samples=500,
     graph=10_000,
     profile=3_000,
+    pg_tasks=3_000,
+    pg_server_tasks=1_500,
 )
-SMOKE = Sizes(tasks=200, mcp_calls=20, mcp_concurrent=16, scale=(200, 1_000), samples=20, graph=200, profile=0)
+SMOKE = Sizes(
+    tasks=200,
+    mcp_calls=20,
+    mcp_concurrent=16,
+    scale=(200, 1_000),
+    samples=20,
+    graph=200,
+    profile=0,
+    pg_tasks=40,
+    pg_server_tasks=20,
+)
 
 
 def run_groups(workdir: Path, sizes: Sizes, only: tuple[str, ...] = GROUPS, log: bool = True) -> list[Section]:
@@ -68,6 +82,9 @@ def run_groups(workdir: Path, sizes: Sizes, only: tuple[str, ...] = GROUPS, log:
     if "tokens" in only:
         say("token cost ...")
         sections.append(tokens.run(workdir))
+    if "pg" in only:
+        say("PostgreSQL: ours, raw SKIP LOCKED and procrastinate; 1, 2, 4 server processes ...")
+        sections.append(postgres.run(sizes.pg_tasks, sizes.pg_server_tasks))
     return sections
 
 

@@ -153,7 +153,7 @@ class Development:
 
     def status(self, task_id: str) -> PhaseState:
         def op(tx: Tx) -> PhaseState:
-            row = self.queue._row(tx, task_id)
+            row = self.queue.task_row(tx, task_id)
             return self._state(tx, row, self._settings(tx, row["project"]))
 
         return self.queue.store.read(op)
@@ -187,7 +187,7 @@ class Development:
 
         def op(tx: Tx) -> PhaseState:
             now = self.queue.clock()
-            row = self.queue._row(tx, task_id)
+            row = self.queue.task_row(tx, task_id)
             if row["status"] in (Status.failed.value, Status.cancelled.value):
                 raise InvalidTransition(f"task {task_id} is {row['status']}; retry_task it before advancing its phase")
             settings = self._settings(tx, row["project"])
@@ -219,8 +219,8 @@ class Development:
             if reason:
                 details["reason"] = reason
             action = "phase_back" if current is not None and ORDER.index(target) < ORDER.index(current) else "phase"
-            self.queue._event(tx, row["seq"], now, actor, action, current.value if current else None, details)
-            return self._state(tx, self.queue._row(tx, task_id), settings)
+            self.queue.record_event(tx, row["seq"], now, actor, action, current.value if current else None, details)
+            return self._state(tx, self.queue.task_row(tx, task_id), settings)
 
         return self.queue.store.write(op)
 
@@ -245,7 +245,7 @@ class Development:
 
         def op(tx: Tx) -> PhaseState:
             now = self.queue.clock()
-            row = self.queue._row(tx, task_id)
+            row = self.queue.task_row(tx, task_id)
             if row["phase"] != Phase.review.value:
                 raise InvalidTransition(
                     f"task {task_id} is in phase {row['phase'] or 'none'}; reviews are taken in the review phase "
@@ -259,7 +259,7 @@ class Development:
             review = {"reviewer": reviewer, "score": score, "approved": approved, "round": round_}
             if comment:
                 review["comment"] = comment
-            self.queue._event(tx, row["seq"], now, reviewer, "review", None, review)
-            return self._state(tx, self.queue._row(tx, task_id), self._settings(tx, row["project"]))
+            self.queue.record_event(tx, row["seq"], now, reviewer, "review", None, review)
+            return self._state(tx, self.queue.task_row(tx, task_id), self._settings(tx, row["project"]))
 
         return self.queue.store.write(op)

@@ -6,31 +6,25 @@ happens completely or not at all, and every change it makes appends a history ev
 
 from __future__ import annotations
 
-import base64
-import binascii
 import builtins
 import json
-import math
 import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
 
 from mcp_taskqueue.errors import Conflict, InvalidTransition, LeaseLost, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
+from mcp_taskqueue.inputs import check_text, decode_cursor, dump_json, encode_cursor, parse_time
 from mcp_taskqueue.models import (
     DEFAULT_LEASE_SECONDS,
     MAX_BATCH,
     MAX_CLAIM,
-    MAX_JSON_DEPTH,
     MAX_LEASE_SECONDS,
     MAX_LIMIT,
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT,
     PRIORITY_BY_RANK,
     Event,
     HistoryPage,
@@ -43,11 +37,9 @@ from mcp_taskqueue.models import (
     TaskChanges,
     TaskPage,
     TaskSpec,
-    TaskSummary,
-    json_depth,
 )
 from mcp_taskqueue.payload_schemas import PayloadSchemas
-from mcp_taskqueue.store import Storage, Tx
+from mcp_taskqueue.store import Storage, Tx, rows
 from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
 from mcp_taskqueue.workflows import propagate_blocked
 
@@ -63,75 +55,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
-JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds -> UTC ISO-8601 with milliseconds (truncated) and a Z.
-
-    Built from time.gmtime rather than datetime: it runs six times per task read.
-    """
-    if ts is None:
-        return None
-    whole = math.floor(ts)
-    micros = round((ts - whole) * 1_000_000)  # rounded to the microsecond first, as datetime does
-    if micros == 1_000_000:
-        whole, micros = whole + 1, 0
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micros // 1000:03d}Z"
-
-
-def parse_time(value: str) -> float:
-    """ISO-8601 (naive means UTC) -> epoch seconds, with an error that shows the expected form."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationFailed(f"run_at {value!r} is not an ISO-8601 time; use e.g. '2030-01-31T09:00:00Z'") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    try:
-        # the UTC form must stay within years 1..9999, or the stored time could not be shown again
-        return parsed.astimezone(timezone.utc).timestamp()
-    except (ValueError, OverflowError):
-        raise ValidationFailed(f"run_at {value!r} is out of range; use a time between years 1 and 9999 UTC") from None
-
-
-def encode_cursor(*parts: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, size: int) -> tuple[int, ...]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(parts, list) and len(parts) == size and all(isinstance(p, int) for p in parts)):
-            raise ValueError
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationFailed(
-            "cursor is not one this server issued; pass back next_cursor unchanged, or omit it"
-        ) from None
-    return tuple(parts)
-
-
-def dump_json(value: Any, what: str) -> str:
-    """Serialise user JSON after checking its size and depth."""
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise ValidationFailed(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValidationFailed(f"{what} is not valid JSON: {exc}") from None
-    if len(text.encode()) > MAX_PAYLOAD_BYTES:
-        raise ValidationFailed(f"{what} is {len(text.encode())} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")
-    return text
-
-
-def check_text(value: str | None, what: str, limit: int = MAX_TEXT) -> str | None:
-    if value is not None and len(value) > limit:
-        raise ValidationFailed(f"{what} is {len(value)} characters; the limit is {limit}")
-    return value
 
 
 def check_query(text: str) -> str:
@@ -162,47 +85,25 @@ class TaskQueue:
     # --- helpers ---------------------------------------------------------------------------
 
     def _task(self, tx: Tx, row: Any, lease: bool = False) -> Task:
-        """A stored row as a Task (JSON decoded, times as ISO-8601, dependency ids attached). The
-        fencing token `lease_id` is shown only to the claim that handed it out (`lease=True`)."""
-        hidden = ("seq", "unmet_deps", "lease_seconds") if lease else ("seq", "unmet_deps", "lease_seconds", "lease_id")
-        values = {key: row[key] for key in row.keys() if key not in hidden}
-        for column in JSON_COLUMNS:
-            text = values[column]
-            values[column] = None if text is None else [] if text == "[]" else json.loads(text)
-        values["tags"] = values["tags"] or []
-        values["acceptance_criteria"] = values["acceptance_criteria"] or []
-        values["blocked_by"] = values["blocked_by"] or []
-        values["priority"] = PRIORITY_BY_RANK[row["priority"]]
-        values["status"] = Status(row["status"])
-        for column in ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at"):
-            values[column] = iso(values[column])
-        if row["run_at"] is not None and row["run_at"] <= row["created_at"]:
-            values["run_at"] = None  # "not before creation" is the same as no run_at
-        values["depends_on"] = tx.dependency_ids(row["seq"])
-        return Task(**values)
+        """A stored row as a Task, decoded by the store (store/rows.py), dependency ids attached.
+        The fencing token `lease_id` is shown only to the claim that handed it out (`lease=True`)."""
+        return rows.task(row, tx.dependency_ids(row["seq"]), lease)
 
-    @staticmethod
-    def _summary(row: Any) -> TaskSummary:
-        return TaskSummary(
-            id=row["id"],
-            title=row["title"],
-            status=Status(row["status"]),
-            priority=PRIORITY_BY_RANK[row["priority"]],
-            project=row["project"],
-            kind=row["kind"],
-            worker=row["worker"],
-            progress=row["progress"],
-            version=row["version"],
-        )
+    # Building blocks for the other concepts' operations (workflows.py, development.py), which
+    # run in the caller's transaction.
 
-    def _row(self, tx: Tx, task_id: str) -> Any:
+    def task_row(self, tx: Tx, task_id: str) -> Any:
+        """The task's row (locked for this transaction inside a write), or NotFound."""
         row = tx.get_task(task_id)
         if row is None:
             raise NotFound(f"no task with id {task_id!r}; list_tasks shows existing ids")
         return row
 
     @staticmethod
-    def _event(tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None) -> int:
+    def record_event(
+        tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None
+    ) -> int:
+        """Append a history event (old/new as JSON); returns its own seq."""
         return tx.insert_event(
             seq,
             now,
@@ -221,7 +122,7 @@ class TaskQueue:
                 + (" (a finished task; create a new one instead)" if current == Status.completed else "")
             )
 
-    def _set_status(
+    def set_status(
         self, tx: Tx, row: Any, target: Status, now: float, actor: str | None, action: str, **extra: Any
     ) -> Any:
         """Move a task to `target` (if the state machine allows) and record it; returns the new row."""
@@ -229,11 +130,18 @@ class TaskQueue:
         values = {"status": target.value, "updated_at": now, **extra}
         new_row = tx.update_task_returning(row["seq"], values)
         details = {k: v for k, v in extra.items() if k in ("error", "worker") and v is not None}
-        self._event(tx, row["seq"], now, actor, action, row["status"], {"status": target.value, **details})
+        self.record_event(tx, row["seq"], now, actor, action, row["status"], {"status": target.value, **details})
         return new_row
 
-    def _ensure_project(self, tx: Tx, name: str, now: float) -> None:
+    def ensure_project(self, tx: Tx, name: str, now: float) -> None:
+        """Create the project with defaults if it does not exist (concurrent creators: one wins)."""
         tx.insert_project(name, "", "{}", now)
+
+    # The old private spellings, while other branches still call them (remove once merged).
+    _row = task_row
+    _event = record_event
+    _set_status = set_status
+    _ensure_project = ensure_project
 
     @staticmethod
     def _waiting_status(unmet: int, run_at: float, now: float) -> Status:
@@ -245,7 +153,7 @@ class TaskQueue:
         """A dependency finished: dependents lose one unmet dependency and may become ready."""
         for dep in tx.dependency_met(seq, now):  # unmet_deps - 1 in SQL: concurrent completions both count
             if dep["status"] == Status.pending.value and dep["unmet_deps"] == 0 and tx.promote_ready(dep["seq"], now):
-                self._event(tx, dep["seq"], now, actor, "ready", "pending", {"status": "ready"})
+                self.record_event(tx, dep["seq"], now, actor, "ready", "pending", {"status": "ready"})
 
     def _on_dead_end(self, tx: Tx, seq: int, task_id: str, now: float, actor: str | None) -> None:
         """A dependency failed or was cancelled: mark everything waiting below it as blocked by it."""
@@ -260,7 +168,7 @@ class TaskQueue:
         """Recompute blocked_by for these tasks and their waiting descendants (workflows.py)."""
         if seqs:
             propagate_blocked(
-                tx, seqs, now, lambda s, action, old, new: self._event(tx, s, now, actor, action, old, new)
+                tx, seqs, now, lambda s, action, old, new: self.record_event(tx, s, now, actor, action, old, new)
             )
 
     def _would_cycle(self, tx: Tx, task_seq: int, depends_on_seq: int) -> list[int] | None:
@@ -289,8 +197,8 @@ class TaskQueue:
         return Project(
             name=row["name"],
             description=row["description"],
-            settings=ProjectSettings(**json.loads(row["settings"] or "{}")),
-            created_at=iso(row["created_at"]) or "",
+            settings=rows.settings(row["settings"]),
+            created_at=rows.iso(row["created_at"]) or "",
             task_counts=tx.count_by_status(row["name"]) if counts else {},
         )
 
@@ -340,7 +248,7 @@ class TaskQueue:
             row = tx.get_project(name)
             if row is None:
                 raise NotFound(f"no project named {name!r}; create_project makes one")
-            current = ProjectSettings(**json.loads(row["settings"] or "{}"))
+            current = rows.settings(row["settings"])
             merged = self._parse_settings(settings or {}, current)
             tx.update_project(
                 name,
@@ -483,7 +391,7 @@ class TaskQueue:
             existing = tx.find_by_idempotency_key(item.project, item.idempotency_key)
             if existing is not None:
                 return int(existing["seq"])
-        self._ensure_project(tx, item.project, now)
+        self.ensure_project(tx, item.project, now)
         dep_seqs: list[int] = []
         unmet = 0
         blocked: list[str] = []
@@ -538,13 +446,13 @@ class TaskQueue:
         tx.set_tags(seq, item.tags)
         for dep_seq in dep_seqs:
             tx.insert_dependency(seq, dep_seq)
-        self._event(tx, seq, now, actor, "created", None, {"status": status.value, "title": item.title})
+        self.record_event(tx, seq, now, actor, "created", None, {"status": status.value, "title": item.title})
         return seq
 
     # --- reading ----------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task:
-        return self.store.read(lambda tx: self._task(tx, self._row(tx, task_id)))
+        return self.store.read(lambda tx: self._task(tx, self.task_row(tx, task_id)))
 
     def list(
         self,
@@ -568,7 +476,7 @@ class TaskQueue:
         match = check_query(query) if query is not None else None
 
         def op(tx: Tx) -> TaskPage:
-            rows = tx.list_tasks(
+            found = tx.list_tasks(
                 project=project,
                 status=status_value,
                 kind=kind,
@@ -580,10 +488,10 @@ class TaskQueue:
                 after=(after[0], after[1]) if after else None,
                 limit=limit + 1,
             )
-            more = len(rows) > limit
-            rows = rows[:limit]
-            next_cursor = encode_cursor(rows[-1]["priority"], rows[-1]["seq"]) if more else None
-            return TaskPage(tasks=[self._summary(r) for r in rows], next_cursor=next_cursor)
+            more = len(found) > limit
+            found = found[:limit]
+            next_cursor = encode_cursor(found[-1]["priority"], found[-1]["seq"]) if more else None
+            return TaskPage(tasks=[rows.summary(r) for r in found], next_cursor=next_cursor)
 
         return self.store.read(op)
 
@@ -594,27 +502,16 @@ class TaskQueue:
         after = decode_cursor(cursor, 1)[0] if cursor else 0
 
         def op(tx: Tx) -> HistoryPage:
-            row = self._row(tx, task_id)
+            row = self.task_row(tx, task_id)
             if latest:
-                rows = list(reversed(tx.latest_events(row["seq"], limit)))
+                found = list(reversed(tx.latest_events(row["seq"], limit)))
                 more = False
             else:
-                rows = tx.events(row["seq"], after, limit + 1)
-                more = len(rows) > limit
-                rows = rows[:limit]
-            events = [
-                Event(
-                    seq=r["seq"],
-                    task_id=task_id,
-                    at=iso(r["at"]) or "",
-                    actor=r["actor"],
-                    action=r["action"],
-                    old=json.loads(r["old"]) if r["old"] is not None else None,
-                    new=json.loads(r["new"]) if r["new"] is not None else None,
-                )
-                for r in rows
-            ]
-            return HistoryPage(events=events, next_cursor=encode_cursor(rows[-1]["seq"]) if more else None)
+                found = tx.events(row["seq"], after, limit + 1)
+                more = len(found) > limit
+                found = found[:limit]
+            events = [rows.event(r, task_id) for r in found]
+            return HistoryPage(events=events, next_cursor=encode_cursor(found[-1]["seq"]) if more else None)
 
         return self.store.read(op)
 
@@ -662,7 +559,7 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
+            row = self.task_row(tx, task_id)
             if expected_version is not None and row["version"] != expected_version:
                 raise Conflict(
                     f"task {task_id} is at version {row['version']}, not {expected_version}: it changed since "
@@ -689,8 +586,8 @@ class TaskQueue:
                     after["status"] = target.value
             values["updated_at"] = now
             tx.update_task(row["seq"], values)
-            self._event(tx, row["seq"], now, actor, "updated", old, after)
-            return self._task(tx, self._row(tx, task_id))
+            self.record_event(tx, row["seq"], now, actor, "updated", old, after)
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 
@@ -701,13 +598,13 @@ class TaskQueue:
 
         def op(tx: Tx) -> Event:
             now = self.clock()
-            row = self._row(tx, task_id)
-            seq = self._event(tx, row["seq"], now, actor, "note", None, text)
+            row = self.task_row(tx, task_id)
+            seq = self.record_event(tx, row["seq"], now, actor, "note", None, text)
             tx.update_task(row["seq"], {"updated_at": now})
             return Event(
                 seq=seq,
                 task_id=task_id,
-                at=iso(now) or "",
+                at=rows.iso(now) or "",
                 actor=actor,
                 action="note",
                 new=text,
@@ -720,8 +617,8 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            dep = self._row(tx, depends_on)
+            row = self.task_row(tx, task_id)
+            dep = self.task_row(tx, depends_on)
             if Status(row["status"]).terminal or row["status"] == Status.running.value:
                 raise InvalidTransition(
                     f"cannot add a dependency to task {task_id}: it is {row['status']}; only pending or ready "
@@ -740,26 +637,26 @@ class TaskQueue:
                 tx.add_unmet(row["seq"], +1, now)  # a ready task goes back to pending
             else:
                 tx.update_task(row["seq"], {"updated_at": now})
-            self._event(tx, row["seq"], now, actor, "dependency_added", None, {"depends_on": depends_on})
+            self.record_event(tx, row["seq"], now, actor, "dependency_added", None, {"depends_on": depends_on})
             self.propagate_blocked(tx, [row["seq"]], now, actor)
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 
     def remove_dependency(self, task_id: str, depends_on: str, actor: str | None = None) -> Task:
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            dep = self._row(tx, depends_on)
+            row = self.task_row(tx, task_id)
+            dep = self.task_row(tx, depends_on)
             if not tx.delete_dependency(row["seq"], dep["seq"]):
                 return self._task(tx, row)  # idempotent: already gone (say, a retried call)
             if dep["status"] != Status.completed.value:
                 tx.add_unmet(row["seq"], -1, now)  # a pending task left waiting on nothing becomes ready
             else:
                 tx.update_task(row["seq"], {"updated_at": now})
-            self._event(tx, row["seq"], now, actor, "dependency_removed", {"depends_on": depends_on}, None)
+            self.record_event(tx, row["seq"], now, actor, "dependency_removed", {"depends_on": depends_on}, None)
             self.propagate_blocked(tx, [row["seq"]], now, actor)
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 
@@ -768,10 +665,10 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
+            row = self.task_row(tx, task_id)
             if row["status"] == Status.cancelled.value:
                 return self._task(tx, row)  # idempotent: a repeated cancel (say, a retried call) is a no-op
-            self._set_status(
+            self.set_status(
                 tx,
                 row,
                 Status.cancelled,
@@ -783,7 +680,7 @@ class TaskQueue:
                 lease_expires_at=None,
             )
             self._on_dead_end(tx, row["seq"], task_id, now, actor)
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 
@@ -792,14 +689,14 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
+            row = self.task_row(tx, task_id)
             if row["status"] not in (Status.failed.value, Status.cancelled.value):
                 raise InvalidTransition(
                     f"cannot retry task {task_id}: it is {row['status']}; only failed or cancelled tasks are "
                     "retried (a running task is retried by fail_task, or comes back when its lease expires)"
                 )
             target = self._waiting_status(row["unmet_deps"], now, now)
-            self._set_status(
+            self.set_status(
                 tx,
                 row,
                 target,
@@ -817,7 +714,7 @@ class TaskQueue:
                 lease_id=None,
             )
             self._on_revived(tx, row["seq"], task_id, now, actor)
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 
@@ -842,14 +739,14 @@ class TaskQueue:
                         "lease_id": None,
                     },
                 )
-                self._event(tx, row["seq"], now, "system", "lease_expired", "running", {"status": "failed"})
+                self.record_event(tx, row["seq"], now, "system", "lease_expired", "running", {"status": "failed"})
                 self._on_dead_end(tx, row["seq"], row["id"], now, "system")
             else:
                 tx.update_task(
                     row["seq"],
                     {"status": "ready", "worker": None, "lease_id": None, "lease_expires_at": None, "updated_at": now},
                 )
-                self._event(
+                self.record_event(
                     tx,
                     row["seq"],
                     now,
@@ -860,7 +757,7 @@ class TaskQueue:
                 )
         for row in tx.due_pending(now):
             tx.update_task(row["seq"], {"status": "ready", "updated_at": now})
-            self._event(tx, row["seq"], now, "system", "ready", "pending", {"status": "ready"})
+            self.record_event(tx, row["seq"], now, "system", "ready", "pending", {"status": "ready"})
 
     def claim(
         self,
@@ -928,7 +825,7 @@ class TaskQueue:
                 if row is None:
                     break
                 new = {"status": "running", "worker": worker, "attempt": row["attempts"]}
-                self._event(tx, row["seq"], now, worker, "claimed", "ready", new)
+                self.record_event(tx, row["seq"], now, worker, "claimed", "ready", new)
                 claimed.append(self._task(tx, row, lease=True))
             return claimed
 
@@ -951,7 +848,7 @@ class TaskQueue:
         longer running but this very lease already moved the task to one of the `settled` statuses (a
         retried call whose first reply was lost), the new row is None and nothing changes.
         """
-        row = self._row(tx, task_id)
+        row = self.task_row(tx, task_id)
         new_row = tx.update_leased(row["seq"], worker, lease_id, values(row), lease_seconds)
         if new_row is not None:
             return row, new_row
@@ -996,7 +893,7 @@ class TaskQueue:
             # Pure lease extensions are not history; progress and messages are.
             if (progress is not None and progress != row["progress"]) or message:
                 new = {"progress": progress, "message": message}
-                self._event(tx, row["seq"], now, worker, "progress", row["progress"], new)
+                self.record_event(tx, row["seq"], now, worker, "progress", row["progress"], new)
             return self._task(tx, new_row)
 
         return self.store.write(op)
@@ -1021,7 +918,7 @@ class TaskQueue:
             )
             if done is None:
                 return self._task(tx, row)
-            self._event(tx, row["seq"], now, worker, "complete", "running", {"status": "completed"})
+            self.record_event(tx, row["seq"], now, worker, "complete", "running", {"status": "completed"})
             self._on_completed(tx, row["seq"], now, worker)  # changes dependents, not this row
             return self._task(tx, done)
 
@@ -1050,7 +947,7 @@ class TaskQueue:
             if new_row is None:
                 return self._task(tx, row)
             new = {"status": new_row["status"], "error": error}
-            self._event(tx, row["seq"], now, worker, "fail", "running", new)
+            self.record_event(tx, row["seq"], now, worker, "fail", "running", new)
             if new_row["status"] == Status.failed.value:
                 self._on_dead_end(tx, row["seq"], task_id, now, worker)
             return self._task(tx, new_row)
@@ -1081,7 +978,7 @@ class TaskQueue:
             )
             if new_row is None:
                 return self._task(tx, row)
-            self._event(tx, row["seq"], now, worker, "release", "running", {"status": target.value})
+            self.record_event(tx, row["seq"], now, worker, "release", "running", {"status": target.value})
             return self._task(tx, new_row)
 
         return self.store.write(op)

@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from mcp_taskqueue.errors import NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
+from mcp_taskqueue.inputs import check_text, decode_cursor, encode_cursor
 from mcp_taskqueue.models import (
     MAX_LIMIT,
     PRIORITY_BY_RANK,
@@ -33,6 +34,7 @@ from mcp_taskqueue.models import (
 )
 from mcp_taskqueue.payload_schemas import SCHEMAS_DIR, load_json, violations
 from mcp_taskqueue.store import Tx
+from mcp_taskqueue.store.rows import iso
 
 if TYPE_CHECKING:
     from mcp_taskqueue.queue import TaskQueue
@@ -272,8 +274,6 @@ def critical_path(unfinished: Iterable[int], deps: Mapping[int, Sequence[int]]) 
 
 
 def iso_time(ts: float | None) -> str | None:
-    from mcp_taskqueue.queue import iso  # queue.py imports this module, so not at the top
-
     return iso(ts)
 
 
@@ -355,7 +355,7 @@ class Workflows:
 
         def op(tx: Tx) -> Workflow:
             now = self.queue.clock()
-            self.queue._ensure_project(tx, project, now)
+            self.queue.ensure_project(tx, project, now)
             tx.insert_workflow(
                 {
                     "id": workflow_id,
@@ -375,20 +375,19 @@ class Workflows:
 
         return self.queue.store.write(op)
 
-    def _row(self, tx: Tx, workflow_id: str) -> Any:
+    def task_row(self, tx: Tx, workflow_id: str) -> Any:
         row = tx.get_workflow(workflow_id)
         if row is None:
             raise NotFound(f"no workflow with id {workflow_id!r}; list_workflows shows existing ids")
         return row
 
     def get(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
-        return self.queue.store.read(lambda tx: workflow_view(tx, self._row(tx, workflow_id), include_tasks))
+        return self.queue.store.read(lambda tx: workflow_view(tx, self.task_row(tx, workflow_id), include_tasks))
 
     def list(
         self, project: str | None = None, limit: int = 20, cursor: str | None = None, status: str | None = None
     ) -> WorkflowPage:
         """Newest first, only those whose derived `status` matches if given; `next_cursor` fetches the next page."""
-        from mcp_taskqueue.queue import decode_cursor, encode_cursor
 
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
@@ -431,18 +430,17 @@ class Workflows:
 
     def cancel(self, workflow_id: str, reason: str | None = None, actor: str | None = None) -> Workflow:
         """Cancel every unfinished task of the workflow; tasks outside it that wait on them become blocked."""
-        from mcp_taskqueue.queue import check_text
 
         check_text(reason, "reason")
 
         def op(tx: Tx) -> Workflow:
             now = self.queue.clock()
-            row = self._row(tx, workflow_id)
+            row = self.task_row(tx, workflow_id)
             if row["cancelled_at"] is None:
                 cancelled = []
                 for task in tx.workflow_tasks(workflow_id):
                     if task["status"] in UNFINISHED:
-                        self.queue._set_status(
+                        self.queue.set_status(
                             tx,
                             task,
                             Status.cancelled,
@@ -457,6 +455,6 @@ class Workflows:
                 if cancelled:  # a workflow with nothing left to do keeps its completed/failed status
                     self.queue.propagate_blocked(tx, cancelled, now, actor)
                     tx.cancel_workflow_row(workflow_id, now)
-            return workflow_view(tx, self._row(tx, workflow_id))
+            return workflow_view(tx, self.task_row(tx, workflow_id))
 
         return self.queue.store.write(op)

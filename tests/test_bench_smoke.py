@@ -16,6 +16,7 @@ from benchmarks.fill import fill_chain, fill_fan_in, fill_ready
 from benchmarks.report import Row
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
+from tests.postgres import PostgresServer
 
 
 def by_name(rows: list[Row]) -> dict[str, Row]:
@@ -104,3 +105,23 @@ def test_main_writes_the_table_with_the_command(tmp_path: Path, capsys: pytest.C
     assert "python -m benchmarks --smoke --only tokens" in document
     assert "| 5 tokens | list_tasks, per task summary |" in document
     assert "| group | measure |" in capsys.readouterr().out
+
+
+def test_postgres_group_races_ours_raw_and_procrastinate(pg_server: PostgresServer) -> None:
+    from benchmarks import postgres
+
+    url = pg_server.new_database()
+    try:
+        section = postgres.run(40, 20, url=url, workers_list=(1, 4), servers_list=(1, 2))
+    finally:
+        pg_server.drop_database(url)
+    rows = by_name(section.rows)
+    for workers in (1, 4):
+        row = rows[f"claim+complete, {workers} workers"]
+        assert row.value > 0 and row.baseline is not None and row.baseline > 0 and row.ok is not None
+    assert (
+        rows["over MCP, 2 server processes x 4 agents"].baseline
+        == rows["over MCP, 1 server processes x 4 agents"].value
+    )
+    installed = any(name.startswith("vs procrastinate") for name in rows)
+    assert installed or any("procrastinate is not installed" in note for note in section.notes)

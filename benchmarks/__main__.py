@@ -42,8 +42,8 @@ FULL = Sizes(
     samples=500,
     graph=10_000,
     profile=3_000,
-    pg_tasks=3_000,
-    pg_server_tasks=1_500,
+    pg_tasks=2_000,
+    pg_server_tasks=1_000,
 )
 SMOKE = Sizes(
     tasks=200,

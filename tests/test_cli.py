@@ -257,6 +257,7 @@ def test_worker_command(db_path: Path, tmp_path: Path, monkeypatch: pytest.Monke
         "    return task.payload['text'].upper()\n"
     )
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "clijob", raising=False)  # a fresh Worker (and counts) per engine
     created = ok(db_path, "task", "add", "shout", "--kind", "upper", "--payload", '{"text": "hi"}')
     summary = ok(db_path, "worker", "clijob:worker", "--drain")
     assert summary["worker"] == "cli-worker" and summary["completed"] == 1

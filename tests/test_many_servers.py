@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AsyncExitStack, ExitStack
 
 import anyio
@@ -25,7 +24,6 @@ from mcp.client.subscriptions import ResourceUpdated
 
 from mcp_taskqueue.store import open_store
 from tests.mcp_calls import call
-from tests.postgres import PostgresServer
 from tests.servers import http_server, start_http_server, stop_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -35,10 +33,9 @@ AGENTS = 8
 
 
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> Iterator[str]:
-    url = pg_server.new_database()
-    yield url
-    pg_server.drop_database(url)
+def engine() -> str:
+    """`db_path` is a fresh PostgreSQL database in this module."""
+    return "postgres"
 
 
 async def agent(client: Client, name: str, claims: Counter[str], done: dict[str, str], total: int) -> None:
@@ -50,13 +47,15 @@ async def agent(client: Client, name: str, claims: Counter[str], done: dict[str,
             await anyio.sleep(0.05)
             continue
         claims[task["id"]] += 1
-        await call(client, "complete_task", task_id=task["id"], worker=name, result={"by": name})
+        await call(
+            client, "complete_task", task_id=task["id"], worker=name, lease_id=task["lease_id"], result={"by": name}
+        )
         done[task["id"]] = name
 
 
-async def test_three_servers_eight_agents_drain_2000_tasks_exactly_once(pg_url: str) -> None:
+async def test_three_servers_eight_agents_drain_2000_tasks_exactly_once(db_path: str) -> None:
     with ExitStack() as servers:
-        bases = [servers.enter_context(http_server(pg_url)) for _ in range(3)]
+        bases = [servers.enter_context(http_server(db_path)) for _ in range(3)]
         async with AsyncExitStack() as stack:
             clients = [await stack.enter_async_context(Client(bases[n % 3] + "/mcp")) for n in range(AGENTS)]
             ids: list[str] = []
@@ -94,7 +93,7 @@ async def test_three_servers_eight_agents_drain_2000_tasks_exactly_once(pg_url: 
 
     assert len(claims) == len(ids) == 2 * PAIRS and set(claims.values()) == {1}
     assert len(set(done.values())) == AGENTS  # every agent (so every server) took part
-    store = open_store(pg_url)
+    store = open_store(db_path)
     try:
 
         def histories(tx: object) -> dict[str, tuple[str, str | None]]:
@@ -117,10 +116,10 @@ async def test_three_servers_eight_agents_drain_2000_tasks_exactly_once(pg_url: 
         assert steps[-2:] == [f"claimed:{by}", f"complete:{by}"], history
 
 
-async def test_a_killed_server_s_leases_are_reclaimed_by_the_others(pg_url: str) -> None:
-    doomed, doomed_base = start_http_server(pg_url)
+async def test_a_killed_server_s_leases_are_reclaimed_by_the_others(db_path: str) -> None:
+    doomed, doomed_base = start_http_server(db_path)
     try:
-        with http_server(pg_url) as survivor_base:
+        with http_server(db_path) as survivor_base:
             async with Client(doomed_base + "/mcp") as doomed_client, Client(survivor_base + "/mcp") as survivor:
                 await call(survivor, "create_tasks", tasks=[{"title": f"t{i}", "project": "kill"} for i in range(6)])
                 held = []
@@ -136,7 +135,13 @@ async def test_a_killed_server_s_leases_are_reclaimed_by_the_others(pg_url: str)
                         if got["task"] is None:
                             await anyio.sleep(0.2)  # the dead server's leases have not expired yet
                             continue
-                        await call(survivor, "complete_task", task_id=got["task"]["id"], worker="survivor")
+                        await call(
+                            survivor,
+                            "complete_task",
+                            task_id=got["task"]["id"],
+                            worker="survivor",
+                            lease_id=got["task"]["lease_id"],
+                        )
                         finished[got["task"]["id"]] = "survivor"
                 for task_id in held:
                     read = await survivor.read_resource(f"taskqueue://tasks/{task_id}/history")

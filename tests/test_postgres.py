@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,29 +19,15 @@ import pytest
 from mcp_taskqueue.errors import ValidationFailed
 from mcp_taskqueue.models import Status
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import Storage, open_store
+from mcp_taskqueue.store import Storage
 from mcp_taskqueue.store.archive import export_jsonl
 from mcp_taskqueue.store.queries import CLAIM_SQL
-from tests.postgres import PostgresServer
 
 
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> Iterator[str]:
-    url = pg_server.new_database()
-    yield url
-    pg_server.drop_database(url)
-
-
-@pytest.fixture
-def pg_store(pg_url: str) -> Iterator[Storage]:
-    store = open_store(pg_url)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def pg_queue(pg_store: Storage) -> TaskQueue:
-    return TaskQueue(pg_store)
+def engine() -> str:
+    """Every database fixture of this module (`store`, `queue`, `db_path`) is PostgreSQL."""
+    return "postgres"
 
 
 def at_once(*calls: Callable[[], Any]) -> list[Any]:
@@ -59,60 +45,60 @@ def at_once(*calls: Callable[[], Any]) -> list[Any]:
         return list(pool.map(run, calls))
 
 
-def test_two_dependencies_completing_at_once_both_count(pg_queue: TaskQueue) -> None:
+def test_two_dependencies_completing_at_once_both_count(queue: TaskQueue) -> None:
     for _ in range(5):
-        a = pg_queue.create({"title": "a", "kind": "x"})
-        b = pg_queue.create({"title": "b", "kind": "x"})
-        c = pg_queue.create({"title": "c", "kind": "after", "depends_on": [a.id, b.id]})
-        first = pg_queue.claim("w1", kinds=["x"])
-        second = pg_queue.claim("w2", kinds=["x"])
+        a = queue.create({"title": "a", "kind": "x"})
+        b = queue.create({"title": "b", "kind": "x"})
+        c = queue.create({"title": "c", "kind": "after", "depends_on": [a.id, b.id]})
+        first = queue.claim("w1", kinds=["x"])
+        second = queue.claim("w2", kinds=["x"])
         assert first is not None and second is not None and {first.id, second.id} == {a.id, b.id}
         done = (
-            functools.partial(pg_queue.complete, first.id, "w1"),
-            functools.partial(pg_queue.complete, second.id, "w2"),
+            functools.partial(queue.complete, first.id, "w1"),
+            functools.partial(queue.complete, second.id, "w2"),
         )
         results = at_once(*done)
         assert all(r.status == Status.completed for r in results)
-        assert pg_queue.get(c.id).status == Status.ready
-        assert [e.action for e in pg_queue.history(c.id).events].count("ready") == 1
+        assert queue.get(c.id).status == Status.ready
+        assert [e.action for e in queue.history(c.id).events].count("ready") == 1
 
 
-def test_one_idempotency_key_used_at_once_makes_one_task(pg_queue: TaskQueue) -> None:
+def test_one_idempotency_key_used_at_once_makes_one_task(queue: TaskQueue) -> None:
     spec = {"title": "once", "project": "p", "idempotency_key": "k-1"}
-    results = at_once(*[lambda: pg_queue.create(spec) for _ in range(8)])
+    results = at_once(*[lambda: queue.create(spec) for _ in range(8)])
     assert len({task.id for task in results}) == 1
-    assert pg_queue.stats("p").total == 1
+    assert queue.stats("p").total == 1
 
 
-def test_two_edges_added_at_once_cannot_close_a_cycle(pg_queue: TaskQueue) -> None:
+def test_two_edges_added_at_once_cannot_close_a_cycle(queue: TaskQueue) -> None:
     for _ in range(5):
-        a = pg_queue.create({"title": "a"})
-        b = pg_queue.create({"title": "b"})
+        a = queue.create({"title": "a"})
+        b = queue.create({"title": "b"})
         edges = (
-            functools.partial(pg_queue.add_dependency, a.id, b.id),
-            functools.partial(pg_queue.add_dependency, b.id, a.id),
+            functools.partial(queue.add_dependency, a.id, b.id),
+            functools.partial(queue.add_dependency, b.id, a.id),
         )
         results = at_once(*edges)
         refused = [r for r in results if isinstance(r, ValidationFailed)]
         assert len(refused) == 1 and "cycle" in str(refused[0])
-        assert len(pg_queue.get(a.id).depends_on) + len(pg_queue.get(b.id).depends_on) == 1
+        assert len(queue.get(a.id).depends_on) + len(queue.get(b.id).depends_on) == 1
 
 
-def test_a_note_returns_its_own_events_seq(pg_queue: TaskQueue) -> None:
-    tasks = [pg_queue.create({"title": f"t{i}"}) for i in range(6)]
-    notes = at_once(*[lambda t=t: pg_queue.add_note(t.id, f"note for {t.id}") for t in tasks])
+def test_a_note_returns_its_own_events_seq(queue: TaskQueue) -> None:
+    tasks = [queue.create({"title": f"t{i}"}) for i in range(6)]
+    notes = at_once(*[lambda t=t: queue.add_note(t.id, f"note for {t.id}") for t in tasks])
     for task, note in zip(tasks, notes, strict=True):
-        event = next(e for e in pg_queue.history(task.id).events if e.action == "note")
+        event = next(e for e in queue.history(task.id).events if e.action == "note")
         assert (event.seq, event.new) == (note.seq, f"note for {task.id}")
 
 
-def test_concurrent_claimers_never_share_a_task(pg_queue: TaskQueue) -> None:
-    pg_queue.create_many([{"title": f"t{i}"} for i in range(60)])
+def test_concurrent_claimers_never_share_a_task(queue: TaskQueue) -> None:
+    queue.create_many([{"title": f"t{i}"} for i in range(60)])
     claimed: list[str] = []
     lock = threading.Lock()
 
     def drain(worker: str) -> None:
-        while (task := pg_queue.claim(worker)) is not None:
+        while (task := queue.claim(worker)) is not None:
             with lock:
                 claimed.append(task.id)
 
@@ -120,19 +106,19 @@ def test_concurrent_claimers_never_share_a_task(pg_queue: TaskQueue) -> None:
     assert len(claimed) == 60 and len(set(claimed)) == 60
 
 
-def test_the_claim_walks_the_claim_index(pg_queue: TaskQueue, pg_store: Storage) -> None:
-    pg_queue.create_many([{"title": f"t{i}"} for i in range(100)])
-    pg_queue.create_many([{"title": f"later {i}", "run_at": "2100-01-01T00:00:00Z"} for i in range(100)])
+def test_the_claim_walks_the_claim_index(queue: TaskQueue, store: Storage) -> None:
+    queue.create_many([{"title": f"t{i}"} for i in range(100)])
+    queue.create_many([{"title": f"later {i}", "run_at": "2100-01-01T00:00:00Z"} for i in range(100)])
 
     def plan(tx: Any) -> str:
         tx.conn.execute("ANALYZE tasks")
         sql = "EXPLAIN " + CLAIM_SQL.format(filters="") + tx.SKIP_LOCKED
         return " | ".join(row[0] for row in tx.conn.execute(sql))
 
-    text = pg_store.write(plan)
+    text = store.write(plan)
     assert "tasks_claim" in text and "Sort" not in text, text
 
 
-def test_export_says_it_is_sqlite_only(pg_store: Storage) -> None:
+def test_export_says_it_is_sqlite_only(store: Storage) -> None:
     with pytest.raises(ValidationFailed, match="SQLite stores only"):
-        export_jsonl(pg_store, io.StringIO())
+        export_jsonl(store, io.StringIO())

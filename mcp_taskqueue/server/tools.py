@@ -2,7 +2,7 @@
 
 Descriptions are written for the model that reads them and kept short: the whole
 `tools/list` is context an agent pays for on every turn (tests/test_token_budget.py).
-Blocking SQLite work runs in a worker thread so one slow write never stalls the event loop.
+Blocking store work runs in a worker thread so one slow write never stalls the event loop.
 """
 
 from __future__ import annotations

@@ -63,7 +63,9 @@ async def render() -> str:
             resources = (await client.list_resources()).resources
             templates = (await client.list_resource_templates()).resource_templates
             prompts = (await client.list_prompts()).prompts
-        groups = {name: {t.name for t in await _tools_of(Path(tmp) / f"{name}.db", name)} for name in parse_toolsets(None)}
+        groups = {
+            name: {t.name for t in await _tools_of(Path(tmp) / f"{name}.db", name)} for name in parse_toolsets(None)
+        }
     lines = [HEADER, "## Tools", ""]
     for group in parse_toolsets(None):
         lines += [f"### Toolset `{group}`", ""]

@@ -12,6 +12,9 @@ from mcp_taskqueue.models import Workflow
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.workflows import Workflows
 
+# Tasks per column of project `demo` after `populate`.
+DEMO_COUNTS = {"ready": 6, "running": 2, "blocked": 3, "failed": 1, "completed": 3, "cancelled": 1}
+
 RELEASE_PLAN: dict[str, Any] = {
     "name": "Release 1.2",
     "project": "demo",

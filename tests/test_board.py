@@ -17,7 +17,7 @@ from mcp_taskqueue.errors import InvalidTransition, LeaseLost
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.workflows import Workflows
-from tests.board_data import populate
+from tests.board_data import DEMO_COUNTS, populate
 from tests.conftest import Clock
 from tests.servers import http_server
 
@@ -63,14 +63,7 @@ def test_columns_show_cards_with_worker_lease_attempts_and_progress(
     view = httpx.get(base + "/board/api/board", params={"project": "demo"}).json()
     cols = columns(view)
     assert list(cols) == ["ready", "running", "blocked", "failed", "completed", "cancelled"]
-    assert {k: c["count"] for k, c in cols.items()} == {
-        "ready": 6,
-        "running": 2,
-        "blocked": 3,
-        "failed": 1,
-        "completed": 3,
-        "cancelled": 1,
-    }
+    assert {k: c["count"] for k, c in cols.items()} == DEMO_COUNTS
     parser = next(c for c in cols["running"]["cards"] if c["id"] == ids["Refactor the parser"])
     assert parser["worker"] == "agent-ada" and parser["attempts"] == 1 and parser["progress"] == 0.4
     assert 3000 < parser["lease_seconds_left"] <= 3600

@@ -13,7 +13,7 @@ from mcp_types import Implementation
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
-from tests.board_data import populate
+from tests.board_data import DEMO_COUNTS, populate
 
 pytestmark = pytest.mark.anyio
 
@@ -51,14 +51,7 @@ async def test_show_board_degrades_to_a_compact_text_summary(db_path: Path, popu
         assert not result.is_error
         board = result.structured_content
         assert board is not None
-        assert {c["key"]: c["count"] for c in board["columns"]} == {
-            "ready": 6,
-            "running": 2,
-            "blocked": 3,
-            "failed": 1,
-            "completed": 3,
-            "cancelled": 1,
-        }
+        assert {c["key"]: c["count"] for c in board["columns"]} == DEMO_COUNTS
         assert all(len(c.get("cards", [])) <= 3 for c in board["columns"])  # no Apps: few cards
         text = result.content[0].text  # type: ignore[union-attr]
         assert text.splitlines()[0] == "demo: 6 ready, 2 running, 3 blocked, 1 failed, 3 completed, 1 cancelled"

@@ -157,6 +157,10 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
         except ValueError:
             raise ValidationFailed(f"{name} must be a whole number, not {raw!r}") from None
 
+    def page_of(request: Request) -> dict[str, Any]:
+        """`limit` and `cursor` of a paged listing."""
+        return {"limit": int_param(request, "limit", 50), "cursor": request.query_params.get("cursor") or None}
+
     @mcp.custom_route("/", methods=["GET"])  # type: ignore[untyped-decorator]
     @mcp.custom_route("/board", methods=["GET"])  # type: ignore[untyped-decorator]
     async def page(_request: Request) -> Response:
@@ -195,12 +199,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
     @mcp.custom_route("/board/api/column/{key}", methods=["GET"])  # type: ignore[untyped-decorator]
     async def column(request: Request) -> Response:
         def read(_actor: str) -> Any:
-            return board.column(
-                request.path_params["key"],
-                filters_of(request),
-                limit=int_param(request, "limit", 50),
-                cursor=request.query_params.get("cursor") or None,
-            )
+            return board.column(request.path_params["key"], filters_of(request), **page_of(request))
 
         return await answer(request, "read", read)
 
@@ -211,11 +210,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
     @mcp.custom_route("/board/api/workflows", methods=["GET"])  # type: ignore[untyped-decorator]
     async def workflows(request: Request) -> Response:
         def read(_actor: str) -> Any:
-            return board.workflows.list(
-                project=request.query_params.get("project") or None,
-                limit=int_param(request, "limit", 50),
-                cursor=request.query_params.get("cursor") or None,
-            )
+            return board.workflows.list(project=request.query_params.get("project") or None, **page_of(request))
 
         return await answer(request, "read", read)
 

@@ -32,7 +32,7 @@ async def test_show_board_is_bound_to_the_app_resource(db_path: Path, populated:
         tool = tools["show_board"]
         assert tool.meta == {"ui": {"resourceUri": "ui://taskqueue/board"}}
         assert tool.annotations is not None and tool.annotations.read_only_hint
-        assert tool.output_schema is not None and "columns" in tool.output_schema["properties"]
+        assert tool.output_schema is not None and {"counts", "cards"} <= set(tool.output_schema["properties"])
         resource = (await client.read_resource("ui://taskqueue/board")).contents[0]
         assert resource.mime_type == APP_MIME_TYPE
         html = resource.text  # type: ignore[union-attr]
@@ -51,15 +51,19 @@ async def test_show_board_degrades_to_a_compact_text_summary(db_path: Path, popu
         assert not result.is_error
         board = result.structured_content
         assert board is not None
-        assert {c["key"]: c["count"] for c in board["columns"]} == DEMO_COUNTS
-        assert all(len(c.get("cards", [])) <= 3 for c in board["columns"])  # no Apps: few cards
+        assert board["counts"] == DEMO_COUNTS
+        per_column = [sum(1 for c in board["cards"] if c["column"] == key) for key in DEMO_COUNTS]
+        assert per_column == [min(3, n) for n in DEMO_COUNTS.values()]  # no Apps: a few cards per column
+        running = [c for c in board["cards"] if c["column"] == "running"]
+        assert {c["worker"] for c in running} == {"agent-ada", "agent-bob"}
         text = result.content[0].text  # type: ignore[union-attr]
         assert text.splitlines()[0] == "demo: 6 ready, 2 running, 3 blocked, 1 failed, 3 completed, 1 cancelled"
         assert "Refactor the parser (agent-ada)" in text and populated["Migrate the old database"] in text
         assert len(text) < 600 and not text.startswith("{")
         everything = await client.call_tool("show_board", {})
-        assert everything.structured_content["total"] == 17  # type: ignore[index]
-        assert json.loads(json.dumps(everything.structured_content))["columns"][0]["key"] == "ready"
+        counts = everything.structured_content["counts"]  # type: ignore[index]
+        assert sum(counts.values()) == 17 and list(counts) == list(DEMO_COUNTS)
+        assert json.loads(json.dumps(everything.structured_content))["cards"][0]["column"] == "ready"
 
 
 async def test_the_board_toolset_alone_and_without_it(db_path: Path) -> None:

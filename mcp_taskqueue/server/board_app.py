@@ -9,15 +9,14 @@ summary, with fewer cards for a client that did not negotiate Apps.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.apps import Apps, client_supports_apps
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from mcp_taskqueue.board import Board, Filters
-from mcp_taskqueue.models import Priority
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.board_routes import web_file
 from mcp_taskqueue.server.tools import READ, ProjectArg, reply, run_queue
@@ -28,38 +27,36 @@ CARDS_FOR_TEXT = 3
 
 
 class SummaryCard(BaseModel):
+    """A card as the App draws it (kept out of the output schema: tools/list is paid for on every turn)."""
+
     id: str
     title: str
-    priority: Priority
+    column: str
+    priority: str
     worker: str | None = None
     progress: float | None = None
 
 
-class SummaryColumn(BaseModel):
-    key: str
-    count: int
-    cards: list[SummaryCard] = Field(default_factory=list)
-
-
 class BoardSummary(BaseModel):
-    """The board's columns with their sizes and first cards."""
+    """Tasks per column (ready, running, blocked, failed, completed, cancelled) and each column's first cards."""
 
     project: str | None = None
-    total: int
-    columns: list[SummaryColumn]
+    counts: dict[str, int]
+    cards: list[dict[str, Any]]  # SummaryCard
 
 
 def summary_text(summary: BoardSummary) -> str:
     """`demo: 6 ready, 2 running, ...` and the first cards of the columns that need a person."""
-    head = ", ".join(f"{c.count} {c.key}" for c in summary.columns)
+    head = ", ".join(f"{count} {key}" for key, count in summary.counts.items())
     lines = [f"{summary.project or 'all projects'}: {head}"]
-    for column in summary.columns:
-        if column.key in ("running", "failed", "blocked") and column.cards:
+    for key in ("running", "failed", "blocked"):
+        cards = [SummaryCard(**c) for c in summary.cards if c["column"] == key][:CARDS_FOR_TEXT]
+        if cards:
             shown = "; ".join(
-                c.title + (f" ({c.worker})" if c.worker else "") + (f" [{c.id}]" if column.key == "failed" else "")
-                for c in column.cards[:CARDS_FOR_TEXT]
+                c.title + (f" ({c.worker})" if c.worker else "") + (f" [{c.id}]" if key == "failed" else "")
+                for c in cards
             )
-            lines.append(f"{column.key}: {shown}")
+            lines.append(f"{key}: {shown}")
     return "\n".join(lines)
 
 
@@ -80,28 +77,23 @@ def board_apps(queue: TaskQueue) -> Apps:
     async def show_board(
         project: ProjectArg = None, ctx: Context | None = None
     ) -> Annotated[CallToolResult, BoardSummary]:
-        """Show the user the live task board (a text summary in hosts without MCP Apps)."""
+        """Show the live task board."""
         cards = CARDS_FOR_APPS if ctx is not None and client_supports_apps(ctx) else CARDS_FOR_TEXT
         view = await run_queue(board.view, Filters(project=project), cards)
         summary = BoardSummary(
             project=project,
-            total=view.total,
-            columns=[
-                SummaryColumn(
-                    key=col.key,
-                    count=col.count,
-                    cards=[
-                        SummaryCard(
-                            id=c.id,
-                            title=c.title,
-                            priority=c.priority,
-                            worker=c.worker,
-                            progress=c.progress,
-                        )
-                        for c in col.cards
-                    ],
-                )
+            counts={col.key: col.count for col in view.columns},
+            cards=[
+                SummaryCard(
+                    id=c.id,
+                    title=c.title,
+                    column=col.key,
+                    priority=c.priority.value,
+                    worker=c.worker,
+                    progress=c.progress,
+                ).model_dump(exclude_none=True)
                 for col in view.columns
+                for c in col.cards
             ],
         )
         result = reply(summary)

@@ -42,7 +42,7 @@
   function render(result) {
     const board = result && (result.structuredContent || result.structured_content);
     if (!board) return;
-    const columns = board.columns.map((col) => h("section", { class: `column col-${col.key}`, "aria-labelledby": `c-${col.key}` },
+    const columns = Object.entries(board.counts).map(([key, count]) => ({ key, count, cards: board.cards.filter((c) => c.column === key) })).map((col) => h("section", { class: `column col-${col.key}`, "aria-labelledby": `c-${col.key}` },
       h("h2", { id: `c-${col.key}` }, h("span", {}, LABELS[col.key] || col.key), h("span", { "aria-label": `${col.count} tasks` }, String(col.count))),
       col.cards.length ? h("ul", { class: "cards" }, col.cards.map((c) => h("li", { class: `card s-${col.key}`, "data-task-id": c.id },
         h("h3", {}, c.title),
@@ -57,7 +57,7 @@
     root.replaceChildren(
       h("div", { class: "row" }, h("h1", {}, board.project ? `Board: ${board.project}` : "Board: all projects"),
         h("button", { type: "button", class: "secondary", onclick: refresh }, "Refresh")),
-      h("p", { class: "summary" }, `${board.total} tasks.`),
+      h("p", { class: "summary" }, `${Object.values(board.counts).reduce((a, b) => a + b, 0)} tasks.`),
       h("div", { class: "columns" }, columns));
   }
 

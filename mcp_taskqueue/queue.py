@@ -1117,11 +1117,22 @@ class TaskQueue:
                     "lease_revoked",
                     error=error,
                     finished_at=now,
+                    lease_id=None,
                     lease_expires_at=None,
                 )
                 self._on_dead_end(tx, row["seq"], task_id, now, actor)
             else:
-                self._set_status(tx, row, Status.ready, now, actor, "lease_revoked", worker=None, lease_expires_at=None)
+                self._set_status(
+                    tx,
+                    row,
+                    Status.ready,
+                    now,
+                    actor,
+                    "lease_revoked",
+                    worker=None,
+                    lease_id=None,
+                    lease_expires_at=None,
+                )
             return self._task(tx, self._row(tx, task_id))
 
         return self.store.write(op)

@@ -40,7 +40,9 @@ def demo(tmp_path: Path) -> tuple[Path, TaskQueue, dict[str, Any]]:
     return db, queue, populate(queue)
 
 
-async def test_local_board_columns_detail_live_updates_and_actions(demo: tuple[Path, TaskQueue, dict[str, Any]]) -> None:
+async def test_local_board_columns_detail_live_updates_and_actions(
+    demo: tuple[Path, TaskQueue, dict[str, Any]],
+) -> None:
     db, queue, ids = demo
     app = TopApp(LocalSource(db))
     async with app.run_test(size=(180, 50)) as pilot:

@@ -311,8 +311,8 @@ def render(tools: list[Any], uris: list[str]) -> str:
     out += ["", "/** One camelCase method per tool; `TaskQueueClient` implements `callTool`. */"]
     out.append("export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {")
     out.append("  abstract callTool<K extends ToolName>(")
-    out.append("    name: K, args: ToolTypes[K][\"args\"], options?: O,")
-    out.append("  ): Promise<ToolTypes[K][\"result\"]>;")
+    out.append('    name: K, args: ToolTypes[K]["args"], options?: O,')
+    out.append('  ): Promise<ToolTypes[K]["result"]>;')
     for tool in tools:
         required = tool.input_schema.get("required", [])
         arg = f"args: {inputs[tool.name]}" + ("" if required else " = {}")

@@ -118,7 +118,9 @@ export function isConnectionFailure(error: unknown): boolean {
 }
 
 function isAbort(error: unknown, signal: AbortSignal | undefined): boolean {
-  return signal?.aborted === true && (error === signal.reason || (error instanceof Error && error.name === "AbortError"));
+  return (
+    signal?.aborted === true && (error === signal.reason || (error instanceof Error && error.name === "AbortError"))
+  );
 }
 
 /** Errors of the HTTP layer that are refusals rather than breakage. */
@@ -149,7 +151,9 @@ function dropUndefined(args: object): Record<string, unknown> {
 /** A call that doing twice cannot do twice: read-only or idempotent by its annotations, or carrying an idempotency key. */
 export function isRepeatSafe(tool: ToolName, args: object): boolean {
   const meta = TOOLS[tool];
-  return meta.readOnly || meta.idempotent || typeof (args as { idempotency_key?: unknown }).idempotency_key === "string";
+  return (
+    meta.readOnly || meta.idempotent || typeof (args as { idempotency_key?: unknown }).idempotency_key === "string"
+  );
 }
 
 export class TaskQueueClient extends ToolMethods<CallOptions> {
@@ -197,7 +201,8 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
     const target = this.target;
     if (typeof target === "function") return target();
     if (typeof target === "string" || target instanceof URL) {
-      const url = new URL(String(target));
+      // a relative URL ("/mcp") is relative to the page, in a browser
+      const url = new URL(String(target), (globalThis as { location?: { href: string } }).location?.href);
       if (url.pathname === "/" || url.pathname === "") url.pathname = "/mcp";
       const headers: Record<string, string> = { ...this.options.headers };
       if (this.options.token !== undefined) headers["Authorization"] = `Bearer ${this.options.token}`;
@@ -250,9 +255,13 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
         const refused = refusal(error, "connect");
         if (refused !== undefined) throw refused;
         if (!isConnectionFailure(error) || attempt >= retries || this.closed) {
-          throw new TransportFailed(`cannot reach the server at ${this.describeTarget()}: ${String(error)}`, undefined, {
-            cause: error,
-          });
+          throw new TransportFailed(
+            `cannot reach the server at ${this.describeTarget()}: ${String(error)}`,
+            undefined,
+            {
+              cause: error,
+            },
+          );
         }
         await sleep(backoffDelay(attempt, this.options));
         continue;
@@ -394,7 +403,10 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
     if (this.options.validate === false) return data as ToolTypes[K]["result"];
     const parsed = TOOLS[name].result.safeParse(data);
     if (!parsed.success) {
-      throw new InvalidOutput(`${name} returned a result this client does not understand: ${parsed.error.message}`, name);
+      throw new InvalidOutput(
+        `${name} returned a result this client does not understand: ${parsed.error.message}`,
+        name,
+      );
     }
     return parsed.data as ToolTypes[K]["result"];
   }
@@ -410,9 +422,13 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
     const created: CreateTasksResult = { tasks: [], refs: {} };
     for (let start = 0; start < total; start += size) {
       const refs = created.refs ?? {};
-      const chunk: TaskSpec[] = args.tasks.slice(start, start + size).map((spec) =>
-        spec.depends_on === undefined ? spec : { ...spec, depends_on: spec.depends_on.map((dep) => refs[dep] ?? dep) },
-      );
+      const chunk: TaskSpec[] = args.tasks
+        .slice(start, start + size)
+        .map((spec) =>
+          spec.depends_on === undefined
+            ? spec
+            : { ...spec, depends_on: spec.depends_on.map((dep) => refs[dep] ?? dep) },
+        );
       const result = await this.callTool("create_tasks", { tasks: chunk }, options);
       created.tasks.push(...result.tasks);
       created.refs = { ...refs, ...result.refs };
@@ -431,7 +447,10 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
         (client) =>
           client.readResource(
             { uri },
-            { timeout: options.timeoutMs ?? this.options.timeoutMs ?? 60_000, ...(options.signal ? { signal: options.signal } : {}) },
+            {
+              timeout: options.timeoutMs ?? this.options.timeoutMs ?? 60_000,
+              ...(options.signal ? { signal: options.signal } : {}),
+            },
           ),
         options.signal,
       );
@@ -541,7 +560,9 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
       if (current === undefined || this.closed) return;
       void current.then(
         (conn) =>
-          conn.client.ping({ timeout: this.options.keepAliveMs ?? 5000 }).catch((error: unknown) => this.lost(conn, error)),
+          conn.client
+            .ping({ timeout: this.options.keepAliveMs ?? 5000 })
+            .catch((error: unknown) => this.lost(conn, error)),
         () => undefined,
       );
     }, this.options.keepAliveMs ?? 5000);

@@ -67,7 +67,6 @@ export function useLive<T>(
       (error) => setState((s) => ({ ...s, error, loading: false })),
     );
     // `key` stands for uris and load: they are new objects on every render
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [client, key]);
   return state;
 }

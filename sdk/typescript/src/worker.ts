@@ -211,7 +211,9 @@ export class Worker {
   }
 
   private async drained(): Promise<boolean> {
-    const stats = await this.client.queueStats(this.options.project === undefined ? {} : { project: this.options.project });
+    const stats = await this.client.queueStats(
+      this.options.project === undefined ? {} : { project: this.options.project },
+    );
     const count = (status: string): number => stats.by_status[status] ?? 0;
     return count("running") === 0 && count("pending") + count("ready") - stats.blocked <= 0;
   }
@@ -303,7 +305,11 @@ export class Worker {
         }
       }
       const text = failure instanceof Error ? `${failure.name}: ${failure.message}` : String(failure);
-      await this.client.failTask({ ...lease, error: text.slice(0, 9000), retryable: !(failure instanceof PermanentError) });
+      await this.client.failTask({
+        ...lease,
+        error: text.slice(0, 9000),
+        retryable: !(failure instanceof PermanentError),
+      });
       this.stats.failed++;
     } catch (error) {
       if (!(error instanceof LeaseLost || error instanceof TransportFailed)) throw error;

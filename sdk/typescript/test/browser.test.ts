@@ -64,7 +64,9 @@ describe("browser bundle in Chromium", () => {
     page.on("pageerror", (e) => errors.push(String(e)));
     // The page and the bundle are served on the server's own origin (so no CORS is involved);
     // every other request, /mcp included, goes to the real server.
-    await page.route(`${server.base}/sdk-test.html`, (route) => route.fulfill({ contentType: "text/html", body: PAGE }));
+    await page.route(`${server.base}/sdk-test.html`, (route) =>
+      route.fulfill({ contentType: "text/html", body: PAGE }),
+    );
     await page.route(`${server.base}/sdk/index.js`, (route) =>
       route.fulfill({ contentType: "text/javascript", body: readFileSync(BUNDLE, "utf8") }),
     );

@@ -34,7 +34,12 @@ describe("client over streamable HTTP", () => {
   });
 
   test("a task's whole life: create, claim, heartbeat, complete", async () => {
-    const created = await tq.createTask({ title: "Write the docs", project: "life", priority: "high", payload: { n: 1 } });
+    const created = await tq.createTask({
+      title: "Write the docs",
+      project: "life",
+      priority: "high",
+      payload: { n: 1 },
+    });
     assert.equal(created.status, "ready");
     const claim = await tq.claimTask({ worker: "w1", project: "life", lease_seconds: 30 });
     assert.ok(claim.task);
@@ -50,14 +55,22 @@ describe("client over streamable HTTP", () => {
     assert.equal(task.status, "completed");
     assert.deepEqual(task.result, { pages: 3 });
     assert.equal(task.attempts, 1);
-    const history = await tq.readResource<{ events: Array<{ actor?: string }> }>(`taskqueue://tasks/${created.id}/history`);
-    assert.ok(history.events.some((e) => e.actor === "ts-test"), "the client's name is the actor in the history");
+    const history = await tq.readResource<{ events: Array<{ actor?: string }> }>(
+      `taskqueue://tasks/${created.id}/history`,
+    );
+    assert.ok(
+      history.events.some((e) => e.actor === "ts-test"),
+      "the client's name is the actor in the history",
+    );
     const empty = await tq.claimTask({ worker: "w1", project: "life" });
     assert.equal(empty.task, null);
   });
 
   test("tool errors arrive as typed errors", async () => {
-    await assert.rejects(tq.getTask({ task_id: "nope" }), (e: unknown) => e instanceof NotFound && e.tool === "get_task");
+    await assert.rejects(
+      tq.getTask({ task_id: "nope" }),
+      (e: unknown) => e instanceof NotFound && e.tool === "get_task",
+    );
     await assert.rejects(
       tq.createTask({ title: "x", priority: "urgent" as "high" }),
       (e: unknown) => e instanceof ValidationFailed && /priority/.test(e.message),
@@ -83,10 +96,28 @@ describe("client over streamable HTTP", () => {
   test("results are checked with zod", () => {
     assert.equal(TaskSchema.safeParse({ id: "x" }).success, false);
     const ok = TaskSchema.safeParse({
-      id: "x", project: "p", title: "t", status: "ready", version: 1, created_at: "a", updated_at: "b", extra: 1,
+      id: "x",
+      project: "p",
+      title: "t",
+      status: "ready",
+      version: 1,
+      created_at: "a",
+      updated_at: "b",
+      extra: 1,
     });
     assert.ok(ok.success, "unknown fields from a newer server pass");
-    assert.equal(TaskSchema.safeParse({ id: "x", project: "p", title: "t", status: "odd", version: 1, created_at: "a", updated_at: "b" }).success, false);
+    assert.equal(
+      TaskSchema.safeParse({
+        id: "x",
+        project: "p",
+        title: "t",
+        status: "odd",
+        version: 1,
+        created_at: "a",
+        updated_at: "b",
+      }).success,
+      false,
+    );
   });
 
   test("retries only for read-only, idempotent or keyed calls", () => {

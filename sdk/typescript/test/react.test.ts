@@ -28,7 +28,11 @@ function StatsView(): ReturnType<typeof h> {
 
 function ListView(): ReturnType<typeof h> {
   const { data } = useTasks({ project: "react", status: "ready" });
-  return h("ul", { id: "list" }, (data?.tasks ?? []).map((t) => h("li", { key: t.id }, t.title)));
+  return h(
+    "ul",
+    { id: "list" },
+    (data?.tasks ?? []).map((t) => h("li", { key: t.id }, t.title)),
+  );
 }
 
 function WorkflowView(props: { id: string }): ReturnType<typeof h> {
@@ -55,7 +59,14 @@ describe("React hooks stay live", () => {
   test("useTask, useTasks, useQueueStats and useWorkflow follow the server", async () => {
     const task = await tq.createTask({ title: "render me", project: "react", priority: "critical" });
     const wf = await tq.createWorkflow({
-      spec: { name: "ui", project: "react", tasks: [{ ref: "a", title: "A" }, { ref: "b", title: "B", depends_on: ["a"] }] },
+      spec: {
+        name: "ui",
+        project: "react",
+        tasks: [
+          { ref: "a", title: "A" },
+          { ref: "b", title: "B", depends_on: ["a"] },
+        ],
+      },
     });
     const container = document.createElement("div");
     document.body.appendChild(container);

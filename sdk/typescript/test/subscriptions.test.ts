@@ -60,7 +60,10 @@ describe("subscriptions and reconnects over HTTP", () => {
     await writer.addNote({ task_id: task.id, text: "after the restart" });
     await eventually(() => (heard.length > before ? true : undefined));
     assert.ok(stats > 0, "the stats subscription was renewed too");
-    assert.ok(events.some((e) => e.type === "lost"), "the loss was reported");
+    assert.ok(
+      events.some((e) => e.type === "lost"),
+      "the loss was reported",
+    );
   });
 
   test("a call that is not safe to repeat is not repeated when the connection breaks", async () => {
@@ -94,7 +97,12 @@ describe("stdio transport", () => {
     const claim = await tq.claimTask({ worker: "sw", project: "stdio" });
     assert.equal(claim.task?.id, task.id);
     const lease = (claim.task as { lease_id?: string }).lease_id;
-    const done = await tq.completeTask({ task_id: task.id, worker: "sw", result: 42, ...(lease ? { lease_id: lease } : {}) });
+    const done = await tq.completeTask({
+      task_id: task.id,
+      worker: "sw",
+      result: 42,
+      ...(lease ? { lease_id: lease } : {}),
+    });
     assert.equal(done.status, "completed");
     const firstPid = await tq.serverPid;
     assert.ok(firstPid);

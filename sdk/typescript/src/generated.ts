@@ -104,6 +104,8 @@ export interface Task {
   timeout_seconds?: number;
   idempotency_key?: string;
   worker?: string;
+  /** Fencing token of your lease; only claim_task shows it. */
+  lease_id?: string;
   lease_expires_at?: string;
   progress?: number;
   /** Dependencies that failed or were cancelled. */
@@ -137,6 +139,7 @@ export const TaskSchema: z.ZodType<Task> = z.looseObject({
   timeout_seconds: z.number().int().optional(),
   idempotency_key: z.string().optional(),
   worker: z.string().optional(),
+  lease_id: z.string().optional(),
   lease_expires_at: z.string().optional(),
   progress: z.number().optional(),
   blocked_by: z.array(z.string()).optional(),
@@ -349,14 +352,22 @@ export interface ClaimTaskArgs {
   tags?: Array<string> | null;
   /** Default 300. */
   lease_seconds?: number | null;
+  /** Default 1. */
+  max_tasks?: number | null;
+  /** A retry with it returns the same leases. */
+  idempotency_key?: string | null;
 }
 
 export interface ClaimTaskResult {
   task?: Task | null;
+  tasks?: Array<Task>;
+  lease_id?: string;
   lease_expires_at?: string;
 }
 export const ClaimTaskResultSchema: z.ZodType<ClaimTaskResult> = z.looseObject({
   task: TaskSchema.nullable().optional(),
+  tasks: z.array(TaskSchema).optional(),
+  lease_id: z.string().optional(),
   lease_expires_at: z.string().optional(),
 });
 
@@ -365,6 +376,8 @@ export interface HeartbeatArgs {
   task_id: string;
   /** Your stable worker name. */
   worker: string;
+  /** lease_id from claim_task. */
+  lease_id: string;
   /** Fraction done, 0..1. */
   progress?: number | null;
   message?: string | null;
@@ -376,6 +389,8 @@ export interface CompleteTaskArgs {
   task_id: string;
   /** Your stable worker name. */
   worker: string;
+  /** lease_id from claim_task. */
+  lease_id: string;
   /** JSON result for whoever reads it. */
   result?: unknown;
 }
@@ -385,9 +400,11 @@ export interface FailTaskArgs {
   task_id: string;
   /** Your stable worker name. */
   worker: string;
+  /** lease_id from claim_task. */
+  lease_id: string;
   /** What went wrong, for whoever retries. */
   error: string;
-  retryable?: boolean;
+  retryable?: boolean | null;
 }
 
 export interface ReleaseTaskArgs {
@@ -395,7 +412,9 @@ export interface ReleaseTaskArgs {
   task_id: string;
   /** Your stable worker name. */
   worker: string;
-  delay_seconds?: number;
+  /** lease_id from claim_task. */
+  lease_id: string;
+  delay_seconds?: number | null;
 }
 
 export interface QueueStatsArgs {
@@ -521,6 +540,7 @@ export interface ListWorkflowsArgs {
   project?: string | null;
   limit?: number;
   cursor?: string | null;
+  status?: "pending" | "running" | "blocked" | "completed" | "failed" | "cancelled";
 }
 
 export interface ListWorkflowsResult {
@@ -615,7 +635,7 @@ export const TOOLS = {
   retry_task: { method: "retryTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
   claim_task: { method: "claimTask", readOnly: false, idempotent: false, destructive: false, result: ClaimTaskResultSchema },
   heartbeat: { method: "heartbeat", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
-  complete_task: { method: "completeTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
+  complete_task: { method: "completeTask", readOnly: false, idempotent: true, destructive: false, result: TaskStateSchema },
   fail_task: { method: "failTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
   release_task: { method: "releaseTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
   queue_stats: { method: "queueStats", readOnly: true, idempotent: false, destructive: false, result: QueueStatsResultSchema },
@@ -722,7 +742,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
     return this.callTool("retry_task", args, options);
   }
 
-  /** Atomically take the highest-priority, oldest ready task and lease it to you; task is null when nothing is ready. Heartbeat before the lease ends, then complete_task or fail_task. */
+  /** Atomically lease the highest-priority, oldest ready task to you; task is null when nothing is ready. Pass its lease_id to heartbeat (before the lease ends), then complete_task or fail_task. */
   claimTask(args: ClaimTaskArgs, options?: O): Promise<ClaimTaskResult> {
     return this.callTool("claim_task", args, options);
   }
@@ -737,7 +757,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
     return this.callTool("complete_task", args, options);
   }
 
-  /** Report a failed attempt. Retryable with attempts left: retried after exponential backoff (see run_at). Otherwise `failed`, and dependents are marked blocked. */
+  /** Report a failed attempt. Retryable (default) with attempts left: retried after exponential backoff (see run_at). Otherwise `failed`, and dependents are marked blocked. */
   failTask(args: FailTaskArgs, options?: O): Promise<TaskState> {
     return this.callTool("fail_task", args, options);
   }
@@ -777,7 +797,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
     return this.callTool("get_workflow", args, options);
   }
 
-  /** Workflows, newest first, with status and progress. */
+  /** Workflows, newest first, with status and progress (only those with `status` if given). */
   listWorkflows(args: ListWorkflowsArgs = {}, options?: O): Promise<ListWorkflowsResult> {
     return this.callTool("list_workflows", args, options);
   }

@@ -1,7 +1,7 @@
 /**
  * `Worker`: the queue's worker protocol in a loop, like the Python one. Each of `concurrency` slots
  * claims a task of a kind it has a handler for, runs the handler while heartbeating the lease (with
- * the lease's `lease_id` when the server issues one), then completes the task with the handler's
+ * the lease's `lease_id`), then completes the task with the handler's
  * return value or fails it (retryable unless the handler threw a `PermanentError`). A lost lease
  * aborts the handler's signal and its result is discarded. `shutdown()`, the `signal` option or
  * SIGTERM/SIGINT (Node) stop claiming, abort running handlers and release their tasks.
@@ -24,8 +24,8 @@ export interface Job {
   readonly task: Task;
   /** The worker name holding the lease. */
   readonly worker: string;
-  /** The lease's fencing token, when the server issues one. */
-  readonly leaseId: string | undefined;
+  /** The lease's fencing token (`lease_id`), passed with every heartbeat, complete, fail and release. */
+  readonly leaseId: string;
   /** Aborted when the lease is lost or the worker shuts down: stop working then. */
   readonly signal: AbortSignal;
   /** Report progress (0..1) and/or a message; also extends the lease. */
@@ -70,11 +70,11 @@ export interface WorkerStats {
   lost: number;
 }
 
-interface Held {
-  task: Task;
+/** What identifies a lease in heartbeat, complete_task, fail_task and release_task. */
+interface Lease {
+  task_id: string;
   worker: string;
-  leaseId: string | undefined;
-  abort: AbortController;
+  lease_id: string;
 }
 
 type ProcessNode = {
@@ -90,11 +90,10 @@ function nodeProcess(): ProcessNode | undefined {
     : undefined;
 }
 
-/** The lease's fencing token from a claimed task (servers before fencing have none). */
-function leaseIdOf(task: Task, claim: object): string | undefined {
-  const fromTask = (task as { lease_id?: unknown }).lease_id;
-  const fromClaim = (claim as { lease_id?: unknown }).lease_id;
-  return typeof fromTask === "string" ? fromTask : typeof fromClaim === "string" ? fromClaim : undefined;
+/** A random key per claim: a claim repeated after a broken connection gets the same lease back. */
+function claimKey(worker: string): string {
+  const random = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  return `${worker}:${random}`;
 }
 
 export class Worker {
@@ -103,7 +102,7 @@ export class Worker {
   readonly options: WorkerOptions;
   readonly stats: WorkerStats = { claimed: 0, completed: 0, failed: 0, released: 0, lost: 0 };
   private readonly handlers = new Map<string, Handler>();
-  private readonly held = new Map<string, Held>();
+  private readonly held = new Map<string, Lease>();
   private shutdownController = new AbortController();
   private stopping = false;
 
@@ -183,6 +182,7 @@ export class Worker {
         claim = await this.client.claimTask(
           {
             worker,
+            idempotency_key: claimKey(worker),
             kinds: [...this.handlers.keys()],
             ...(this.options.project === undefined ? {} : { project: this.options.project }),
             ...(this.options.tags === undefined ? {} : { tags: this.options.tags }),
@@ -206,7 +206,9 @@ export class Worker {
         continue;
       }
       this.stats.claimed++;
-      await this.process(task, leaseIdOf(task, claim), worker);
+      const leaseId = task.lease_id ?? claim.lease_id;
+      if (leaseId === undefined) throw new Error("the server issued no lease_id: it is older than this SDK");
+      await this.process(task, { task_id: task.id, worker, lease_id: leaseId });
     }
   }
 
@@ -218,18 +220,13 @@ export class Worker {
     return count("running") === 0 && count("pending") + count("ready") - stats.blocked <= 0;
   }
 
-  private leaseArgs(task: Task, worker: string, leaseId: string | undefined): { task_id: string; worker: string } {
-    return { task_id: task.id, worker, ...(leaseId === undefined ? {} : { lease_id: leaseId }) };
-  }
-
-  private async process(task: Task, leaseId: string | undefined, worker: string): Promise<void> {
+  private async process(task: Task, lease: Lease): Promise<void> {
+    const worker = lease.worker;
     const handler = this.handlers.get(task.kind ?? "task");
     const abort = new AbortController();
     const onShutdown = (): void => abort.abort(this.shutdownController.signal.reason);
     this.shutdownController.signal.addEventListener("abort", onShutdown, { once: true });
-    const held: Held = { task, worker, leaseId, abort };
-    this.held.set(task.id, held);
-    const lease = this.leaseArgs(task, worker, leaseId);
+    this.held.set(task.id, lease);
     let lostLease = false;
     const beat = async (report: { progress?: number; message?: string } = {}): Promise<void> => {
       try {
@@ -248,7 +245,7 @@ export class Worker {
         if (!lostLease) this.log(`${worker}: heartbeat for ${task.id} failed: ${String(error)}`);
       });
     }, period);
-    const job: Job = { task, worker, leaseId, signal: abort.signal, heartbeat: beat };
+    const job: Job = { task, worker, leaseId: lease.lease_id, signal: abort.signal, heartbeat: beat };
     let outcome: { ok: true; value: unknown } | { ok: false; error: unknown };
     try {
       if (handler === undefined) throw new PermanentError(`no handler for kind ${String(task.kind)}`);
@@ -278,7 +275,7 @@ export class Worker {
     }
   }
 
-  private async release(lease: { task_id: string; worker: string }): Promise<void> {
+  private async release(lease: Lease): Promise<void> {
     try {
       await this.client.releaseTask(lease, { timeoutMs: 10_000 });
       this.stats.released++;
@@ -288,7 +285,7 @@ export class Worker {
   }
 
   private async report(
-    lease: { task_id: string; worker: string },
+    lease: Lease,
     outcome: { ok: true; value: unknown } | { ok: false; error: unknown },
   ): Promise<void> {
     let failure: unknown = outcome.ok ? undefined : outcome.error;

@@ -24,7 +24,7 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>sdk</title>
     let heard = 0;
     const off = await tq.subscribe("taskqueue://tasks/" + created.id, () => heard++);
     const claim = await tq.claimTask({ worker: "tab", project: "web" });
-    const lease = claim.task.lease_id ? { lease_id: claim.task.lease_id } : {};
+    const lease = { lease_id: claim.task.lease_id };
     log.push(claim.task.status);
     await tq.heartbeat({ task_id: created.id, worker: "tab", progress: 0.5, ...lease });
     const done = await tq.completeTask({ task_id: created.id, worker: "tab", result: { ok: true }, ...lease });

@@ -14,9 +14,10 @@ import {
   ValidationFailed,
   UnknownTool,
   errorFromToolText,
+  type ClaimTaskResult,
   isRepeatSafe,
 } from "mcp-taskqueue";
-import { HttpServer, tempDir } from "./server.ts";
+import { HttpServer, eventually, tempDir } from "./server.ts";
 
 describe("client over streamable HTTP", () => {
   const tmp = tempDir();
@@ -91,6 +92,27 @@ describe("client over streamable HTTP", () => {
     const err = errorFromToolText("get_task", "Error executing tool get_task: not_found: no task with id 'x'");
     assert.ok(err instanceof NotFound && err instanceof TaskQueueError && err.code === "not_found");
     assert.ok(errorFromToolText("zap", "Unknown tool: zap") instanceof UnknownTool);
+  });
+
+  test("fencing: an old lease_id gets LeaseLost, even from the same worker", async () => {
+    const t = await tq.createTask({ title: "fenced", project: "fence" });
+    const first = await tq.claimTask({ worker: "same", project: "fence", lease_seconds: 1 });
+    const old = leaseOf(first);
+    await new Promise((r) => setTimeout(r, 1500)); // the lease runs out
+    const second = await eventually(async () => {
+      const claim = await tq.claimTask({ worker: "same", project: "fence" });
+      return claim.task ? claim : undefined;
+    });
+    const fresh = leaseOf(second);
+    assert.equal(second.task?.id, t.id);
+    assert.notEqual(fresh.lease_id, old.lease_id);
+    await assert.rejects(
+      tq.completeTask({ task_id: t.id, worker: "same", ...old }),
+      (e: unknown) => e instanceof LeaseLost,
+    );
+    const done = await tq.completeTask({ task_id: t.id, worker: "same", ...fresh });
+    assert.equal(done.status, "completed");
+    assert.equal(done.attempts, 2);
   });
 
   test("results are checked with zod", () => {
@@ -181,9 +203,10 @@ describe("client over streamable HTTP", () => {
   });
 });
 
-/** The claim's lease token, when the server issues one (fencing). */
-function leaseOf(claim: object): Record<string, string> {
-  const task = (claim as { task?: { lease_id?: string } | null }).task;
-  const id = task?.lease_id ?? (claim as { lease_id?: string }).lease_id;
-  return id === undefined ? {} : { lease_id: id };
+/** The claim's lease token (fencing): every claimed task carries its own. */
+function leaseOf(claim: ClaimTaskResult): { lease_id: string } {
+  const id = claim.task?.lease_id;
+  assert.ok(id, "a claimed task has a lease_id");
+  assert.equal(claim.lease_id, id);
+  return { lease_id: id };
 }

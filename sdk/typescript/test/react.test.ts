@@ -91,8 +91,7 @@ describe("React hooks stay live", () => {
     const claimed = claim.task;
     assert.equal(claimed?.id, task.id, "the critical task is claimed first");
     assert.ok(claimed);
-    const lease = (claimed as { lease_id?: string }).lease_id;
-    const held = { task_id: claimed.id, worker: "ui", ...(lease ? { lease_id: lease } : {}) };
+    const held = { task_id: claimed.id, worker: "ui", lease_id: claimed.lease_id ?? "" };
     await tq.heartbeat({ ...held, progress: 0.5 });
     await eventually(() => (text("task") === "render me:running:0.5" ? true : undefined));
     await tq.completeTask(held);
@@ -101,8 +100,7 @@ describe("React hooks stay live", () => {
     for (;;) {
       const next = await tq.claimTask({ worker: "ui", project: "react" });
       if (!next.task) break;
-      const id = (next.task as { lease_id?: string }).lease_id;
-      await tq.completeTask({ task_id: next.task.id, worker: "ui", ...(id ? { lease_id: id } : {}) });
+      await tq.completeTask({ task_id: next.task.id, worker: "ui", lease_id: next.task.lease_id ?? "" });
     }
     await eventually(() => (text("workflow") === "completed:100" ? true : undefined));
     await eventually(() => (text("task").startsWith("render me:completed:") ? true : undefined));

@@ -96,12 +96,11 @@ describe("stdio transport", () => {
     const task = await tq.createTask({ title: "over stdio", project: "stdio" });
     const claim = await tq.claimTask({ worker: "sw", project: "stdio" });
     assert.equal(claim.task?.id, task.id);
-    const lease = (claim.task as { lease_id?: string }).lease_id;
     const done = await tq.completeTask({
       task_id: task.id,
       worker: "sw",
       result: 42,
-      ...(lease ? { lease_id: lease } : {}),
+      lease_id: claim.task?.lease_id ?? "",
     });
     assert.equal(done.status, "completed");
     const firstPid = await tq.serverPid;

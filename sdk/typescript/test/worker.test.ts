@@ -112,12 +112,11 @@ describe("Worker", () => {
       return claim.task ? claim : undefined;
     });
     assert.equal(stolen.task?.id, task.id);
-    const lease = (stolen.task as { lease_id?: string }).lease_id;
     await tq.completeTask({
       task_id: task.id,
       worker: "thief",
       result: { from: "thief" },
-      ...(lease ? { lease_id: lease } : {}),
+      lease_id: stolen.task?.lease_id ?? "",
     });
     worker.stop();
     await eventually(() => (worker.stats.lost === 1 ? true : undefined));

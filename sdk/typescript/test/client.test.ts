@@ -1,14 +1,12 @@
 // The typed client against the real server over streamable HTTP: a task's life, errors, batches, workflows.
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { join } from "node:path";
+import { describe, test } from "node:test";
 
 import {
   Conflict,
   InvalidTransition,
   LeaseLost,
   NotFound,
-  TaskQueueClient,
   TaskQueueError,
   TaskSchema,
   ValidationFailed,
@@ -17,77 +15,65 @@ import {
   type ClaimTaskResult,
   isRepeatSafe,
 } from "mcp-taskqueue";
-import { HttpServer, eventually, tempDir } from "./server.ts";
+import { eventually, withServer } from "./server.ts";
 
 describe("client over streamable HTTP", () => {
-  const tmp = tempDir();
-  let server: HttpServer;
-  let tq: TaskQueueClient;
-
-  before(async () => {
-    server = await HttpServer.start(join(tmp.dir, "tasks.db"));
-    tq = await TaskQueueClient.connect(server.url, { clientName: "ts-test" });
-  });
-  after(async () => {
-    await tq?.close();
-    await server?.stop();
-    tmp.cleanup();
-  });
+  const ctx = withServer({ clientName: "ts-test" });
 
   test("a task's whole life: create, claim, heartbeat, complete", async () => {
-    const created = await tq.createTask({
+    const created = await ctx.tq.createTask({
       title: "Write the docs",
       project: "life",
       priority: "high",
       payload: { n: 1 },
     });
     assert.equal(created.status, "ready");
-    const claim = await tq.claimTask({ worker: "w1", project: "life", lease_seconds: 30 });
+    const claim = await ctx.tq.claimTask({ worker: "w1", project: "life", lease_seconds: 30 });
     assert.ok(claim.task);
     assert.equal(claim.task.id, created.id);
     assert.equal(claim.task.status, "running");
     assert.deepEqual(claim.task.payload, { n: 1 });
     const lease = { task_id: created.id, worker: "w1", ...leaseOf(claim) };
-    const beat = await tq.heartbeat({ ...lease, progress: 0.5, message: "half way" });
+    const beat = await ctx.tq.heartbeat({ ...lease, progress: 0.5, message: "half way" });
     assert.equal(beat.progress, 0.5);
-    const done = await tq.completeTask({ ...lease, result: { pages: 3 } });
+    const done = await ctx.tq.completeTask({ ...lease, result: { pages: 3 } });
     assert.equal(done.status, "completed");
-    const task = await tq.getTask({ task_id: created.id });
+    const task = await ctx.tq.getTask({ task_id: created.id });
     assert.equal(task.status, "completed");
     assert.deepEqual(task.result, { pages: 3 });
     assert.equal(task.attempts, 1);
-    const history = await tq.readResource<{ events: Array<{ actor?: string }> }>(
+    const history = await ctx.tq.readResource<{ events: Array<{ actor?: string }> }>(
       `taskqueue://tasks/${created.id}/history`,
     );
     assert.ok(
       history.events.some((e) => e.actor === "ts-test"),
       "the client's name is the actor in the history",
     );
-    const empty = await tq.claimTask({ worker: "w1", project: "life" });
+    const empty = await ctx.tq.claimTask({ worker: "w1", project: "life" });
     assert.equal(empty.task, null);
   });
 
   test("tool errors arrive as typed errors", async () => {
     await assert.rejects(
-      tq.getTask({ task_id: "nope" }),
+      ctx.tq.getTask({ task_id: "nope" }),
       (e: unknown) => e instanceof NotFound && e.tool === "get_task",
     );
     await assert.rejects(
-      tq.createTask({ title: "x", priority: "urgent" as "high" }),
+      ctx.tq.createTask({ title: "x", priority: "urgent" as "high" }),
       (e: unknown) => e instanceof ValidationFailed && /priority/.test(e.message),
     );
-    const t = await tq.createTask({ title: "held", project: "errors" });
-    const claim = await tq.claimTask({ worker: "owner", project: "errors" });
+    const t = await ctx.tq.createTask({ title: "held", project: "errors" });
+    const claim = await ctx.tq.claimTask({ worker: "owner", project: "errors" });
     await assert.rejects(
-      tq.completeTask({ task_id: t.id, worker: "thief", ...leaseOf(claim) }),
+      ctx.tq.completeTask({ task_id: t.id, worker: "thief", ...leaseOf(claim) }),
       (e: unknown) => e instanceof LeaseLost && e.code === "lease_lost",
     );
     await assert.rejects(
-      tq.updateTask({ task_id: t.id, expected_version: 1, title: "changed" }),
+      ctx.tq.updateTask({ task_id: t.id, expected_version: 1, title: "changed" }),
       (e: unknown) => e instanceof Conflict,
     );
-    await tq.completeTask({ task_id: t.id, worker: "owner", ...leaseOf(claim) });
-    await assert.rejects(tq.cancelTask({ task_id: t.id }), (e: unknown) => e instanceof InvalidTransition);
+    await ctx.tq.completeTask({ task_id: t.id, worker: "owner", ...leaseOf(claim) });
+    await assert.rejects(ctx.tq.cancelTask({ task_id: t.id }), (e: unknown) => e instanceof InvalidTransition);
     // every typed error is a TaskQueueError with its code
     const err = errorFromToolText("get_task", "Error executing tool get_task: not_found: no task with id 'x'");
     assert.ok(err instanceof NotFound && err instanceof TaskQueueError && err.code === "not_found");
@@ -95,22 +81,22 @@ describe("client over streamable HTTP", () => {
   });
 
   test("fencing: an old lease_id gets LeaseLost, even from the same worker", async () => {
-    const t = await tq.createTask({ title: "fenced", project: "fence" });
-    const first = await tq.claimTask({ worker: "same", project: "fence", lease_seconds: 1 });
+    const t = await ctx.tq.createTask({ title: "fenced", project: "fence" });
+    const first = await ctx.tq.claimTask({ worker: "same", project: "fence", lease_seconds: 1 });
     const old = leaseOf(first);
     await new Promise((r) => setTimeout(r, 1500)); // the lease runs out
     const second = await eventually(async () => {
-      const claim = await tq.claimTask({ worker: "same", project: "fence" });
+      const claim = await ctx.tq.claimTask({ worker: "same", project: "fence" });
       return claim.task ? claim : undefined;
     });
     const fresh = leaseOf(second);
     assert.equal(second.task?.id, t.id);
     assert.notEqual(fresh.lease_id, old.lease_id);
     await assert.rejects(
-      tq.completeTask({ task_id: t.id, worker: "same", ...old }),
+      ctx.tq.completeTask({ task_id: t.id, worker: "same", ...old }),
       (e: unknown) => e instanceof LeaseLost,
     );
-    const done = await tq.completeTask({ task_id: t.id, worker: "same", ...fresh });
+    const done = await ctx.tq.completeTask({ task_id: t.id, worker: "same", ...fresh });
     assert.equal(done.status, "completed");
     assert.equal(done.attempts, 2);
   });
@@ -159,20 +145,20 @@ describe("client over streamable HTTP", () => {
       ...(i > 0 ? { depends_on: [`r${i - 1}`] } : {}),
     }));
     const progress: number[] = [];
-    const result = await tq.createTasks({ tasks: specs }, { onProgress: (p) => progress.push(p.created) });
+    const result = await ctx.tq.createTasks({ tasks: specs }, { onProgress: (p) => progress.push(p.created) });
     assert.deepEqual(progress, [500, 1000, 1100]);
     assert.equal(result.tasks.length, 1100);
     assert.equal(Object.keys(result.refs ?? {}).length, 1100);
-    const last = await tq.getTask({ task_id: result.refs?.["r1099"] ?? "" });
+    const last = await ctx.tq.getTask({ task_id: result.refs?.["r1099"] ?? "" });
     assert.deepEqual(last.depends_on, [result.refs?.["r1098"]], "a dependency on a ref of an earlier chunk");
     assert.equal(result.tasks[0]?.status, "ready");
     assert.equal(result.tasks[600]?.status, "pending");
-    const small = await tq.createTasks({ tasks: [{ title: "a", project: "batch2" }] }, { chunkSize: 10 });
+    const small = await ctx.tq.createTasks({ tasks: [{ title: "a", project: "batch2" }] }, { chunkSize: 10 });
     assert.equal(small.tasks.length, 1);
   });
 
   test("a workflow: create, follow, cancel", async () => {
-    const wf = await tq.createWorkflow({
+    const wf = await ctx.tq.createWorkflow({
       spec: {
         name: "release",
         project: "wf",
@@ -186,19 +172,19 @@ describe("client over streamable HTTP", () => {
     assert.equal(wf.total, 3);
     const buildId = wf.refs["build"];
     assert.ok(buildId);
-    const claim = await tq.claimTask({ worker: "wfw", project: "wf" });
+    const claim = await ctx.tq.claimTask({ worker: "wfw", project: "wf" });
     assert.equal(claim.task?.id, buildId);
-    await tq.completeTask({ task_id: buildId, worker: "wfw", ...leaseOf(claim) });
-    const state = await tq.getWorkflow({ workflow_id: wf.id });
+    await ctx.tq.completeTask({ task_id: buildId, worker: "wfw", ...leaseOf(claim) });
+    const state = await ctx.tq.getWorkflow({ workflow_id: wf.id });
     assert.equal(state.counts["completed"], 1);
     assert.ok(state.progress > 0 && state.progress < 1);
     assert.deepEqual(
       state.tasks?.filter((t) => t.status === "ready").map((t) => t.id),
       [wf.refs["test"]],
     );
-    const cancelled = await tq.cancelWorkflow({ workflow_id: wf.id });
+    const cancelled = await ctx.tq.cancelWorkflow({ workflow_id: wf.id });
     assert.equal(cancelled.status, "cancelled");
-    const ship = await tq.getTask({ task_id: wf.refs["ship"] ?? "" });
+    const ship = await ctx.tq.getTask({ task_id: wf.refs["ship"] ?? "" });
     assert.equal(ship.status, "cancelled");
   });
 });

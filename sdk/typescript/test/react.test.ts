@@ -1,11 +1,9 @@
 // The React hooks in a DOM (happy-dom) against the real server: they render, then follow changes.
 import { GlobalRegistrator } from "@happy-dom/global-registrator";
 import assert from "node:assert/strict";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 
-import { TaskQueueClient } from "mcp-taskqueue";
-import { HttpServer, eventually, tempDir } from "./server.ts";
+import { eventually, withServer } from "./server.ts";
 
 // a DOM for React, but Node's own networking: happy-dom's fetch would apply a page's CORS rules
 const nodeFetch = globalThis.fetch;
@@ -41,24 +39,11 @@ function WorkflowView(props: { id: string }): ReturnType<typeof h> {
 }
 
 describe("React hooks stay live", () => {
-  const tmp = tempDir();
-  let server: HttpServer;
-  let tq: TaskQueueClient;
-
-  before(async () => {
-    server = await HttpServer.start(join(tmp.dir, "tasks.db"));
-    tq = await TaskQueueClient.connect(server.url);
-  });
-  after(async () => {
-    await tq?.close();
-    await server?.stop();
-    await GlobalRegistrator.unregister();
-    tmp.cleanup();
-  });
+  const ctx = withServer({}, () => GlobalRegistrator.unregister());
 
   test("useTask, useTasks, useQueueStats and useWorkflow follow the server", async () => {
-    const task = await tq.createTask({ title: "render me", project: "react", priority: "critical" });
-    const wf = await tq.createWorkflow({
+    const task = await ctx.tq.createTask({ title: "render me", project: "react", priority: "critical" });
+    const wf = await ctx.tq.createWorkflow({
       spec: {
         name: "ui",
         project: "react",
@@ -74,7 +59,7 @@ describe("React hooks stay live", () => {
     root.render(
       h(
         TaskQueueProvider,
-        { client: tq },
+        { client: ctx.tq },
         h(TaskView, { id: task.id }),
         h(StatsView),
         h(ListView),
@@ -87,20 +72,20 @@ describe("React hooks stay live", () => {
     await eventually(() => (text("workflow") === "running:0" || text("workflow") === "pending:0" ? true : undefined));
 
     // another client works the task: the components follow
-    const claim = await tq.claimTask({ worker: "ui", project: "react", kinds: ["task"] });
+    const claim = await ctx.tq.claimTask({ worker: "ui", project: "react", kinds: ["task"] });
     const claimed = claim.task;
     assert.equal(claimed?.id, task.id, "the critical task is claimed first");
     assert.ok(claimed);
     const held = { task_id: claimed.id, worker: "ui", lease_id: claimed.lease_id ?? "" };
-    await tq.heartbeat({ ...held, progress: 0.5 });
+    await ctx.tq.heartbeat({ ...held, progress: 0.5 });
     await eventually(() => (text("task") === "render me:running:0.5" ? true : undefined));
-    await tq.completeTask(held);
+    await ctx.tq.completeTask(held);
     await eventually(() => (text("stats") === "done=1" ? true : undefined));
     // finish the workflow's tasks: its progress reaches 100
     for (;;) {
-      const next = await tq.claimTask({ worker: "ui", project: "react" });
+      const next = await ctx.tq.claimTask({ worker: "ui", project: "react" });
       if (!next.task) break;
-      await tq.completeTask({ task_id: next.task.id, worker: "ui", lease_id: next.task.lease_id ?? "" });
+      await ctx.tq.completeTask({ task_id: next.task.id, worker: "ui", lease_id: next.task.lease_id ?? "" });
     }
     await eventually(() => (text("workflow") === "completed:100" ? true : undefined));
     await eventually(() => (text("task").startsWith("render me:completed:") ? true : undefined));

@@ -4,7 +4,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
+
+import { TaskQueueClient, type ConnectOptions } from "mcp-taskqueue";
 
 export const REPO = resolve(fileURLToPath(new URL("../../..", import.meta.url)));
 export const PYTHON = process.env["TASKQUEUE_PYTHON"] ?? join(REPO, ".venv", "bin", "python");
@@ -113,4 +116,29 @@ export async function eventually<T>(check: () => Promise<T | undefined> | T | un
     if (Date.now() > deadline) throw new Error(`condition not met in ${ms} ms; last error: ${String(last)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+export interface ServerContext {
+  /** The test's temporary directory (the server's file is tasks.db in it). */
+  dir: string;
+  server: HttpServer;
+  /** A client connected to `server`. */
+  tq: TaskQueueClient;
+}
+
+/** For the surrounding suite: a server on a fresh file and a client connected to it, closed afterwards. */
+export function withServer(options: ConnectOptions = {}, cleanup?: () => Promise<void>): ServerContext {
+  const tmp = tempDir();
+  const ctx = { dir: tmp.dir } as ServerContext;
+  before(async () => {
+    ctx.server = await HttpServer.start(join(tmp.dir, "tasks.db"));
+    ctx.tq = await TaskQueueClient.connect(ctx.server.url, options);
+  });
+  after(async () => {
+    await ctx.tq?.close();
+    await ctx.server?.stop();
+    await cleanup?.();
+    tmp.cleanup();
+  });
+  return ctx;
 }

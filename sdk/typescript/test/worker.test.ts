@@ -2,29 +2,16 @@
 // a lease lost mid-handler, shutdown by AbortSignal and by SIGTERM releasing held tasks.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
-import { PermanentError, TaskQueueClient, Worker, type Task } from "mcp-taskqueue";
-import { HttpServer, eventually, tempDir } from "./server.ts";
+import { PermanentError, Worker, type Task } from "mcp-taskqueue";
+import { eventually, withServer } from "./server.ts";
 
 const quiet = { log: () => undefined, handleSignals: false };
 
 describe("Worker", () => {
-  const tmp = tempDir();
-  let server: HttpServer;
-  let tq: TaskQueueClient;
-
-  before(async () => {
-    server = await HttpServer.start(join(tmp.dir, "tasks.db"));
-    tq = await TaskQueueClient.connect(server.url);
-  });
-  after(async () => {
-    await tq?.close();
-    await server?.stop();
-    tmp.cleanup();
-  });
+  const ctx = withServer();
 
   test("drains 200 tasks with 4 concurrent handlers", async () => {
     const tasks = Array.from({ length: 200 }, (_, i) => ({
@@ -33,11 +20,11 @@ describe("Worker", () => {
       kind: "square",
       payload: { n: i },
     }));
-    await tq.createTasks({ tasks });
+    await ctx.tq.createTasks({ tasks });
     let running = 0;
     let peak = 0;
     const seen = new Set<string>();
-    const worker = new Worker(tq, {
+    const worker = new Worker(ctx.tq, {
       ...quiet,
       name: "drainer",
       concurrency: 4,
@@ -59,19 +46,19 @@ describe("Worker", () => {
     assert.equal(stats.failed + stats.lost + stats.released, 0);
     assert.ok(peak <= 4, `never more than 4 handlers at once (saw ${peak})`);
     assert.ok(peak >= 2, `handlers overlapped (saw ${peak})`);
-    const q = await tq.queueStats({ project: "drain" });
+    const q = await ctx.tq.queueStats({ project: "drain" });
     assert.equal(q.by_status["completed"], 200);
-    const page = await tq.listTasks({ project: "drain", status: "completed", limit: 200 });
-    const one = await tq.getTask({ task_id: page.tasks[7]?.id ?? "" });
+    const page = await ctx.tq.listTasks({ project: "drain", status: "completed", limit: 200 });
+    const one = await ctx.tq.getTask({ task_id: page.tasks[7]?.id ?? "" });
     const n = (one.payload as { n: number }).n;
     assert.deepEqual(one.result, { square: n * n });
     assert.ok(one.worker?.startsWith("drainer-"), "slots are named <name>-<i>");
   });
 
   test("a handler's error fails the attempt: retryable, or for good with PermanentError", async () => {
-    const flaky = await tq.createTask({ title: "flaky", project: "fail", kind: "flaky", max_attempts: 3 });
-    const broken = await tq.createTask({ title: "broken", project: "fail", kind: "broken", max_attempts: 3 });
-    const worker = new Worker(tq, { ...quiet, project: "fail", maxTasks: 2, pollMs: 100 })
+    const flaky = await ctx.tq.createTask({ title: "flaky", project: "fail", kind: "flaky", max_attempts: 3 });
+    const broken = await ctx.tq.createTask({ title: "broken", project: "fail", kind: "broken", max_attempts: 3 });
+    const worker = new Worker(ctx.tq, { ...quiet, project: "fail", maxTasks: 2, pollMs: 100 })
       .handle("flaky", () => {
         throw new Error("try again later");
       })
@@ -80,19 +67,19 @@ describe("Worker", () => {
       });
     const stats = await worker.run();
     assert.equal(stats.failed, 2);
-    const f = await tq.getTask({ task_id: flaky.id });
+    const f = await ctx.tq.getTask({ task_id: flaky.id });
     assert.notEqual(f.status, "failed", "a retryable failure with attempts left is retried");
     assert.equal(f.attempts, 1);
     assert.match(f.error ?? "", /try again later/);
-    const b = await tq.getTask({ task_id: broken.id });
+    const b = await ctx.tq.getTask({ task_id: broken.id });
     assert.equal(b.status, "failed");
     assert.match(b.error ?? "", /PermanentError: bad input/);
   });
 
   test("a lease lost mid-handler aborts the handler and discards its result", async () => {
-    const task = await tq.createTask({ title: "slow", project: "lost", kind: "slow" });
+    const task = await ctx.tq.createTask({ title: "slow", project: "lost", kind: "slow" });
     let abortedWith: unknown;
-    const worker = new Worker(tq, {
+    const worker = new Worker(ctx.tq, {
       ...quiet,
       name: "slowpoke",
       project: "lost",
@@ -108,11 +95,11 @@ describe("Worker", () => {
     });
     const running = worker.run();
     const stolen = await eventually(async () => {
-      const claim = await tq.claimTask({ worker: "thief", project: "lost" });
+      const claim = await ctx.tq.claimTask({ worker: "thief", project: "lost" });
       return claim.task ? claim : undefined;
     });
     assert.equal(stolen.task?.id, task.id);
-    await tq.completeTask({
+    await ctx.tq.completeTask({
       task_id: task.id,
       worker: "thief",
       result: { from: "thief" },
@@ -125,16 +112,16 @@ describe("Worker", () => {
     assert.equal(stats.lost, 1);
     assert.equal(stats.completed, 0);
     assert.equal((abortedWith as { code?: string }).code, "lease_lost");
-    const final = await tq.getTask({ task_id: task.id });
+    const final = await ctx.tq.getTask({ task_id: task.id });
     assert.equal(final.status, "completed");
     assert.deepEqual(final.result, { from: "thief" }, "the late worker's result did not overwrite the thief's");
   });
 
   test("shutdown by AbortSignal releases the held task without using an attempt", async () => {
-    const task = await tq.createTask({ title: "long", project: "stop", kind: "long" });
+    const task = await ctx.tq.createTask({ title: "long", project: "stop", kind: "long" });
     const controller = new AbortController();
     let started = false;
-    const worker = new Worker(tq, { ...quiet, name: "stopper", project: "stop", signal: controller.signal }).handle(
+    const worker = new Worker(ctx.tq, { ...quiet, name: "stopper", project: "stop", signal: controller.signal }).handle(
       "long",
       async (_t, job) => {
         started = true;
@@ -147,26 +134,28 @@ describe("Worker", () => {
     controller.abort();
     const stats = await running;
     assert.equal(stats.released, 1);
-    const after = await tq.getTask({ task_id: task.id });
+    const after = await ctx.tq.getTask({ task_id: task.id });
     assert.equal(after.status, "ready");
     assert.equal(after.worker, undefined);
     assert.equal(after.attempts, 0, "a released task keeps its attempts");
   });
 
   test("SIGTERM makes a worker process release its task and exit cleanly", async () => {
-    const task = await tq.createTask({ title: "sig", project: "sig", kind: "long" });
+    const task = await ctx.tq.createTask({ title: "sig", project: "sig", kind: "long" });
     const script = fileURLToPath(new URL("./fixtures/sigterm-worker.ts", import.meta.url));
-    const child = spawn(process.execPath, [script, server.url], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [script, ctx.server.url], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     child.stdout.on("data", (c: Buffer) => (output += c.toString()));
     child.stderr.on("data", (c: Buffer) => (output += c.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-    await eventually(async () => ((await tq.getTask({ task_id: task.id })).status === "running" ? true : undefined));
+    await eventually(async () =>
+      (await ctx.tq.getTask({ task_id: task.id })).status === "running" ? true : undefined,
+    );
     await eventually(() => (output.includes("handling") ? true : undefined));
     child.kill("SIGTERM");
     assert.equal(await exited, 0, output);
     assert.match(output, /released=1/);
-    const after = await tq.getTask({ task_id: task.id });
+    const after = await ctx.tq.getTask({ task_id: task.id });
     assert.equal(after.status, "ready");
     assert.equal(after.attempts, 0);
   });

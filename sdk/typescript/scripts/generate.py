@@ -78,20 +78,24 @@ class Generator:
         self.names: dict[str, str] = {}  # canonical JSON of a named shape -> its name
         self.decls: list[tuple[str, Schema]] = []  # (name, schema) in the order they are needed
         self.local_defs: dict[str, str] = {}  # "#/$defs/X" of the schema being read -> shared name
+        self.models: set[str] = set()  # names of the server's own models ($defs), shared by tools
 
     # --- naming ------------------------------------------------------------------------------
 
-    def name_shape(self, wanted: str, schema: Schema) -> str:
-        """The shared name for this shape: reused when the same shape was named before."""
+    def name_shape(self, wanted: str, schema: Schema, model_only: bool = False) -> str:
+        """The shared name for this shape: reused when the same shape was named before (with
+        `model_only`, only when it was named as a model of the server, e.g. `Task`)."""
         key = canonical(schema)
-        if key in self.names:
+        if key in self.names and (not model_only or self.names[key] in self.models):
             return self.names[key]
         taken = {n for n, _ in self.decls}
         name, n = wanted, 2
         while name in taken:
             name, n = f"{wanted}{n}", n + 1
-        self.names[key] = name
+        self.names.setdefault(key, name)
         self.decls.append((name, schema))
+        if not model_only:
+            self.models.add(name)
         return name
 
     def adopt(self, schema: Schema) -> None:
@@ -265,16 +269,17 @@ def render(tools: list[Any], uris: list[str]) -> str:
     # input shapes: types only (the server validates arguments); outputs: types and zod schemas
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
-    aliases: list[str] = []  # every tool has its own Args/Result names, even for a shared shape
+    aliases: list[str] = []  # `GetTaskResult = Task`: a tool's result that is one of the server's models
     for tool in tools:  # first the models' own names ($defs), so `get_task` returns a `Task`
         gen.adopt(tool.input_schema)
         gen.adopt(tool.output_schema or {})
     for tool in tools:
         base = pascal(tool.name)
         gen.adopt(tool.input_schema)
-        inputs[tool.name] = gen.name_shape(f"{base}Args", {**gen.resolved(tool.input_schema), "type": "object"})
+        args = {**gen.resolved(tool.input_schema), "type": "object"}
+        inputs[tool.name] = gen.name_shape(f"{base}Args", args, model_only=True)
         gen.adopt(tool.output_schema or {})
-        outputs[tool.name] = gen.name_shape(f"{base}Result", gen.resolved(tool.output_schema or {}))
+        outputs[tool.name] = gen.name_shape(f"{base}Result", gen.resolved(tool.output_schema or {}), model_only=True)
         for wanted, name in ((f"{base}Args", inputs[tool.name]), (f"{base}Result", outputs[tool.name])):
             if wanted != name:
                 aliases.append(f"export type {wanted} = {name};")

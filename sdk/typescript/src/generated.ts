@@ -214,6 +214,22 @@ export const WorkflowSummarySchema: z.ZodType<WorkflowSummary> = z.looseObject({
   created_at: z.string(),
 });
 
+export interface ShowBoardArgs {
+  /** Project name. */
+  project?: string | null;
+}
+
+export interface ShowBoardResult {
+  project?: string;
+  counts: Record<string, number>;
+  cards: Array<Record<string, unknown>>;
+}
+export const ShowBoardResultSchema: z.ZodType<ShowBoardResult> = z.looseObject({
+  project: z.string().optional(),
+  counts: z.record(z.string(), z.number().int()),
+  cards: z.array(z.record(z.string(), z.unknown())),
+});
+
 export interface CreateTaskArgs {
   /** Short imperative summary. */
   title: string;
@@ -339,6 +355,11 @@ export interface CancelTaskArgs {
   /** Task id. */
   task_id: string;
   reason?: string | null;
+}
+
+export interface RetryTaskArgs {
+  /** Task id. */
+  task_id: string;
 }
 
 export interface ClaimTaskArgs {
@@ -603,6 +624,27 @@ export interface AddReviewArgs {
   comment?: string | null;
 }
 
+export interface AddReviewResult {
+  task_id: string;
+  phase?: string;
+  version: number;
+  approvals?: number;
+  required_reviews: number;
+  approved_by?: Array<string>;
+  next_phase?: string;
+  next_requires?: string;
+}
+export const AddReviewResultSchema: z.ZodType<AddReviewResult> = z.looseObject({
+  task_id: z.string(),
+  phase: z.string().optional(),
+  version: z.number().int(),
+  approvals: z.number().int().optional(),
+  required_reviews: z.number().int(),
+  approved_by: z.array(z.string()).optional(),
+  next_phase: z.string().optional(),
+  next_requires: z.string().optional(),
+});
+
 // Tools whose arguments or result have a shape named above.
 export type CreateTaskResult = TaskState;
 export type GetTaskResult = Task;
@@ -610,7 +652,6 @@ export type UpdateTaskResult = TaskState;
 export type AddDependencyResult = TaskState;
 export type RemoveDependencyResult = TaskState;
 export type CancelTaskResult = TaskState;
-export type RetryTaskArgs = GetTaskArgs;
 export type RetryTaskResult = TaskState;
 export type HeartbeatResult = TaskState;
 export type CompleteTaskResult = TaskState;
@@ -619,10 +660,10 @@ export type ReleaseTaskResult = TaskState;
 export type CreateProjectResult = Project;
 export type UpdateProjectResult = Project;
 export type CancelWorkflowResult = WorkflowSummary;
-export type AddReviewResult = AdvancePhaseResult;
 
 /** Every tool: its method name and annotations (retries follow readOnly/idempotent hints). */
 export const TOOLS = {
+  show_board: { method: "showBoard", readOnly: true, idempotent: false, destructive: false, result: ShowBoardResultSchema },
   create_task: { method: "createTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
   create_tasks: { method: "createTasks", readOnly: false, idempotent: false, destructive: false, result: CreateTasksResultSchema },
   get_task: { method: "getTask", readOnly: true, idempotent: false, destructive: false, result: TaskSchema },
@@ -647,11 +688,12 @@ export const TOOLS = {
   list_workflows: { method: "listWorkflows", readOnly: true, idempotent: false, destructive: false, result: ListWorkflowsResultSchema },
   cancel_workflow: { method: "cancelWorkflow", readOnly: false, idempotent: true, destructive: true, result: WorkflowSummarySchema },
   advance_phase: { method: "advancePhase", readOnly: false, idempotent: false, destructive: false, result: AdvancePhaseResultSchema },
-  add_review: { method: "addReview", readOnly: false, idempotent: false, destructive: false, result: AdvancePhaseResultSchema },
+  add_review: { method: "addReview", readOnly: false, idempotent: false, destructive: false, result: AddReviewResultSchema },
 } as const;
 
 /** Tool name -> argument and result types. */
 export interface ToolTypes {
+  show_board: { args: ShowBoardArgs; result: ShowBoardResult };
   create_task: { args: CreateTaskArgs; result: TaskState };
   create_tasks: { args: CreateTasksArgs; result: CreateTasksResult };
   get_task: { args: GetTaskArgs; result: Task };
@@ -661,7 +703,7 @@ export interface ToolTypes {
   add_dependency: { args: AddDependencyArgs; result: TaskState };
   remove_dependency: { args: RemoveDependencyArgs; result: TaskState };
   cancel_task: { args: CancelTaskArgs; result: TaskState };
-  retry_task: { args: GetTaskArgs; result: TaskState };
+  retry_task: { args: RetryTaskArgs; result: TaskState };
   claim_task: { args: ClaimTaskArgs; result: ClaimTaskResult };
   heartbeat: { args: HeartbeatArgs; result: TaskState };
   complete_task: { args: CompleteTaskArgs; result: TaskState };
@@ -676,7 +718,7 @@ export interface ToolTypes {
   list_workflows: { args: ListWorkflowsArgs; result: ListWorkflowsResult };
   cancel_workflow: { args: CancelWorkflowArgs; result: WorkflowSummary };
   advance_phase: { args: AdvancePhaseArgs; result: AdvancePhaseResult };
-  add_review: { args: AddReviewArgs; result: AdvancePhaseResult };
+  add_review: { args: AddReviewArgs; result: AddReviewResult };
 }
 export type ToolName = keyof ToolTypes;
 
@@ -691,6 +733,11 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
   abstract callTool<K extends ToolName>(
     name: K, args: ToolTypes[K]["args"], options?: O,
   ): Promise<ToolTypes[K]["result"]>;
+
+  /** Show the live task board. */
+  showBoard(args: ShowBoardArgs = {}, options?: O): Promise<ShowBoardResult> {
+    return this.callTool("show_board", args, options);
+  }
 
   /** Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`). */
   createTask(args: CreateTaskArgs, options?: O): Promise<TaskState> {
@@ -738,7 +785,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
   }
 
   /** Re-queue a failed or cancelled task with fresh attempts. */
-  retryTask(args: GetTaskArgs, options?: O): Promise<TaskState> {
+  retryTask(args: RetryTaskArgs, options?: O): Promise<TaskState> {
     return this.callTool("retry_task", args, options);
   }
 
@@ -813,7 +860,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
   }
 
   /** Review a task in the review phase; counts if approved with score >= the project's threshold. One vote per reviewer per round. */
-  addReview(args: AddReviewArgs, options?: O): Promise<AdvancePhaseResult> {
+  addReview(args: AddReviewArgs, options?: O): Promise<AddReviewResult> {
     return this.callTool("add_review", args, options);
   }
 }
@@ -826,7 +873,8 @@ export type ResourceUri =
   | `taskqueue://stats`
   | `taskqueue://tasks/${string}/history`
   | `taskqueue://tasks/${string}`
-  | `taskqueue://workflows/${string}`;
+  | `taskqueue://workflows/${string}`
+  | `ui://taskqueue/board`;
 
 // One class per error kind the server sends as `<code>: <message>`.
 /** The thing changed under you (version mismatch, duplicate, already claimed). */

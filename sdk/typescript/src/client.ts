@@ -129,6 +129,10 @@ function refusal(error: unknown, what: string): TaskQueueError | undefined {
     return undefined;
   }
   const code = error instanceof StreamableHTTPError ? error.code : 401;
+  const forbidden = ERROR_CLASSES["forbidden"]; // the server's own kind, when it has one
+  if (code === 403 && forbidden !== undefined) {
+    return new forbidden(`${what}: the token may not do this (HTTP 403)`, what);
+  }
   if (code === 401 || code === 403) {
     return new Unauthorized(`${what}: the server refused the credentials (HTTP ${code}); pass a valid token`, what, {
       cause: error,

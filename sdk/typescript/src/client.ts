@@ -34,7 +34,7 @@ import { stdioTransport, type StdioTarget } from "./stdio.js";
 export type Target = string | URL | StdioTarget | (() => Transport);
 
 export interface ConnectOptions {
-  /** Bearer token sent as `Authorization: Bearer <token>` (HTTP). */
+  /** Bearer token sent as `Authorization: Bearer <token>` (HTTP; in Node, default $TASKQUEUE_TOKEN). */
   token?: string;
   /** Extra HTTP headers. */
   headers?: Record<string, string>;
@@ -142,6 +142,11 @@ function refusal(error: unknown, what: string): TaskQueueError | undefined {
   return undefined;
 }
 
+/** $TASKQUEUE_TOKEN in Node (as the Python client and CLI read it); nothing in a browser. */
+function envToken(): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.["TASKQUEUE_TOKEN"];
+}
+
 function textOf(content: unknown): string {
   return (content as Array<{ type: string; text?: string }>)
     .map((part) => (part.type === "text" ? (part.text ?? "") : ""))
@@ -209,7 +214,8 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
       const url = new URL(String(target), (globalThis as { location?: { href: string } }).location?.href);
       if (url.pathname === "/" || url.pathname === "") url.pathname = "/mcp";
       const headers: Record<string, string> = { ...this.options.headers };
-      if (this.options.token !== undefined) headers["Authorization"] = `Bearer ${this.options.token}`;
+      const token = this.options.token ?? envToken();
+      if (token) headers["Authorization"] = `Bearer ${token}`;
       return new StreamableHTTPClientTransport(url, {
         requestInit: { headers },
         // our own reconnect (with re-subscribe) takes over when the event stream cannot be resumed

@@ -43,6 +43,24 @@ def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     return names
 
 
+def oversized(arguments: dict[str, Any], properties: dict[str, Any]) -> str | None:
+    """The first argument longer than its advertised maxItems/maxLength, checked before any item is validated.
+
+    pydantic checks a list's length only after validating every item: 250 000 tasks sent to
+    `create_tasks` would each become a model before the 500-item limit is noticed.
+    """
+    for key, value in arguments.items():
+        if not isinstance(value, (list, str)):
+            continue
+        schema = properties.get(key, {})
+        bounds = [schema, *schema.get("anyOf", ())]
+        limit = min((b.get("maxItems" if isinstance(value, list) else "maxLength", 1 << 62) for b in bounds), default=0)
+        if len(value) > limit:
+            unit = "items" if isinstance(value, list) else "characters"
+            return f"{key}: at most {limit} {unit} (got {len(value)})"
+    return None
+
+
 class TaskQueueServer(MCPServer):
     """MCPServer whose argument errors read like our own errors: `... validation_failed: <field>: <problem>`.
 
@@ -61,6 +79,9 @@ class TaskQueueServer(MCPServer):
                     f"Error executing tool {name}: validation_failed: unknown argument(s) {', '.join(unknown)}; "
                     f"{name} takes {', '.join(known)}"
                 )
+            too_long = oversized(arguments, known)
+            if too_long:
+                raise ToolError(f"Error executing tool {name}: validation_failed: {too_long}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

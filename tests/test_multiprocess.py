@@ -118,6 +118,7 @@ async def test_a_lock_held_too_long_is_a_clear_store_busy_tool_error(
 ) -> None:
     """Past the bounded retries the client gets `store_busy`, never sqlite's `database is locked`."""
     from mcp_taskqueue.server.app import build_server
+
     monkeypatch.setenv("TASKQUEUE_STORE_TIMEOUT", "0.3")
     db = tmp_path / "busy.db"
     server = build_server(db)

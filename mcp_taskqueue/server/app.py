@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
@@ -52,10 +53,8 @@ def oversized(arguments: dict[str, Any], properties: dict[str, Any]) -> str | No
     for key, value in arguments.items():
         if not isinstance(value, (list, str)):
             continue
-        schema = properties.get(key, {})
-        bounds = [schema, *schema.get("anyOf", ())]
-        limit = min((b.get("maxItems" if isinstance(value, list) else "maxLength", 1 << 62) for b in bounds), default=0)
-        if len(value) > limit:
+        limit = limit_of(properties.get(key, {}), "maxItems" if isinstance(value, list) else "maxLength")
+        if limit is not None and len(value) > limit:
             unit = "items" if isinstance(value, list) else "characters"
             return f"{key}: at most {limit} {unit} (got {len(value)})"
     return None
@@ -68,6 +67,11 @@ class TaskQueueServer(MCPServer):
     one line per field. Unknown argument names are refused too: a misspelt `priorty` silently
     ignored would create the wrong task.
     """
+
+    def argument_schemas(self, name: str) -> dict[str, Any]:
+        """A tool's advertised argument properties ({} for an unknown tool)."""
+        tool = self._tool_manager.get_tool(name)
+        return dict(tool.parameters.get("properties", {})) if tool is not None else {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)

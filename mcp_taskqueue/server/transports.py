@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.models import MAX_REQUEST_BYTES
+from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -154,9 +155,12 @@ def http_app(
 ) -> Starlette:
     """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz and /readyz."""
     limits = limits or HttpLimits()
+    schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
     add_health_routes(mcp)
     if not streamable:
-        return mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+        app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+        app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
+        return app
     app = mcp.streamable_http_app(
         host=host,
         max_request_body_size=limits.max_body_bytes,
@@ -167,6 +171,7 @@ def http_app(
         sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
         app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") not in ("/healthz", "/readyz"))
     app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
+    app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
     return app
 
 

@@ -136,6 +136,11 @@ class Store:
                 f"cannot create the folder {folder} for the database: {exc.strerror}; "
                 "create it, or choose another path with --db"
             ) from None
+        if files.read_only(folder):
+            raise StoreUnavailable(
+                f"the database {self.path} is on a read-only filesystem ({files.device_of(self.path)}); "
+                "remount it read-write, or choose another path with --db"
+            )
         if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
             raise StoreUnavailable(
                 f"cannot read and write the folder {folder} (SQLite keeps its -wal/-shm files beside "

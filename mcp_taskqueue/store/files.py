@@ -31,6 +31,14 @@ def free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def read_only(folder: Path) -> bool:
+    """Whether the filesystem holding `folder` is mounted read-only."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def device_of(path: Path) -> str:
     """'<mount point> (<device>)' for the filesystem holding `path`, e.g. '/var (/dev/sda2)'."""
     target = os.path.realpath(path.parent)

@@ -7,7 +7,7 @@ content, so their field names and limits are part of the public contract.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -324,6 +324,11 @@ class Workflow(BaseModel):
     refs: dict[str, str] = Field(default_factory=dict)
     tasks: list[WorkflowTask] = Field(default_factory=list)
     created_at: str
+
+
+# A workflow's derived status (workflows.derive_status); list_workflows filters by it.
+WorkflowStatus = Literal["pending", "running", "blocked", "completed", "failed", "cancelled"]
+WORKFLOW_STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
 
 
 class WorkflowSummary(BaseModel):

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.models import MAX_REQUEST_BYTES
+from mcp_taskqueue.server.board_routes import add_board_routes
 from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 
 log = logging.getLogger("mcp_taskqueue")
@@ -153,10 +154,11 @@ def http_app(
     streamable: bool = True,
     limits: HttpLimits | None = None,
 ) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz and /readyz."""
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /."""
     limits = limits or HttpLimits()
     schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
     add_health_routes(mcp)
+    add_board_routes(mcp)
     if not streamable:
         app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
         app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
@@ -169,7 +171,8 @@ def http_app(
     )
     if sse:
         sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
-        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") not in ("/healthz", "/readyz"))
+        have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
+        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
     app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
     app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
     return app
@@ -224,6 +227,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
             f"  health:          {base}/healthz (process up), {base}/readyz (store answers)",
+            f"  board:           {base}/",
             "",
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",

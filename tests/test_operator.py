@@ -281,11 +281,13 @@ async def test_deleted_files_refuse_writes_with_store_lost_and_readyz_not_ready(
         )
         async with Client(base + "/mcp") as client:
             task = await call(client, "create_task", title="acknowledged")
+            claimed = await call(client, "claim_task", worker="w")
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
             text = await call_error(client, "create_task", title="would be lost")
             assert "store_lost:" in text and str(db) in text and "deleted" in text and "Restart" in text
-            text = await call_error(client, "complete_task", task_id=task["id"], worker="w")
+            lease = claimed["lease_id"]
+            text = await call_error(client, "complete_task", task_id=task["id"], worker="w", lease_id=lease)
             assert "store_lost:" in text
             status, body = get_json(base + "/readyz")
             assert status == 503 and body["error"] == "store_lost" and str(db) in body["reason"]

@@ -52,3 +52,21 @@ class StoreBusy(StoreError):
     """The database stayed locked (SQLite) or contended (PostgreSQL) past our retry bound."""
 
     code = "store_busy"
+
+
+class StoreLost(StoreError):
+    """The database file was deleted or replaced under the running process; writes are refused."""
+
+    code = "store_lost"
+
+
+class StoreFull(StoreError):
+    """The disk holding the database is full; nothing was written. Retry once space is freed."""
+
+    code = "store_full"
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened (folder, permissions, read-only or damaged file)."""
+
+    code = "store_unavailable"

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -36,52 +37,49 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
     )
 
 
-def start_http_server(
-    db: Path | str, transport: str = "http", timeout: float = 30.0
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `serve --transport http|sse` on a free port; returns the process and its base URL once healthy."""
+@contextmanager
+def http_server(db: Path | str, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
+    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
+    with http_server_process(db, transport, timeout=timeout) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def http_server_process(
+    db: Path | str, transport: str = "http", *extra: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`http_server` with extra `serve` options and environment; yields (base URL, process)."""
     port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below) not a pipe: a chatty server must never block on a full pipe
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
-        + ["--port", str(port)],
+        + ["--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=server_env(),
+        stderr=log,
+        env={**server_env(), **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return proc, base
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise TimeoutError(f"server on {base} did not become healthy")
-        time.sleep(0.1)
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"server exited early: {log.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server on {base} did not become healthy")
+            time.sleep(0.1)
+        yield base, proc
+    finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    if proc.stderr:
-        proc.stderr.close()
-
-
-@contextmanager
-def http_server(db: Path | str, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
-    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
-    proc, base = start_http_server(db, transport, timeout)
-    try:
-        yield base
-    finally:
-        stop_server(proc)
+        log.close()

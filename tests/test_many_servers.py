@@ -24,7 +24,7 @@ from mcp.client.subscriptions import ResourceUpdated
 
 from mcp_taskqueue.store import open_store
 from tests.mcp_calls import call
-from tests.servers import http_server, start_http_server, stop_server
+from tests.servers import http_server, http_server_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -117,36 +117,29 @@ async def test_three_servers_eight_agents_drain_2000_tasks_exactly_once(db_path:
 
 
 async def test_a_killed_server_s_leases_are_reclaimed_by_the_others(db_path: str) -> None:
-    doomed, doomed_base = start_http_server(db_path)
-    try:
-        with http_server(db_path) as survivor_base:
-            async with Client(doomed_base + "/mcp") as doomed_client, Client(survivor_base + "/mcp") as survivor:
-                await call(survivor, "create_tasks", tasks=[{"title": f"t{i}", "project": "kill"} for i in range(6)])
-                held = []
-                for _ in range(3):
-                    got = await call(doomed_client, "claim_task", worker="doomed", project="kill", lease_seconds=2)
-                    held.append(got["task"]["id"])
-                os.kill(doomed.pid, signal.SIGKILL)
-                doomed.wait(timeout=10)
-                finished: dict[str, str] = {}
-                with anyio.fail_after(60):
-                    while len(finished) < 6:
-                        got = await call(survivor, "claim_task", worker="survivor", project="kill")
-                        if got["task"] is None:
-                            await anyio.sleep(0.2)  # the dead server's leases have not expired yet
-                            continue
-                        await call(
-                            survivor,
-                            "complete_task",
-                            task_id=got["task"]["id"],
-                            worker="survivor",
-                            lease_id=got["task"]["lease_id"],
-                        )
-                        finished[got["task"]["id"]] = "survivor"
-                for task_id in held:
-                    read = await survivor.read_resource(f"taskqueue://tasks/{task_id}/history")
-                    actions = [e["action"] for e in json.loads(read.contents[0].text)["events"]]  # type: ignore[union-attr]
-                    assert actions[:2] == ["created", "claimed"] and "lease_expired" in actions, actions
-                    assert actions[-1] == "complete"
-    finally:
-        stop_server(doomed)
+    with http_server_process(db_path) as (doomed_base, doomed), http_server(db_path) as survivor_base:
+        async with Client(doomed_base + "/mcp") as doomed_client, Client(survivor_base + "/mcp") as survivor:
+            await call(survivor, "create_tasks", tasks=[{"title": f"t{i}", "project": "kill"} for i in range(6)])
+            held = []
+            for _ in range(3):
+                got = await call(doomed_client, "claim_task", worker="doomed", project="kill", lease_seconds=2)
+                held.append(got["task"]["id"])
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(timeout=10)
+            finished: dict[str, str] = {}
+            with anyio.fail_after(60):
+                while len(finished) < 6:
+                    got = await call(survivor, "claim_task", worker="survivor", project="kill")
+                    task = got["task"]
+                    if task is None:
+                        await anyio.sleep(0.2)  # the dead server's leases have not expired yet
+                        continue
+                    await call(
+                        survivor, "complete_task", task_id=task["id"], worker="survivor", lease_id=task["lease_id"]
+                    )
+                    finished[task["id"]] = "survivor"
+            for task_id in held:
+                read = await survivor.read_resource(f"taskqueue://tasks/{task_id}/history")
+                actions = [e["action"] for e in json.loads(read.contents[0].text)["events"]]  # type: ignore[union-attr]
+                assert actions[:2] == ["created", "claimed"] and "lease_expired" in actions, actions
+                assert actions[-1] == "complete"

@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from mcp_taskqueue.errors import Conflict, ValidationFailed
 from mcp_taskqueue.models import PRIORITY_BY_RANK, ProjectSettings, Status
 from mcp_taskqueue.store.contract import Storage
+from mcp_taskqueue.store.database import Store
 from mcp_taskqueue.store.queries import Tx
 
 FORMAT = "mcp-taskqueue/export"
@@ -798,8 +799,17 @@ def is_pg_dump(path: str | os.PathLike[str]) -> bool:
         return fh.read(5) == b"PGDMP"
 
 
-def restore(store: Storage, source: str | os.PathLike[str], progress: Progress | None = None) -> str:
-    """Replace the store's contents with a verified backup; refuses a file that fails either check."""
+def restore(
+    store: Storage, source: str | os.PathLike[str], progress: Progress | None = None, *, force: bool = False
+) -> str:
+    """Replace the store's contents with a verified backup; refuses a file that fails either check,
+    and a backup of the other engine.
+
+    On SQLite, refuses (Conflict) while any other process has the database open, naming them:
+    restoring under a running server rewinds work it has already acknowledged. `force` skips that
+    check. On PostgreSQL stopping the servers first is the operator's job (the database cannot
+    tell a server's connections from anyone else's).
+    """
     digest = verify_backup(source)
     if is_pg_dump(source) != (store.engine == "postgresql"):
         kind = "a PostgreSQL" if is_pg_dump(source) else "an SQLite"
@@ -807,5 +817,18 @@ def restore(store: Storage, source: str | os.PathLike[str], progress: Progress |
             f"{source} is {kind} backup and this is a {store.engine} store; move data between engines with "
             "export and import"
         )
+    if not force and isinstance(store, Store):
+        others = store.holders()
+        if others is None:
+            raise Conflict(
+                f"cannot tell whether other processes have {store.path} open on this system; "
+                "stop every server and worker using it, then pass --force"
+            )
+        if others:
+            raise Conflict(
+                f"{store.path} is open in {len(others)} other process(es): {', '.join(map(str, others))}; "
+                "stop them first (a restore under a running server rewinds work it already acknowledged), "
+                "or pass --force"
+            )
     store.restore_from(source, progress)
     return digest

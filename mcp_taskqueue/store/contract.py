@@ -22,7 +22,7 @@ Guarantees, for every engine, with any number of writers (threads, processes, ho
 - `run_inline(fn)` runs a short call on the caller's thread only when that cannot wait on a lock
   or the network; otherwise it raises `WouldBlock` before doing anything, and the caller runs it
   in a worker thread instead. This is how the server knows how to run a call.
-- `health()` is "ok" or a sentence saying what is wrong.
+- `health()` says whether the store answers and may be written to, and if not, why (`Health`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ class ChangeBatch:
         return bool(self.tasks or self.projects or self.projects_listed or self.reset)
 
 
+@dataclass(frozen=True)
+class Health:
+    """What `/readyz` reports: whether the store answers and may be written to, and if not, why."""
+
+    ready: bool
+    reason: str = ""
+    kind: str = ""  # the error kind writes get right now: store_lost, store_full, store_busy, ...
+
+
 class ChangeFeed(Protocol):
     def poll(self) -> ChangeBatch:
         """What committed since the previous call (cheap when nothing did)."""
@@ -76,7 +85,11 @@ class Storage(Protocol):
 
     def change_feed(self) -> ChangeFeed: ...
 
-    def health(self) -> str: ...
+    def health(self) -> Health: ...
+
+    def integrity_check(self) -> str:
+        """ "ok", or the problems the engine's own consistency check found."""
+        ...
 
     def backup_to(self, target: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
         """A consistent copy of the whole database in `target`, taken while others write."""

@@ -29,7 +29,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
 from mcp_taskqueue.errors import StoreBusy, StoreError, ValidationFailed
-from mcp_taskqueue.store.contract import ChangeBatch, WouldBlock
+from mcp_taskqueue.store.contract import ChangeBatch, Health, WouldBlock
 from mcp_taskqueue.store.pg_schema import CHANNEL, PG_MIGRATIONS
 from mcp_taskqueue.store.queries import Tx, search_terms
 
@@ -175,6 +175,9 @@ class PgChangeFeed:
     def poll(self) -> ChangeBatch:
         batch = ChangeBatch()
         with self._lock:
+            # One round trip first: the server delivers every notification committed before it, so a
+            # poll after a commit (of this process or another) always sees that commit.
+            self._conn.execute("SELECT 1")
             for note in self._conn.notifies(timeout=0):
                 try:
                     kind, *rest = json.loads(note.payload)
@@ -270,13 +273,19 @@ class PostgresStore:
     def change_feed(self) -> PgChangeFeed:
         return PgChangeFeed(self.url)
 
-    def health(self) -> str:
+    def health(self) -> Health:
+        """Ready when a pooled connection answers a read within 5 s."""
         try:
             with self._pool.connection(timeout=5) as conn:
                 conn.execute("SELECT 1 FROM _migrations LIMIT 1")
-            return "ok"
         except Exception as exc:
-            return f"{self.description} does not answer: {exc}"
+            return Health(False, f"the database {self.description} does not answer: {exc}", "store_unavailable")
+        return Health(True)
+
+    def integrity_check(self) -> str:
+        """PostgreSQL keeps its own pages consistent; "ok" when the database answers."""
+        health = self.health()
+        return "ok" if health.ready else health.reason
 
     def backup_to(self, target: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
         """`pg_dump --format=custom` of the whole database to `target`."""

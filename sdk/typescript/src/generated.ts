@@ -930,10 +930,15 @@ export class RateLimited extends TaskQueueError {
   static override readonly code = "rate_limited";
   override readonly code: string = "rate_limited";
 }
-/** The database stayed locked by other processes past our retry bound. */
+/** The database stayed locked (SQLite) or contended (PostgreSQL) past our retry bound. */
 export class StoreBusy extends TaskQueueError {
   static override readonly code = "store_busy";
   override readonly code: string = "store_busy";
+}
+/** The database failed (any engine): nothing of the call was written. Its subclasses say how. */
+export class StoreError extends TaskQueueError {
+  static override readonly code = "store_error";
+  override readonly code: string = "store_error";
 }
 /** The disk holding the database is full; nothing was written. Retry once space is freed. */
 export class StoreFull extends TaskQueueError {
@@ -964,6 +969,7 @@ export const ERROR_CLASSES: Record<string, new (message: string, tool?: string) 
   not_found: NotFound,
   rate_limited: RateLimited,
   store_busy: StoreBusy,
+  store_error: StoreError,
   store_full: StoreFull,
   store_lost: StoreLost,
   store_unavailable: StoreUnavailable,

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench stress clean install
+.PHONY: run test lint typecheck bench stress clean install browsers lighthouse board-baselines
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck browsers lighthouse
 	$(BIN)/python -m pytest -q
+
+# The board's browser tests (tests/browser) use Debian's browsers, never downloaded ones, and Lighthouse from npm.
+browsers:
+	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || apt-get -o DPkg::Lock::Timeout=900 install -y chromium firefox-esr
+
+lighthouse: .cache/lighthouse/node_modules/.bin/lighthouse
+.cache/lighthouse/node_modules/.bin/lighthouse:
+	mkdir -p .cache/lighthouse && cd .cache/lighthouse && npm install --no-audit --no-fund --silent lighthouse@12
+
+# Rewrite tests/browser/baselines/*.png on purpose (after a deliberate visual change); review the diff.
+board-baselines: $(STAMP) browsers
+	BOARD_BASELINES=update $(BIN)/python -m pytest -q tests/browser/test_quality.py -k baselines
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

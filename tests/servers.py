@@ -37,9 +37,9 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 
 
 @contextmanager
-def http_server(db: Path, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
-    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
-    port = free_port()
+def http_server(db: Path, transport: str = "http", timeout: float = 30.0, port: int | None = None) -> Iterator[str]:
+    """Run `serve --transport http|sse` on a free port (or `port`); yields the base URL, kills it afterwards."""
+    port = port or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
         + ["--port", str(port)],

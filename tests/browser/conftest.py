@@ -33,7 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running in this thread
+# while it is open, and the rest of the suite (anyio tests) needs the thread free afterwards.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
@@ -56,9 +58,9 @@ def launch(playwright: Playwright, engine: str, folder: Path) -> Browser:
     return playwright.firefox.launch(channel="moz-firefox", executable_path=firefox_executable(folder))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browsers(playwright: Playwright, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Browser]]:
-    """Each engine launched once per session, on first use."""
+    """Each engine launched once per module, on first use."""
     opened: dict[str, Browser] = {}
     folder = tmp_path_factory.mktemp("browsers")
 

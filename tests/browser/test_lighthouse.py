@@ -13,7 +13,7 @@ from tests.browser.conftest import CHROMIUM, Site
 
 ROOT = Path(__file__).resolve().parents[2]
 LIGHTHOUSE = ROOT / ".cache" / "lighthouse" / "node_modules" / ".bin" / "lighthouse"
-NODE22 = ROOT / ".cache" / "node22" / "bin"
+NODE22 = ROOT / ".cache" / "node22" / "node_modules" / ".bin"
 
 
 def test_lighthouse_scores_the_board(site: Site, tmp_path: Path) -> None:

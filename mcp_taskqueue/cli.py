@@ -272,11 +272,11 @@ def serve(
     from mcp_taskqueue.server.app import build_server
     from mcp_taskqueue.server.transports import HttpLimits, StartupError
     from mcp_taskqueue.server.transports import serve as run
-    from mcp_taskqueue.store import Store
+    from mcp_taskqueue.store import open_store
 
     limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
     try:
-        store = Store(root_options(ctx)["db"], timeout=store_timeout)
+        store = open_store(root_options(ctx)["db"], timeout=store_timeout)
         try:
             mcp = build_server(store, toolsets=toolsets)
         except ValueError as exc:

@@ -23,13 +23,14 @@ __all__ = [
 ]
 
 
-def open_store(target: str | os.PathLike[str] | None = None) -> Storage:
+def open_store(target: str | os.PathLike[str] | None = None, *, timeout: float | None = None) -> Storage:
     """The store a database name means: a `postgresql://` URL opens PostgreSQL (psycopg, the
     `postgres` extra), anything else (a path, `:memory:`, or None for `$TASKQUEUE_DB`, else the
-    default file) opens SQLite."""
+    default file) opens SQLite. `timeout`: seconds a call may wait for the database (locks, a
+    pooled connection) before StoreBusy; None is the engine's default."""
     name = default_db_target() if target is None else target
     if is_postgres_url(name):
         from mcp_taskqueue.store.postgres import PostgresStore
 
-        return PostgresStore(str(name))
-    return Store(name)
+        return PostgresStore(str(name), timeout=timeout)
+    return Store(name, timeout=timeout)

@@ -202,8 +202,9 @@ class PostgresStore:
 
     engine = "postgresql"
 
-    def __init__(self, url: str, max_connections: int = 20) -> None:
+    def __init__(self, url: str, max_connections: int = 20, *, timeout: float | None = None) -> None:
         self.url = url
+        self.timeout = timeout if timeout is not None else 30.0  # seconds to wait for a pooled connection
         self.description = redact(url)
         try:
             self._pool = ConnectionPool(
@@ -212,6 +213,7 @@ class PostgresStore:
                 max_size=max_connections,
                 kwargs={"autocommit": True, "row_factory": rows},
                 configure=configure,
+                timeout=self.timeout,
                 open=True,
                 name="taskqueue",
             )

@@ -3,8 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make run HOST=0.0.0.0 PORT=9000 DB=/path/tasks.db  (DB empty: $$TASKQUEUE_DB, else the default store)
+HOST ?= 127.0.0.1
+PORT ?= 8765
+DB ?=
+# Node 22 for the MCP conformance suite (and the TypeScript SDK), from the npm registry into a
+# gitignored cache inside the checkout; idempotent. The binary lands at $(NODE22).
+NODE22_DIR := .cache/node22
+NODE22 := $(NODE22_DIR)/node_modules/node/bin/node
+CONFORMANCE_VERSION := 0.1.16
+CONFORMANCE_DIR := .cache/conformance
+CONFORMANCE := $(CONFORMANCE_DIR)/node_modules/@modelcontextprotocol/conformance/dist/index.js
 
-.PHONY: run test lint typecheck bench stress clean install
+.PHONY: run test lint typecheck bench stress clean install wheel node22 conformance
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +26,36 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@echo "mcp-taskqueue is installed in $(VENV); put it on PATH with:  . $(VENV)/bin/activate"
 
 run: $(STAMP)
-	$(BIN)/mcp-taskqueue serve --transport http --host 127.0.0.1 --port 8765
+	$(BIN)/mcp-taskqueue serve --transport http --host '$(HOST)' --port '$(PORT)' $(if $(DB),--db '$(DB)')
+
+# sdist and wheel into dist/ (the wheel carries prompts/ and schemas/; see setup.py)
+wheel: $(STAMP)
+	$(BIN)/python -m build --outdir dist
+
+$(NODE22):
+	npm install --no-audit --no-fund --silent --prefix $(NODE22_DIR) node@22
+	$(NODE22) --version
+
+node22: $(NODE22)
+
+$(CONFORMANCE): $(NODE22)
+	PATH="$(abspath $(dir $(NODE22))):$$PATH" npm install --no-audit --no-fund --silent \
+		--prefix $(CONFORMANCE_DIR) @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+
+# The official MCP conformance suite (server scenarios); tests/test_conformance.py runs it.
+conformance: $(CONFORMANCE)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples
-	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples
+	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples setup.py
+	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck $(CONFORMANCE)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -229,7 +229,7 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, type=int, show_default=True)
+@click.option("--port", default=8765, type=click.IntRange(0, 65535), show_default=True, help="0: any free port.")
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.pass_context
@@ -240,13 +240,17 @@ def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: st
         stream=sys.stderr, level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from mcp_taskqueue.server.app import build_server
+    from mcp_taskqueue.server.transports import ServeError
     from mcp_taskqueue.server.transports import serve as run
 
     try:
         mcp = build_server(root_options(ctx)["db"], toolsets=toolsets)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-    run(mcp, transport, host, port)
+    try:
+        run(mcp, transport, host, port)
+    except ServeError as exc:
+        raise CommandError(str(exc)) from None
 
 
 # --- the one path: a TaskQueueClient on the local file or the --url server ------------------------

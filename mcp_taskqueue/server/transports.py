@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import socket
 import sys
 
 import anyio
@@ -38,23 +41,80 @@ def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, strea
     return mcp.sse_app(host=host)
 
 
+class ServeError(Exception):
+    """The server cannot start (e.g. the port is taken): one line for the user, no traceback."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port), or ServeError saying why not."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    # IPv4 first, as uvicorn does for 'localhost'.
+    family, kind, proto, _, address = sorted(infos, key=lambda info: info[0] != socket.AF_INET)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is already in use (another mcp-taskqueue?); choose another with --port"
+            ) from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Run until interrupted. In stdio mode only protocol messages reach stdout."""
+    """Run until interrupted. In stdio mode only protocol messages reach stdout. Over HTTP the
+    socket is bound first (ServeError if it cannot be) and the banner printed once the server is up."""
     if transport == "stdio":
         mcp.run("stdio")
         return
     import uvicorn
 
+    sock = bind(host, port)
     app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
-    anyio.run(server.serve)
+    bound_port = int(sock.getsockname()[1])
+    db = str(mcp.queue.store.path)  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(server.serve, [sock])
+            while not server.started:
+                if server.should_exit:
+                    return
+                await anyio.sleep(0.05)
+            print_banner(transport, host, bound_port, db)
+
+    try:
+        anyio.run(run)
+    finally:
+        sock.close()
+
+
+def reachable_host(host: str) -> str:
+    """A host a client can connect to: a wildcard address becomes loopback; IPv6 is bracketed."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def print_banner(transport: str, host: str, port: int, db: str) -> None:
-    base = f"http://{host}:{port}"
+    """What is listening where, and how to connect (to stderr; printed after the server is up)."""
+    base = f"http://{reachable_host(host)}:{port}"
     lines = [f"mcp-taskqueue {__version__} listening on {base}", f"  store:           {db}"]
+    if host in ("", "0.0.0.0", "::"):
+        lines.append(f"  other machines:  http://{socket.gethostname()}:{port} (listening on every interface)")
+    desktop = json.dumps({"mcpServers": {"taskqueue": {"command": "mcp-taskqueue", "args": ["serve", "--db", db]}}})
     if transport == "http":
         lines += [
             f"  streamable HTTP: {base}/mcp",
@@ -64,8 +124,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",
             f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {base}/mcp --transport http --method tools/list",
-            '  Claude Desktop: add to claude_desktop_config.json: {"mcpServers": {"taskqueue": '
-            '{"command": "mcp-taskqueue", "args": ["serve"]}}}',
+            f"  Claude Desktop: add to claude_desktop_config.json (stdio, same store): {desktop}",
         ]
     else:
         lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz"]

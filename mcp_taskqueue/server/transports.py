@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.server.event_store import RETRY_MILLISECONDS, BoundedEventStore
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -33,7 +34,8 @@ def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, strea
     """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz."""
     add_health_route(mcp)
     if streamable:
-        app = mcp.streamable_http_app(host=host)
+        # An event store makes POST streams resumable: priming event with an id, a retry: hint.
+        app = mcp.streamable_http_app(host=host, event_store=BoundedEventStore(), retry_interval=RETRY_MILLISECONDS)
         if sse:
             sse_app = mcp.sse_app(host=host)
             app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") != "/healthz")

@@ -67,7 +67,7 @@ class CommandError(click.ClickException):
 
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
-EXTERNAL_COMMANDS: dict[str, str] = {}
+EXTERNAL_COMMANDS: dict[str, str] = {"top": "mcp_taskqueue.top:top"}
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -449,35 +449,41 @@ def task_claim(
 @task.command("complete")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--result", help="JSON result, or @file.json.")
 @click.pass_context
-def task_complete(ctx: click.Context, task_id: str, worker: str, result: str | None) -> None:
+def task_complete(ctx: click.Context, task_id: str, worker: str, lease_id: str, result: str | None) -> None:
     """Complete a task you hold."""
     value = parse_json(result, "--result")
-    show(ctx, with_client(ctx, lambda tq: tq.complete_task(task_id, worker, value)))
+    show(ctx, with_client(ctx, lambda tq: tq.complete_task(task_id, worker, value, lease_id=lease_id)))
 
 
 @maps_to_tool("fail_task", renamed={"permanent": "retryable"})
 @task.command("fail")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--error", "-e", "error", required=True, help="What went wrong.")
 @click.option("--permanent", is_flag=True, help="Do not retry, even with attempts left.")
 @click.pass_context
-def task_fail(ctx: click.Context, task_id: str, worker: str, error: str, permanent: bool) -> None:
+def task_fail(ctx: click.Context, task_id: str, worker: str, lease_id: str, error: str, permanent: bool) -> None:
     """Report a failed attempt on a task you hold."""
-    show(ctx, with_client(ctx, lambda tq: tq.fail_task(task_id, worker, error, retryable=not permanent)))
+    show(
+        ctx,
+        with_client(ctx, lambda tq: tq.fail_task(task_id, worker, error, retryable=not permanent, lease_id=lease_id)),
+    )
 
 
 @maps_to_tool("release_task", renamed={"delay": "delay_seconds"})
 @task.command("release")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--delay", type=click.FloatRange(0, 86400), default=0.0)
 @click.pass_context
-def task_release(ctx: click.Context, task_id: str, worker: str, delay: float) -> None:
+def task_release(ctx: click.Context, task_id: str, worker: str, lease_id: str, delay: float) -> None:
     """Give a task you hold back, unfinished."""
-    show(ctx, with_client(ctx, lambda tq: tq.release_task(task_id, worker, delay)))
+    show(ctx, with_client(ctx, lambda tq: tq.release_task(task_id, worker, delay, lease_id=lease_id)))
 
 
 @maps_to_tool("cancel_task")

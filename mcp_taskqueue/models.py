@@ -26,6 +26,7 @@ MAX_LEASE_SECONDS = 24 * 3600
 DEFAULT_LEASE_SECONDS = 300
 MAX_ATTEMPTS = 100
 MAX_LIMIT = 200
+MAX_CLAIM = 50  # tasks one claim_task may lease at once
 
 
 class Status(str, Enum):
@@ -167,6 +168,7 @@ class Task(BaseModel):
     timeout_seconds: int | None = None
     idempotency_key: str | None = None
     worker: str | None = None
+    lease_id: str | None = Field(None, description="Fencing token of your lease; only claim_task shows it.")
     lease_expires_at: str | None = None
     progress: float | None = None
     blocked_by: list[str] = Field(default_factory=list, description="Dependencies that failed or were cancelled.")
@@ -277,10 +279,23 @@ class QueueStats(BaseModel):
 
 
 class ClaimResult(BaseModel):
-    """The claimed task, or `task: null` when nothing is ready for this worker."""
+    """The claimed task, or `task: null` when nothing is ready for this worker. With `max_tasks` > 1,
+    `tasks` lists every task claimed (the first is also `task`), each with its own `lease_id`."""
 
     task: Task | None = None
+    tasks: list[Task] = Field(default_factory=list)
+    lease_id: str | None = None
     lease_expires_at: str | None = None
+
+    @classmethod
+    def of(cls, tasks: list[Task], many: bool = False) -> ClaimResult:
+        first = tasks[0] if tasks else None
+        return cls(
+            task=first,
+            tasks=tasks if many else [],
+            lease_id=first.lease_id if first else None,
+            lease_expires_at=first.lease_expires_at if first else None,
+        )
 
 
 # --- workflows ---------------------------------------------------------------------------

@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.extension import Extension
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
@@ -29,22 +31,28 @@ log = logging.getLogger("mcp_taskqueue.server")
 INSTRUCTIONS = """\
 A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
 depends_on), then work it: claim_task -> heartbeat while working -> complete_task or fail_task. \
-Only the worker holding a task's lease may heartbeat, complete, fail or release it. \
+Pass the claim's lease_id to heartbeat, complete_task, fail_task and release_task: only the \
+current lease may move the task. \
 Use list_tasks/get_task to look around and queue_stats for an overview. The prompt work_next \
 describes the worker loop. Plan larger work as one workflow (create_workflow; prompt plan_project) \
 and track it with get_workflow; advance_phase/add_review enforce the development phases."""
 
 
+# Toolsets that are SDK extensions (applied when the server is built) rather than plain registrars.
+EXTENSIONS: dict[str, Callable[[TaskQueue], Extension]] = {"board": board_apps}
+
+
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    known = [name for name in TOOLSETS if name in REGISTRARS] + list(EXTENSIONS)
     if value is None:
-        return [name for name in TOOLSETS if name in REGISTRARS]
+        return known
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
-        return [name for name in TOOLSETS if name in REGISTRARS]
-    unknown = [n for n in names if n not in REGISTRARS]
+        return known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown toolset(s) {unknown}; choose from {', '.join(REGISTRARS)} (or 'all')")
+        raise ValueError(f"unknown toolset(s) {unknown}; choose from {', '.join(known)} (or 'all')")
     return names
 
 
@@ -104,6 +112,7 @@ def build_server(
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscriptions()
     watcher = ResourceWatcher(queue.store, bus, legacy)
+    names = parse_toolsets(toolsets)
     mcp = TaskQueueServer(
         "mcp-taskqueue",
         title="Task queue",
@@ -113,12 +122,14 @@ def build_server(
         log_level="WARNING",
         lifespan=watcher.lifespan,
         subscriptions=bus,
+        extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
     mcp.reports = register_reporting(mcp)
     mcp.watcher = watcher  # type: ignore[attr-defined]
-    for name in parse_toolsets(toolsets):
-        REGISTRARS[name](mcp, queue)
+    for name in names:
+        if name in REGISTRARS:
+            REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
     register_workflow_resources(mcp, queue)
     register_completions(mcp, queue)

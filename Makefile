@@ -15,7 +15,7 @@ CONFORMANCE_VERSION := 0.1.16
 CONFORMANCE_DIR := .cache/conformance
 CONFORMANCE := $(CONFORMANCE_DIR)/node_modules/@modelcontextprotocol/conformance/dist/index.js
 
-.PHONY: run test lint typecheck bench stress clean install wheel node22 conformance
+.PHONY: run test lint typecheck bench stress clean install wheel node22 conformance doc-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck $(CONFORMANCE)
+# Command-line tools the docs' examples use (tests/test_docs.py runs them).
+doc-tools:
+	@command -v jq >/dev/null || apt-get -o DPkg::Lock::Timeout=900 install -y -q jq
+
+test: $(STAMP) lint typecheck $(CONFORMANCE) doc-tools
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -75,7 +75,13 @@ def test_wheel_and_sdist_carry_what_the_server_reads(dist: Path) -> None:
         }
         assert packaged == source, f"the wheel's copy of {name}/ differs from the checkout's"
         assert {f"{name}/{rel}" for rel in source} <= sdist_names, f"the sdist lacks files of {name}/"
-    assert "mcp_taskqueue/py.typed" in wheel.namelist()
+    # Every other file the package keeps beside its code (py.typed, the board's web assets, ...).
+    tracked = subprocess.run(
+        ["git", "ls-files", "mcp_taskqueue"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = {name for name in tracked if not name.endswith(".py")}
+    assert "mcp_taskqueue/py.typed" in data
+    assert data <= set(wheel.namelist()), f"the wheel lacks {sorted(data - set(wheel.namelist()))}"
 
 
 @pytest.mark.anyio

@@ -7,15 +7,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8765
 DB ?=
-# Node 22 for the MCP conformance suite (and the TypeScript SDK), from the npm registry into a
-# gitignored cache inside the checkout; idempotent. The binary lands at $(NODE22).
-NODE22_DIR := .cache/node22
-NODE22 := $(NODE22_DIR)/node_modules/node/bin/node
-CONFORMANCE_VERSION := 0.1.16
-CONFORMANCE_DIR := .cache/conformance
-CONFORMANCE := $(CONFORMANCE_DIR)/node_modules/@modelcontextprotocol/conformance/dist/index.js
 
-.PHONY: run test lint typecheck bench stress clean install wheel node22 conformance doc-tools
+.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts wheel conformance doc-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,32 +28,56 @@ run: $(STAMP)
 wheel: $(STAMP)
 	$(BIN)/python -m build --outdir dist
 
-$(NODE22):
-	npm install --no-audit --no-fund --silent --prefix $(NODE22_DIR) node@22
-	$(NODE22) --version
-
-node22: $(NODE22)
-
-$(CONFORMANCE): $(NODE22)
-	PATH="$(abspath $(dir $(NODE22))):$$PATH" npm install --no-audit --no-fund --silent \
-		--prefix $(CONFORMANCE_DIR) @modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
-
-# The official MCP conformance suite (server scenarios); tests/test_conformance.py runs it.
-conformance: $(CONFORMANCE)
-
 lint: $(STAMP)
-	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples setup.py
-	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples setup.py
+	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts setup.py
+	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+test: $(STAMP) lint typecheck test-ts conformance doc-tools
+	$(BIN)/python -m pytest -q
+
+# --- Node 22 (from npm, into .cache/node22) and Chromium (Debian) for the TypeScript SDK's tests ---
+NODE22 := .cache/node22/node_modules/.bin
+SDK := sdk/typescript
+NPM := PATH="$(abspath $(NODE22)):$$PATH" npm
+APT := apt-get -o DPkg::Lock::Timeout=900
+
+$(NODE22)/node:
+	npm install --prefix .cache/node22 --no-audit --no-fund node@22
+
+node22: $(NODE22)/node
+
+# The official MCP conformance suite (server scenarios), run by tests/test_conformance.py.
+CONFORMANCE_VERSION := 0.1.16
+CONFORMANCE := .cache/conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js
+
+$(CONFORMANCE): $(NODE22)/node
+	$(NPM) install --no-audit --no-fund --silent --prefix .cache/conformance \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+
+conformance: $(CONFORMANCE)
+
 # Command-line tools the docs' examples use (tests/test_docs.py runs them).
 doc-tools:
-	@command -v jq >/dev/null || apt-get -o DPkg::Lock::Timeout=900 install -y -q jq
+	@command -v jq >/dev/null || $(APT) install -y -q jq
 
-test: $(STAMP) lint typecheck $(CONFORMANCE) doc-tools
-	$(BIN)/python -m pytest -q
+chromium:
+	command -v chromium >/dev/null || $(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
+
+# src/generated.ts from the live server's tools/list (tests/test_typescript_sdk.py fails when it is stale)
+sdk-generate: $(STAMP)
+	$(BIN)/python $(SDK)/scripts/generate.py
+
+$(SDK)/node_modules/.installed: $(NODE22)/node $(SDK)/package-lock.json
+	cd $(SDK) && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+# Build (ESM, CJS, browser bundle), type-check, lint (eslint + prettier), then the SDK's tests
+# against the real Python server (HTTP, stdio, Chromium).
+test-ts: $(STAMP) $(SDK)/node_modules/.installed chromium
+	cd $(SDK) && $(NPM) run build && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -71,4 +88,4 @@ stress: $(STAMP)
 	$(BIN)/python -m benchmarks.stress --tasks 2000 --servers 4 --kills 10
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(SDK)/node_modules $(SDK)/dist

@@ -20,7 +20,7 @@ import pytest
 from tests.servers import http_server
 
 ROOT = Path(__file__).resolve().parents[1]
-NODE22 = ROOT / ".cache" / "node22" / "node_modules" / "node" / "bin" / "node"
+NODE22 = ROOT / ".cache" / "node22" / "node_modules" / ".bin" / "node"  # Makefile: $(NODE22)/node
 SUITE = ROOT / ".cache" / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EXPECTED = ROOT / "tests" / "conformance" / "expected-failures.yml"
 ENTRY = re.compile(r"^  - (?P<scenario>[a-z0-9-]+)\s+# fixture: (?P<fixture>\S+?);\s*(?P<why>\S.*)$")

@@ -97,11 +97,11 @@ def test_taken_port_is_one_line_and_non_zero(tmp_path: Path) -> None:
             timeout=120,
             env=server_env(),
         )
-    assert result.returncode == 1
+    assert result.returncode == 9  # the exit code of start-up errors
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [
-        f"error: port {port} on 127.0.0.1 is already in use (another mcp-taskqueue?); choose another with --port"
-    ]
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: startup: cannot listen on 127.0.0.1:{port}: "), lines
+    assert "in use" in lines[0] and "another mcp-taskqueue?" in lines[0] and "--port" in lines[0]
 
 
 def test_unresolvable_host_is_one_line(tmp_path: Path) -> None:
@@ -112,9 +112,10 @@ def test_unresolvable_host_is_one_line(tmp_path: Path) -> None:
         timeout=120,
         env=server_env(),
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 9 and "Traceback" not in result.stderr
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot resolve host 'no-such-host.invalid'"), lines
+    assert len(lines) == 1 and lines[0].startswith("error: startup: cannot listen on no-such-host.invalid:0: "), lines
+    assert lines[0].endswith("check --host"), lines
 
 
 @pytest.mark.parametrize(

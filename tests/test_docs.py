@@ -3,13 +3,14 @@
 How a fenced block is treated, by its language (write docs so that they run):
   sh, bash, shell, console   run with `bash -euo pipefail`, `mcp-taskqueue` on PATH, in a scratch
                              directory holding a copy of examples/, with TASKQUEUE_DB set to a
-                             scratch store that a live HTTP server (started for the document) also
-                             serves. `http://127.0.0.1:8765` in a block means that server.
+                             scratch store (tasks.db). `http://127.0.0.1:8765` in a block means a
+                             live HTTP server started for the document on its own store (server.db).
   python                     run as a script, same directory, same server.
   json                       must parse; a block preceded by `<!-- docs-test: tool NAME -->` is
                              NAME's arguments and is called on that server (it must succeed).
   toml                       must parse.
   text                       output or a listing: never run.
+  ts, tsx in docs/typescript.md  run by sdk/typescript/test/docs.test.ts (make test-ts): ELSEWHERE.
   anything else, or none     must be preceded by a skip marker.
 A block that must not run (it starts a server forever, installs packages, runs this suite) is
 preceded, on the line just before its fence, by:
@@ -40,6 +41,11 @@ SHELL = {"sh", "bash", "shell", "console"}
 MARKER = re.compile(r"^<!-- docs-test: (?P<kind>skip|tool)(?::| )\s*(?P<arg>.*?)\s*-->$")
 DOC_URL = "http://127.0.0.1:8765"
 BLOCK_TIMEOUT = 180
+# Blocks another test runs: (document, language) -> that test, which must read the document.
+ELSEWHERE = {
+    ("docs/typescript.md", "ts"): "sdk/typescript/test/docs.test.ts",
+    ("docs/typescript.md", "tsx"): "sdk/typescript/test/docs.test.ts",
+}
 
 
 @dataclass
@@ -91,6 +97,10 @@ def test_every_block_is_runnable_or_skipped_with_a_reason() -> None:
                 continue
             if block.marker and block.marker[0] == "tool":
                 assert block.language == "json", f"{block.where()}: a tool marker goes before a json block"
+            runner = ELSEWHERE.get((str(block.path.relative_to(ROOT)), block.language))
+            if runner is not None:
+                assert str(block.path.relative_to(ROOT)) in (ROOT / runner).read_text(encoding="utf-8"), runner
+                continue
             assert block.language in runnable, (
                 f"{block.where()}: a ```{block.language or '(no language)'} block needs a language this test "
                 "runs (see tests/test_docs.py) or '<!-- docs-test: skip: <reason> -->' before it"
@@ -136,7 +146,7 @@ def test_document_blocks_run(path: Path, tmp_path: Path) -> None:
     }
     for name in ("TASKQUEUE_URL", "TASKQUEUE_FORMAT", "XDG_DATA_HOME", "TASKQUEUE_CONFIG", "TASKQUEUE_PROFILE"):
         env.pop(name, None)
-    with http_server(db) as base:
+    with http_server(work / "server.db") as base:  # its own file: restore refuses a store a server holds
         for block in live:
             text = block.text.replace(DOC_URL, base)
             if block.marker and block.marker[0] == "tool":

@@ -123,7 +123,7 @@ def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: st
     from mcp_taskqueue.server.transports import serve as run
 
     try:
-        mcp = build_server(ctx.obj["db"], toolsets=toolsets)
+        mcp = build_server(ctx.obj["db"], toolsets=toolsets, dispatch=True)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--toolsets") from None
     run(mcp, transport, host, port)

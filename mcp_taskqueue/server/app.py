@@ -15,6 +15,7 @@ from mcp_taskqueue import __version__
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
+from mcp_taskqueue.server.notifier_tools import register_notifier_resources, with_dispatcher
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
@@ -74,9 +75,14 @@ class TaskQueueServer(MCPServer):
 
 
 def build_server(
-    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
+    toolsets: str | Iterable[str] | None = None,
+    dispatch: bool = False,
 ) -> MCPServer:
-    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
+    """The MCP server for a queue (or a store, or a database path; None is the default store).
+
+    `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
+    clients such as the CLI's do not, so a one-off command never sends)."""
     if not isinstance(queue, TaskQueue):
         queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
@@ -90,7 +96,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         warn_on_duplicate_tools=False,
         log_level="WARNING",
-        lifespan=watcher.lifespan,
+        lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
         subscriptions=bus,
     )
     register_subscriptions(mcp, legacy)
@@ -99,6 +105,7 @@ def build_server(
         REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
     register_workflow_resources(mcp, queue)
+    register_notifier_resources(mcp, queue)
     register_completions(mcp, queue)
     register_prompts(mcp)
     compact_tool_schemas(mcp)

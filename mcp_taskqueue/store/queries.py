@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mcp_taskqueue.store.outbox import OutboxQueries
 from mcp_taskqueue.store.workflow_queries import WorkflowQueries
 
 TASK_COLUMNS = (
@@ -45,7 +46,7 @@ DUE_SQL = (
 )
 
 
-class Tx(WorkflowQueries):
+class Tx(WorkflowQueries, OutboxQueries):
     """One open transaction on the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

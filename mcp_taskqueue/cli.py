@@ -21,6 +21,7 @@ import click
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.errors import TaskQueueError
+from mcp_taskqueue.notify_cli import notify
 from mcp_taskqueue.output import FORMATS, render
 from mcp_taskqueue.store import default_db_path
 
@@ -629,6 +630,9 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None
     click.echo(cls(main, {}, "mcp-taskqueue", "_MCP_TASKQUEUE_COMPLETE").source())
+
+
+main.add_command(notify)  # mcp_taskqueue/notify_cli.py
 
 
 # --- the reference in docs/cli.md is generated from the commands themselves --------------------

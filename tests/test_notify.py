@@ -12,13 +12,13 @@ import pytest
 
 from mcp_taskqueue.development import Development
 from mcp_taskqueue.errors import Conflict, ValidationFailed
-from mcp_taskqueue.notify.dispatcher import DispatchSettings, Dispatcher
+from mcp_taskqueue.notify.dispatcher import Dispatcher, DispatchSettings
 from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.webhooks import WebhookVerificationError, sign, verify_webhook
 from mcp_taskqueue.workflows import Workflows
-from tests.receivers import Receiver, Received, http_receiver
+from tests.receivers import Received, Receiver, http_receiver
 
 SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
 FAST = DispatchSettings(
@@ -168,7 +168,9 @@ def test_events_map_from_history_with_project_kind_and_tag_filters(
     every = ["task.completed", "task.failed", "task.dead", "task.lease_expired", "task.blocked", "review.requested"]
     notifiers.create("all", "webhook", "http://127.0.0.1:9/all", every, secret=SECRET)
     notifiers.create("ops", "webhook", "http://127.0.0.1:9/ops", every, projects=["ops"], secret=SECRET)
-    notifiers.create("tagged", "webhook", "http://127.0.0.1:9/t", ["task.completed"], kinds=["build"], tags=["urgent"], secret=SECRET)
+    notifiers.create(
+        "tagged", "webhook", "http://127.0.0.1:9/t", ["task.completed"], kinds=["build"], tags=["urgent"], secret=SECRET
+    )
 
     a = queue.create(dict(title="retried", max_attempts=2))
     queue.claim("w")
@@ -223,12 +225,16 @@ def test_workflow_completed_and_failed_fire_once_when_nothing_is_left(store: Sto
     notifiers = Notifiers(store)
     notifiers.create("wf", "webhook", "http://127.0.0.1:9/wf", ["workflow.completed", "workflow.failed"], secret=SECRET)
     workflows = Workflows(queue)
-    ok = workflows.create({"name": "ok", "tasks": [{"ref": "a", "title": "A"}, {"ref": "b", "title": "B", "depends_on": ["a"]}]})
+    ok = workflows.create(
+        {"name": "ok", "tasks": [{"ref": "a", "title": "A"}, {"ref": "b", "title": "B", "depends_on": ["a"]}]}
+    )
     for _ in range(2):
         t = queue.claim("w")
         assert t is not None
         queue.complete(t.id, "w")
-    bad = workflows.create({"name": "bad", "project": "p2", "tasks": [{"ref": "x", "title": "X"}, {"ref": "y", "title": "Y"}]})
+    bad = workflows.create(
+        {"name": "bad", "project": "p2", "tasks": [{"ref": "x", "title": "X"}, {"ref": "y", "title": "Y"}]}
+    )
     t1 = queue.claim("w", project="p2")
     assert t1 is not None
     queue.fail(t1.id, "w", "no", retryable=False)
@@ -278,7 +284,14 @@ def test_secrets_rotate_with_two_active_signatures_and_are_never_returned(
         with pytest.raises(Conflict):
             notifiers.create("a", "webhook", rx_old.url, ["task.completed"], secret=new)
         for name in ("a", "b"):
-            info = notifiers.create(name, "webhook", notifiers.get(name).target.replace("…", ""), ["task.completed"], secret=new, replace=True)
+            info = notifiers.create(
+                name,
+                "webhook",
+                notifiers.get(name).target.replace("…", ""),
+                ["task.completed"],
+                secret=new,
+                replace=True,
+            )
             assert info.previous_secret_until is not None and info.has_secret
         d = Dispatcher(store, FAST)
         d.start()
@@ -290,14 +303,21 @@ def test_secrets_rotate_with_two_active_signatures_and_are_never_returned(
             d.stop()
     assert got_old.verify_error is None and got_new.verify_error is None  # both secrets sign while rotating
     assert len(got_old.headers["webhook-signature"].split()) == 2
-    shown = json.dumps([n.model_dump() for n in notifiers.list().notifiers]) + notifiers.get("a").model_dump_json()
+    shown = (
+        json.dumps([n.model_dump() for n in notifiers.list_notifiers().notifiers])
+        + notifiers.get("a").model_dump_json()
+    )
     assert old not in shown and new not in shown
 
 
 def test_verifier_refuses_tampering_stale_timestamps_and_missing_headers() -> None:
     body = b'{"type":"task.completed"}'
     ts = int(time.time())
-    headers = {"Webhook-Id": "msg_1", "Webhook-Timestamp": str(ts), "Webhook-Signature": sign(SECRET, "msg_1", ts, body)}
+    headers = {
+        "Webhook-Id": "msg_1",
+        "Webhook-Timestamp": str(ts),
+        "Webhook-Signature": sign(SECRET, "msg_1", ts, body),
+    }
     assert verify_webhook(SECRET, body, headers) == {"type": "task.completed"}
     with pytest.raises(WebhookVerificationError, match="no signature"):
         verify_webhook(SECRET, body + b" ", headers)
@@ -321,7 +341,7 @@ def test_verifier_refuses_tampering_stale_timestamps_and_missing_headers() -> No
 def test_a_bad_template_is_refused_when_saved(notifiers: Notifiers, templates: dict[str, str], problem: str) -> None:
     with pytest.raises(ValidationFailed, match=problem):
         notifiers.create("s", "slack", "http://127.0.0.1:9/slack", ["task.completed"], templates=templates)
-    assert notifiers.list().notifiers == []
+    assert notifiers.list_notifiers().notifiers == []
 
 
 def test_options_and_secrets_are_checked_per_channel(notifiers: Notifiers) -> None:

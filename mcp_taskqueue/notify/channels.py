@@ -106,7 +106,7 @@ def context(envelope: dict[str, Any], dashboard_url: str | None = None) -> dict[
         "worker": None,
     }
     task |= {"error": None, "attempts": None, "max_attempts": None, "workflow_id": None, "phase": None}
-    task |= data.get("task") or {}
+    task |= {"blocked_by": []} | (data.get("task") or {})
     workflow = {"id": None, "name": None, "status": None, "task_counts": {}} | (data.get("workflow") or {})
     queue = {"ready": None, "threshold": None, "projects": []} | (data.get("queue") or {})
     if workflow["id"]:

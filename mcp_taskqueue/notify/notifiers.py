@@ -15,12 +15,18 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
-
 from mcp_taskqueue.errors import Conflict, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.notify.channels import CHANNELS, SAMPLE_DATA, Notifier, build_email, build_http, check_templates
 from mcp_taskqueue.notify.events import EVENTS, envelope
+from mcp_taskqueue.notify.models import (
+    DeletedNotifier,
+    Delivery,
+    NotifierDetail,
+    NotifierInfo,
+    NotifierList,
+    TestResult,
+)
 from mcp_taskqueue.notify.transport import AddressPolicy, Outcome, SmtpSettings, send_email, send_http
 from mcp_taskqueue.store import Store, Tx
 
@@ -53,68 +59,6 @@ def shown_target(channel: str, target: str) -> str:
     if channel == "webhook":
         return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
     return f"{parts.scheme}://{parts.netloc}/…"
-
-
-class Delivery(BaseModel):
-    """One notification to one notifier; `id` is the `webhook-id`, the same on every attempt."""
-
-    id: str
-    event: str
-    status: Literal["pending", "delivered", "dead"]
-    attempts: int
-    key: str = Field(description="Task, workflow or 'queue': deliveries with one key arrive in order.")
-    last_status_code: int | None = None
-    last_latency_ms: float | None = None
-    last_error: str | None = None
-    created_at: str
-    last_attempt_at: str | None = None
-    next_attempt_at: str | None = None
-    delivered_at: str | None = None
-
-
-class NotifierInfo(BaseModel):
-    """A notifier as tools show it (no secrets)."""
-
-    id: str
-    name: str
-    channel: str
-    target: str
-    events: list[str]
-    projects: list[str] = []
-    kinds: list[str] = []
-    tags: list[str] = []
-    threshold: int | None = None
-    templates: dict[str, str] = {}
-    options: dict[str, Any] = {}
-    has_secret: bool
-    previous_secret_until: str | None = None
-    circuit_open_until: str | None = None
-    deliveries: dict[str, int] = Field(default_factory=dict, description="Counts by status.")
-    created_at: str
-
-
-class NotifierList(BaseModel):
-    notifiers: list[NotifierInfo]
-
-
-class NotifierDetail(NotifierInfo):
-    recent: list[Delivery] = Field(default_factory=list, description="Latest deliveries, newest first.")
-
-
-class DeletedNotifier(BaseModel):
-    id: str
-    name: str
-    dropped_pending: int
-
-
-class TestResult(BaseModel):
-    """What the receiver answered to a sample event."""
-
-    ok: bool
-    status_code: int | None = None
-    latency_ms: float
-    error: str | None = None
-    response: str | None = Field(None, description="Start of the response body.")
 
 
 def delivery(row: Any) -> Delivery:
@@ -154,6 +98,7 @@ class Notifiers:
         return row
 
     def _info(self, tx: Tx, row: Any) -> dict[str, Any]:
+        """Every shown field; NotifierInfo keeps the short part for tools."""
         filters = json.loads(row["filters"])
         now = self.clock()
         rotating = row["previous_secret"] and (row["previous_secret_until"] or 0) > now
@@ -163,9 +108,7 @@ class Notifiers:
             "channel": row["channel"],
             "target": shown_target(row["channel"], row["target"]),
             "events": json.loads(row["events"]),
-            "projects": filters.get("projects", []),
-            "kinds": filters.get("kinds", []),
-            "tags": filters.get("tags", []),
+            "filters": filters,
             "threshold": row["threshold"],
             "templates": json.loads(row["templates"]),
             "options": json.loads(row["options"]),
@@ -176,10 +119,12 @@ class Notifiers:
             "created_at": iso(row["created_at"]) or "",
         }
 
-    def list(self) -> NotifierList:
-        return self.store.read(
-            lambda tx: NotifierList(notifiers=[NotifierInfo(**self._info(tx, r)) for r in tx.list_notifiers()])
-        )
+    def list_notifiers(self) -> NotifierList:
+        return self.store.read(lambda tx: NotifierList(notifiers=[self._summary(tx, r) for r in tx.list_notifiers()]))
+
+    def _summary(self, tx: Tx, row: Any) -> NotifierInfo:
+        info = self._info(tx, row)
+        return NotifierInfo(**{k: v for k, v in info.items() if k in NotifierInfo.model_fields})
 
     def get(self, key: str, limit: int = 50, status: str | None = None) -> NotifierDetail:
         """A notifier with its latest deliveries (optionally only those with `status`)."""
@@ -215,9 +160,7 @@ class Notifiers:
         target: str,
         events: Sequence[str],
         *,
-        projects: Sequence[str] = (),
-        kinds: Sequence[str] = (),
-        tags: Sequence[str] = (),
+        filters: dict[str, list[str]] | None = None,
         threshold: int | None = None,
         templates: dict[str, str] | None = None,
         options: dict[str, Any] | None = None,
@@ -227,8 +170,7 @@ class Notifiers:
         """Save a notifier; with `replace`, change the one of that name in place (a new secret
         starts a rotation: the old one keeps signing for ROTATION_SECONDS)."""
         values = self._check(name, channel, target, events, threshold, templates, options)
-        filters = {k: sorted(set(v)) for k, v in (("projects", projects), ("kinds", kinds), ("tags", tags)) if v}
-        values["filters"] = json.dumps(filters)
+        values["filters"] = json.dumps(check_filters(filters))
 
         def op(tx: Tx) -> NotifierInfo:
             now = self.clock()
@@ -250,7 +192,7 @@ class Notifiers:
                     changes |= {"secret": secret, "previous_secret": row["secret"]}
                     changes["previous_secret_until"] = now + ROTATION_SECONDS
                 tx.update_notifier(row["seq"], changes, list(events))
-            return NotifierInfo(**self._info(tx, self._row(tx, name)))
+            return self._summary(tx, self._row(tx, name))
 
         return self.store.write(op)
 
@@ -305,7 +247,7 @@ class Notifiers:
 
         def op(tx: Tx) -> DeletedNotifier:
             row = self._row(tx, key)
-            return DeletedNotifier(id=row["id"], name=row["name"], dropped_pending=tx.delete_notifier(row["seq"]))
+            return DeletedNotifier(id=row["id"], dropped_pending=tx.delete_notifier(row["seq"]))
 
         return self.store.write(op)
 
@@ -332,6 +274,22 @@ class Notifiers:
             error=outcome.error,
             response=(outcome.response or "")[:500] or None,
         )
+
+
+def check_filters(filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """{projects?, kinds?, tags?}: lists of names; empty or absent matches everything."""
+    unknown = sorted(set(filters or {}) - {"projects", "kinds", "tags"})
+    if unknown:
+        raise ValidationFailed(f"filters {unknown} are unknown; use projects, kinds and tags")
+    out: dict[str, list[str]] = {}
+    for key, names in (filters or {}).items():
+        if not isinstance(names, list) or not all(isinstance(n, str) and 0 < len(n) <= 100 for n in names):
+            raise ValidationFailed(f"filters.{key} must be a list of names")
+        if len(names) > 50:
+            raise ValidationFailed(f"filters.{key} has {len(names)} names; the limit is 50")
+        if names:
+            out[key] = sorted(set(names))
+    return out
 
 
 def values_options(values: dict[str, Any]) -> dict[str, Any]:

@@ -15,17 +15,10 @@ from mcp.server import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from mcp_taskqueue.models import MAX_TAGS, Name, Tag
 from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.events import NotificationEvent
-from mcp_taskqueue.notify.notifiers import (
-    Channel,
-    DeletedNotifier,
-    NotifierInfo,
-    NotifierList,
-    Notifiers,
-    TestResult,
-)
+from mcp_taskqueue.notify.models import DeletedNotifier, NotifierInfo, NotifierList, TestResult
+from mcp_taskqueue.notify.notifiers import Channel, Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.resources import JSON, read_json
 from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, reply, run_queue
@@ -44,30 +37,26 @@ def register_notifier_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     async def create_notifier(
         name: Annotated[str, Field(min_length=1, max_length=100)],
         channel: Channel,
-        target: Annotated[str, Field(min_length=3, max_length=2000, description="URL, or emails for email.")],
+        target: Annotated[str, Field(min_length=3, max_length=2000, description="URL, or emails.")],
         events: Annotated[list[NotificationEvent], Field(min_length=1)],
-        projects: Annotated[list[Name] | None, Field(max_length=MAX_TAGS)] = None,
-        kinds: Annotated[list[Name] | None, Field(max_length=MAX_TAGS)] = None,
-        tags: Annotated[list[Tag] | None, Field(max_length=MAX_TAGS, description="Any of these.")] = None,
-        threshold: Annotated[int | None, Field(ge=0, description="Ready tasks, for queue.depth.")] = None,
-        templates: Annotated[dict[str, str] | None, Field(description="Jinja2 overrides by key.")] = None,
-        options: Annotated[dict[str, Any] | None, Field(description="Per channel; docs/notifications.md.")] = None,
-        secret: Annotated[
-            str | None, Field(max_length=500, description="Signing key, API token or SMTP password; write-only.")
+        filters: Annotated[
+            dict[str, list[str]] | None, Field(description="{projects?,kinds?,tags?}: name lists.")
         ] = None,
+        threshold: Annotated[int | None, Field(ge=0, description="For queue.depth: ready tasks.")] = None,
+        templates: Annotated[dict[str, str] | None, Field(description="Jinja2, by key.")] = None,
+        options: Annotated[dict[str, Any] | None, Field(description="Per channel.")] = None,
+        secret: Annotated[str | None, Field(max_length=500, description="Write-only key, token or password.")] = None,
         replace: bool = False,
     ) -> Annotated[CallToolResult, NotifierInfo]:
-        """Tell a webhook, Slack, Discord, email, twilio (SMS) or fcm (push) target about events, filtered by
-        project/kind/tag. Private/loopback targets are refused unless allowed. replace=true updates by name."""
+        """Send events to a webhook, Slack, Discord, email, twilio (SMS) or fcm (push). Private addresses
+        need allowing. replace=true updates by name."""
         info = await run_queue(
             notifiers.create,
             name,
             channel,
             target,
             events,
-            projects=projects or [],
-            kinds=kinds or [],
-            tags=tags or [],
+            filters=filters,
             threshold=threshold,
             templates=templates,
             options=options,
@@ -78,17 +67,17 @@ def register_notifier_tools(mcp: MCPServer, queue: TaskQueue) -> None:
 
     @mcp.tool(annotations=READ)
     async def list_notifiers() -> Annotated[CallToolResult, NotifierList]:
-        """Notifiers with their events, filters and delivery counts (taskqueue://notifiers/{id} lists deliveries)."""
-        return reply(await run_queue(notifiers.list))
+        """Notifiers and their delivery counts; taskqueue://notifiers/{id} lists deliveries."""
+        return reply(await run_queue(notifiers.list_notifiers))
 
     @mcp.tool(annotations=DESTRUCTIVE)
     async def delete_notifier(notifier: NotifierArg) -> Annotated[CallToolResult, DeletedNotifier]:
-        """Remove a notifier with its delivery records; undelivered notifications are dropped."""
+        """Remove a notifier and its deliveries (undelivered ones are dropped)."""
         return reply(await run_queue(notifiers.delete, notifier))
 
     @mcp.tool(annotations=SEND)
     async def test_notifier(notifier: NotifierArg) -> Annotated[CallToolResult, TestResult]:
-        """Send a sample task.completed now and report the receiver's answer (status, latency, error)."""
+        """Send a sample task.completed now; returns the receiver's answer."""
         return reply(await run_queue(notifiers.test, notifier))
 
 

@@ -167,9 +167,14 @@ def test_events_map_from_history_with_project_kind_and_tag_filters(
     notifiers = Notifiers(store, clock)
     every = ["task.completed", "task.failed", "task.dead", "task.lease_expired", "task.blocked", "review.requested"]
     notifiers.create("all", "webhook", "http://127.0.0.1:9/all", every, secret=SECRET)
-    notifiers.create("ops", "webhook", "http://127.0.0.1:9/ops", every, projects=["ops"], secret=SECRET)
+    notifiers.create("ops", "webhook", "http://127.0.0.1:9/ops", every, filters={"projects": ["ops"]}, secret=SECRET)
     notifiers.create(
-        "tagged", "webhook", "http://127.0.0.1:9/t", ["task.completed"], kinds=["build"], tags=["urgent"], secret=SECRET
+        "tagged",
+        "webhook",
+        "http://127.0.0.1:9/t",
+        ["task.completed"],
+        filters={"kinds": ["build"], "tags": ["urgent"]},
+        secret=SECRET,
     )
 
     a = queue.create(dict(title="retried", max_attempts=2))
@@ -250,7 +255,9 @@ def test_queue_depth_notifies_once_above_the_threshold_and_rearms_below_it(
     store: Store, queue: TaskQueue, notifiers: Notifiers
 ) -> None:
     with http_receiver(Receiver(secret=SECRET)) as rx:
-        notifiers.create("depth", "webhook", rx.url, ["queue.depth"], threshold=2, projects=["busy"], secret=SECRET)
+        notifiers.create(
+            "depth", "webhook", rx.url, ["queue.depth"], threshold=2, filters={"projects": ["busy"]}, secret=SECRET
+        )
         d = Dispatcher(store, FAST)
         d.start()
         try:
@@ -292,7 +299,7 @@ def test_secrets_rotate_with_two_active_signatures_and_are_never_returned(
                 secret=new,
                 replace=True,
             )
-            assert info.previous_secret_until is not None and info.has_secret
+            assert info.has_secret and notifiers.get(name).previous_secret_until is not None
         d = Dispatcher(store, FAST)
         d.start()
         try:

@@ -218,6 +218,8 @@ class Notifiers:
         if ("queue.depth" in events) != (threshold is not None):
             raise ValidationFailed("threshold (ready tasks) goes with the queue.depth event, and only with it")
         options = dict(options or {})
+        if len(json.dumps(options)) > 10_000:
+            raise ValidationFailed("options are larger than 10000 characters of JSON")
         extra = sorted(set(options) - set(OPTION_KEYS[channel]))
         if extra:
             raise ValidationFailed(

@@ -1,7 +1,7 @@
 """`mcp-taskqueue notify add|list|remove|test|redeliver`: notifiers from the shell.
 
 add, list, remove and test go through the same client path as every queue command (local file
-or `--url`); redeliver works on the local file. Secrets are read from an environment variable or
+or `--url`); redeliver works on the local file. Registered in cli.py's EXTERNAL_COMMANDS. Secrets are read from an environment variable or
 a file, never from the command line (shell history) and never printed.
 """
 
@@ -13,7 +13,10 @@ from typing import Any
 
 import click
 
+from mcp_taskqueue.cli import CommandError, local_store, maps_to_tool, root_options, show, with_client
+from mcp_taskqueue.errors import TaskQueueError
 from mcp_taskqueue.notify.events import EVENTS
+from mcp_taskqueue.notify.notifiers import Notifiers
 
 CHANNELS = ("webhook", "slack", "discord", "email", "twilio", "fcm")
 
@@ -51,9 +54,8 @@ def read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
 
 def shown(ctx: click.Context, info: Any, title: str | None = None) -> None:
     """Notifiers as flat rows for tables (JSON and YAML get every field unchanged)."""
-    from mcp_taskqueue.cli import show
 
-    if ctx.find_root().obj["format"] != "table":
+    if root_options(ctx)["format"] != "table":
         show(ctx, info, title=title)
         return
     items = info if isinstance(info, list) else [info]
@@ -79,6 +81,11 @@ def notify() -> None:
 
 
 @notify.command("add")
+@maps_to_tool(
+    "create_notifier",
+    cli_only=("events", "secret_env", "secret_file"),  # --event's choices are the tool's own enum (EVENTS)
+    renamed={"projects": "filters", "kinds": "filters", "tags": "filters"},
+)
 @click.argument("name")
 @click.option("--channel", "-c", type=click.Choice(CHANNELS), required=True)
 @click.option("--target", "-t", required=True, help="URL (webhook, slack, discord, twilio, fcm) or email addresses.")
@@ -110,7 +117,6 @@ def notify_add(
     replace: bool,
 ) -> None:
     """Create (or with --replace change) a notifier."""
-    from mcp_taskqueue.cli import with_client
 
     filters = {k: list(v) for k, v in (("projects", projects), ("kinds", kinds), ("tags", tags)) if v}
     fields = {
@@ -125,19 +131,19 @@ def notify_add(
 
 
 @notify.command("list")
+@maps_to_tool("list_notifiers", cli_only=("notifier", "status"))
 @click.argument("notifier", required=False)
 @click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), help="Only deliveries in this state.")
 @click.pass_context
 def notify_list(ctx: click.Context, notifier: str | None, status: str | None) -> None:
     """Every notifier with delivery counts; or, given NOTIFIER, its latest deliveries."""
-    from mcp_taskqueue.cli import show, with_client
 
     if notifier is None:
         shown(ctx, with_client(ctx, lambda tq: tq.list_notifiers()).notifiers, title="notifiers")
         return
     detail = with_client(ctx, lambda tq: tq.get_notifier(notifier))
     recent = [d for d in detail.recent if status is None or d.status == status]
-    if ctx.find_root().obj["format"] == "table":
+    if root_options(ctx)["format"] == "table":
         shown(ctx, detail)
         columns = ("id", "event", "key", "status", "attempts", "last_status_code", "last_latency_ms", "last_error")
         show(ctx, [{c: getattr(d, c) for c in columns} for d in recent], title="deliveries")
@@ -146,21 +152,21 @@ def notify_list(ctx: click.Context, notifier: str | None, status: str | None) ->
 
 
 @notify.command("remove")
+@maps_to_tool("delete_notifier")
 @click.argument("notifier")
 @click.pass_context
 def notify_remove(ctx: click.Context, notifier: str) -> None:
     """Delete a notifier and its delivery records (undelivered notifications are dropped)."""
-    from mcp_taskqueue.cli import show, with_client
 
     show(ctx, with_client(ctx, lambda tq: tq.delete_notifier(notifier)))
 
 
 @notify.command("test")
+@maps_to_tool("test_notifier")
 @click.argument("notifier")
 @click.pass_context
 def notify_test(ctx: click.Context, notifier: str) -> None:
     """Send a sample event now and show the receiver's answer; exits 1 when it did not accept it."""
-    from mcp_taskqueue.cli import show, with_client
 
     result = with_client(ctx, lambda tq: tq.test_notifier(notifier))
     show(ctx, result)
@@ -175,9 +181,6 @@ def notify_test(ctx: click.Context, notifier: str) -> None:
 @click.pass_context
 def notify_redeliver(ctx: click.Context, notifier: str, ids: tuple[str, ...], delivered: bool) -> None:
     """Send dead deliveries again (or those named by --id), under their original ids. Local file only."""
-    from mcp_taskqueue.cli import CommandError, local_store, show
-    from mcp_taskqueue.errors import TaskQueueError
-    from mcp_taskqueue.notify.notifiers import Notifiers
 
     store = local_store(ctx, "redeliver", must_exist=True)
     try:

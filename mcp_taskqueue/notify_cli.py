@@ -80,12 +80,12 @@ def notify() -> None:
     """Notifiers: webhooks, Slack, Discord, email, SMS and push when work finishes, fails or gets stuck."""
 
 
-@notify.command("add")
 @maps_to_tool(
     "create_notifier",
     cli_only=("events", "secret_env", "secret_file"),  # --event's choices are the tool's own enum (EVENTS)
     renamed={"projects": "filters", "kinds": "filters", "tags": "filters"},
 )
+@notify.command("add")
 @click.argument("name")
 @click.option("--channel", "-c", type=click.Choice(CHANNELS), required=True)
 @click.option("--target", "-t", required=True, help="URL (webhook, slack, discord, twilio, fcm) or email addresses.")
@@ -130,8 +130,8 @@ def notify_add(
     shown(ctx, with_client(ctx, lambda tq: tq.create_notifier(name, channel, target, list(events), **fields)))
 
 
-@notify.command("list")
 @maps_to_tool("list_notifiers", cli_only=("notifier", "status"))
+@notify.command("list")
 @click.argument("notifier", required=False)
 @click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), help="Only deliveries in this state.")
 @click.pass_context
@@ -151,8 +151,8 @@ def notify_list(ctx: click.Context, notifier: str | None, status: str | None) ->
         show(ctx, detail.model_copy(update={"recent": recent}))
 
 
-@notify.command("remove")
 @maps_to_tool("delete_notifier")
+@notify.command("remove")
 @click.argument("notifier")
 @click.pass_context
 def notify_remove(ctx: click.Context, notifier: str) -> None:
@@ -161,8 +161,8 @@ def notify_remove(ctx: click.Context, notifier: str) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.delete_notifier(notifier)))
 
 
-@notify.command("test")
 @maps_to_tool("test_notifier")
+@notify.command("test")
 @click.argument("notifier")
 @click.pass_context
 def notify_test(ctx: click.Context, notifier: str) -> None:

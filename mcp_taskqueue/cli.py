@@ -232,7 +232,11 @@ def maps_to_tool(
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, type=int, show_default=True)
-@click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
+@click.option(
+    "--toolsets",
+    default=None,
+    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: str | None, log_level: str) -> None:

@@ -211,7 +211,8 @@ def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerPar
         return StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     from mcp_taskqueue.server.app import build_server  # only the in-memory mode needs the server
 
-    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets)
+    # In-process there is no context to save: every toolset, the opt-in ones included.
+    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets or "all")
 
 
 class TaskQueueClient:

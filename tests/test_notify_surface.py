@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,17 +11,44 @@ from mcp import Client
 
 from mcp_taskqueue.client import TaskQueueClient
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 from tests.mcp_calls import call, call_error
 from tests.receivers import Receiver, http_receiver
 from tests.test_cli import cli, fails, ok
 
 SECRET = "surface-test-secret-0123456789"
+NOTIFIER_TOOLS = {"create_notifier", "list_notifiers", "delete_notifier", "test_notifier"}
 
 
 @pytest.fixture(autouse=True)
 def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+
+
+@pytest.fixture
+async def client(db_path: Path) -> AsyncIterator[Client]:
+    """The server with every toolset: `notifications` is opt-in."""
+    async with Client(build_server(db_path, toolsets="all")) as c:
+        yield c
+
+
+@pytest.mark.anyio
+async def test_notifications_are_opt_in_and_whole_tools_list_stays_in_budget(db_path: Path, client: Client) -> None:
+    async with Client(build_server(db_path)) as default:
+        names = {t.name for t in (await default.list_tools()).tools}
+    assert not names & NOTIFIER_TOOLS
+    tools = (await client.list_tools()).tools
+    assert {t.name for t in tools} >= NOTIFIER_TOOLS
+    for tool in tools:
+        if tool.name in NOTIFIER_TOOLS:
+            assert tool.description and tool.output_schema and tool.annotations, tool.name
+    by_name = {t.name: t for t in tools}
+    assert by_name["delete_notifier"].annotations.destructive_hint is True  # type: ignore[union-attr]
+    assert by_name["test_notifier"].annotations.open_world_hint is True  # type: ignore[union-attr]
+    assert by_name["list_notifiers"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    mine = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools if t.name in NOTIFIER_TOOLS]
+    assert len(json.dumps(mine, separators=(",", ":"))) < 4000
 
 
 @pytest.mark.anyio

@@ -32,10 +32,14 @@ describes the worker loop. Plan larger work as one workflow (create_workflow; pr
 and track it with get_workflow; advance_phase/add_review enforce the development phases."""
 
 
+# Administration toolsets an agent doing the work does not need in its context: on when named or with 'all'.
+OPT_IN_TOOLSETS = ("notifications",)
+
+
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
-    """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    """'tasks,queue' -> ['tasks', 'queue']; None -> every toolset but OPT_IN_TOOLSETS; 'all' -> every one."""
     if value is None:
-        return [name for name in TOOLSETS if name in REGISTRARS]
+        return [name for name in TOOLSETS if name in REGISTRARS and name not in OPT_IN_TOOLSETS]
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
         return [name for name in TOOLSETS if name in REGISTRARS]

@@ -16,7 +16,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from mcp_taskqueue.notify.dispatcher import DispatchSettings
 from mcp_taskqueue.webhooks import WebhookVerificationError, verify_webhook
+
+# A dispatcher that retries within a test's patience.
+FAST = DispatchSettings(
+    timeout=2.0,
+    max_attempts=3,
+    retry_base=0.2,
+    retry_cap=1.0,
+    circuit_failures=50,
+    circuit_seconds=1.0,
+    lease_seconds=5.0,
+    poll=0.05,
+    depth_interval=0.2,
+)
 
 
 @dataclass

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from mcp_taskqueue.development import Development
 from mcp_taskqueue.errors import Conflict, ValidationFailed
-from mcp_taskqueue.notify.dispatcher import Dispatcher, DispatchSettings
+from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
@@ -21,17 +22,6 @@ from mcp_taskqueue.workflows import Workflows
 from tests.receivers import Received, Receiver, http_receiver
 
 SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
-FAST = DispatchSettings(
-    timeout=2.0,
-    max_attempts=3,
-    retry_base=0.2,
-    retry_cap=1.0,
-    circuit_failures=50,
-    circuit_seconds=1.0,
-    lease_seconds=5.0,
-    poll=0.05,
-    depth_interval=0.2,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -139,7 +129,7 @@ def test_after_the_last_attempt_a_delivery_is_dead_and_redeliver_sends_it_again_
 def test_a_hanging_receiver_times_out_without_holding_up_other_notifiers_or_the_queue(
     store: Store, queue: TaskQueue, notifiers: Notifiers
 ) -> None:
-    settings = DispatchSettings(**{**FAST.__dict__, "timeout": 1.0})
+    settings = replace(FAST, timeout=1.0)
     with (
         http_receiver(Receiver(behaviour=lambda r: (200, 4.0, {}))) as slow,
         http_receiver(Receiver(secret=SECRET)) as fast,
@@ -367,7 +357,7 @@ def test_options_and_secrets_are_checked_per_channel(notifiers: Notifiers) -> No
 def test_the_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
     store: Store, queue: TaskQueue, notifiers: Notifiers
 ) -> None:
-    settings = DispatchSettings(**{**FAST.__dict__, "circuit_failures": 2, "circuit_seconds": 2.0, "max_attempts": 20})
+    settings = replace(FAST, circuit_failures=2, circuit_seconds=2.0, max_attempts=20)
     healthy = {"now": False}
     with http_receiver(Receiver(behaviour=lambda r: (200 if healthy["now"] else 500, 0.0, {}))) as rx:
         notifiers.create("hook", "webhook", rx.url, ["task.completed"], secret=SECRET)

@@ -12,16 +12,18 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from mcp_taskqueue.notify.dispatcher import Dispatcher, DispatchSettings
+from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from tests.receivers import Receiver, http_receiver
 from tests.servers import free_port, server_env
+from tests.test_notify import FAST
 
 SECRET = "delivery-test-secret-0123456789"
 
@@ -123,15 +125,7 @@ def test_a_receiver_down_for_a_while_gets_everything_once_back_in_order_per_task
     notifiers = Notifiers(store)
     events = ["task.completed", "task.failed", "task.dead"]
     notifiers.create("hook", "webhook", f"http://127.0.0.1:{port}/hook", events, secret=SECRET)
-    settings = DispatchSettings(
-        timeout=2.0,
-        max_attempts=100,
-        retry_base=0.1,
-        retry_cap=0.5,
-        circuit_failures=3,
-        circuit_seconds=0.5,
-        poll=0.05,
-    )
+    settings = replace(FAST, max_attempts=100, retry_base=0.1, retry_cap=0.5, circuit_failures=3, circuit_seconds=0.5)
     dispatcher = Dispatcher(store, settings)
     dispatcher.start()
     try:

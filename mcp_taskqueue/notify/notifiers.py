@@ -11,14 +11,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from mcp_taskqueue.errors import Conflict, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.notify.channels import CHANNELS, SAMPLE_DATA, Notifier, build_email, build_http, check_templates
-from mcp_taskqueue.notify.events import EVENTS, envelope
+from mcp_taskqueue.notify.events import EVENTS, envelope, iso_now
 from mcp_taskqueue.notify.models import (
     DeletedNotifier,
     Delivery,
@@ -46,9 +45,7 @@ TIMEOUT_ENV = "TASKQUEUE_NOTIFY_TIMEOUT"
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ts is None else iso_now(ts)
 
 
 def shown_target(channel: str, target: str) -> str:

@@ -19,7 +19,7 @@ from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.webhooks import WebhookVerificationError, sign, verify_webhook
 from mcp_taskqueue.workflows import Workflows
-from tests.receivers import Received, Receiver, http_receiver
+from tests.receivers import FAST, Received, Receiver, http_receiver
 
 SECRET = "whsec_" + "c2VjcmV0LXNpZ25pbmcta2V5LWZvci10ZXN0cw=="
 

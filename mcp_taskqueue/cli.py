@@ -69,6 +69,7 @@ class CommandError(click.ClickException):
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
 EXTERNAL_COMMANDS: dict[str, str] = {
     "notify": "mcp_taskqueue.notify_cli:notify",
+    "top": "mcp_taskqueue.top:top",
 }
 
 

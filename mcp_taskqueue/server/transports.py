@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.server.board_routes import add_board_routes
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -27,8 +28,9 @@ def add_health_route(mcp: MCPServer) -> None:
 
 
 def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, streamable: bool = True) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz."""
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz, the board at /."""
     add_health_route(mcp)
+    add_board_routes(mcp)
     if streamable:
         app = mcp.streamable_http_app(host=host)
         if sse:
@@ -60,6 +62,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
             f"  health:          {base}/healthz",
+            f"  board:           {base}/",
             "",
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",

@@ -190,3 +190,15 @@ def test_a_redirect_to_a_disallowed_address_is_not_followed(notifiers: Notifiers
             assert notifiers.test("hop").ok
         (got,) = inner.wait_for(1)
         assert got.verify_error is None
+
+
+def test_config_file_entries_join_the_environment_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcp_taskqueue.notify import transport
+
+    monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "10.0.0.0/8")
+    monkeypatch.setattr(transport, "configured_allow_hosts", ["hooks.internal"])
+    policy = AddressPolicy.from_env()
+    policy.check("hooks.internal", ipaddress.ip_address("192.168.1.9"))
+    policy.check("x", ipaddress.ip_address("10.1.1.1"))
+    with pytest.raises(BlockedAddress):
+        policy.check("other.internal", ipaddress.ip_address("192.168.1.9"))

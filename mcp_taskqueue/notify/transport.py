@@ -27,6 +27,8 @@ import httpcore2
 from mcp_taskqueue.errors import ValidationFailed
 
 ALLOW_ENV = "TASKQUEUE_WEBHOOK_ALLOW_HOSTS"
+# Entries from the config file's `notifications.allow_hosts`, set once by whoever loads the settings.
+configured_allow_hosts: list[str] = []
 # Instance metadata services: refused even inside an allowed network unless listed exactly.
 METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")}
 MAX_REDIRECTS = 3
@@ -64,9 +66,9 @@ class AddressPolicy:
 
     @classmethod
     def from_env(cls, extra: Iterable[str] = ()) -> AddressPolicy:
-        """`TASKQUEUE_WEBHOOK_ALLOW_HOSTS` (comma or space separated) plus `extra` entries."""
+        """`TASKQUEUE_WEBHOOK_ALLOW_HOSTS` (comma or space separated), `configured_allow_hosts` and `extra`."""
         raw = os.environ.get(ALLOW_ENV, "").replace(",", " ").split()
-        return cls.parse([*raw, *extra])
+        return cls.parse([*raw, *configured_allow_hosts, *extra])
 
     def check(self, host: str, address: IPAddress) -> None:
         """Raise BlockedAddress unless `address` (resolved from `host`) may be contacted."""

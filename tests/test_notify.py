@@ -239,6 +239,15 @@ def test_workflow_completed_and_failed_fire_once_when_nothing_is_left(store: Sto
     queue.complete(t2.id, "w")
     recent = notifiers.get("wf").recent
     assert sorted((x.event, x.key) for x in recent) == [("workflow.completed", ok.id), ("workflow.failed", bad.id)]
+    # a cancelled workflow is neither: cancelling its last tasks does not read as it finishing
+    gone = workflows.create(
+        {"name": "gone", "project": "p3", "tasks": [{"ref": "m", "title": "M"}, {"ref": "n", "title": "N"}]}
+    )
+    t3 = queue.claim("w", project="p3")
+    assert t3 is not None
+    queue.complete(t3.id, "w", lease_id=t3.lease_id)
+    workflows.cancel(gone.id)
+    assert len(notifiers.get("wf").recent) == 2
 
 
 def test_queue_depth_notifies_once_above_the_threshold_and_rearms_below_it(

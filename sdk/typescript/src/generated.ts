@@ -241,7 +241,7 @@ export interface CreateTaskArgs {
   /** JSON input for the worker. */
   payload?: Record<string, unknown> | null;
   tags?: Array<string> | null;
-  /** Task ids that must complete first. */
+  /** Task ids to wait for. */
   depends_on?: Array<string> | null;
   parent_id?: string | null;
   acceptance_criteria?: Array<string> | null;
@@ -907,6 +907,21 @@ export class StoreBusy extends TaskQueueError {
   static override readonly code = "store_busy";
   override readonly code: string = "store_busy";
 }
+/** The disk holding the database is full; nothing was written. Retry once space is freed. */
+export class StoreFull extends TaskQueueError {
+  static override readonly code = "store_full";
+  override readonly code: string = "store_full";
+}
+/** The database file was deleted or replaced under the running process; writes are refused. */
+export class StoreLost extends TaskQueueError {
+  static override readonly code = "store_lost";
+  override readonly code: string = "store_lost";
+}
+/** The database cannot be opened (folder, permissions, read-only or damaged file). */
+export class StoreUnavailable extends TaskQueueError {
+  static override readonly code = "store_unavailable";
+  override readonly code: string = "store_unavailable";
+}
 /** Input that is malformed, too large, cyclic, or fails its schema. */
 export class ValidationFailed extends TaskQueueError {
   static override readonly code = "validation_failed";
@@ -921,5 +936,8 @@ export const ERROR_CLASSES: Record<string, new (message: string, tool?: string) 
   not_found: NotFound,
   rate_limited: RateLimited,
   store_busy: StoreBusy,
+  store_full: StoreFull,
+  store_lost: StoreLost,
+  store_unavailable: StoreUnavailable,
   validation_failed: ValidationFailed,
 };

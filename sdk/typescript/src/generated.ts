@@ -9,6 +9,34 @@ export const SERVER_VERSION = "0.1.0";
 /** Most tasks one create_tasks call takes (createTasks splits larger lists into chunks). */
 export const MAX_BATCH = 500;
 
+export type WorkflowSpecName = string;
+
+export interface WorkflowSpecTask {
+  /** Local name, unique in the workflow. */
+  ref: string;
+  title: string;
+  description?: string;
+  kind?: WorkflowSpecName;
+  priority?: "critical" | "high" | "medium" | "low";
+  payload?: Record<string, unknown>;
+  tags?: Array<string>;
+  /** Refs of other tasks in this workflow, or ids of existing tasks. */
+  depends_on?: Array<string>;
+  acceptance_criteria?: Array<string>;
+  /** ISO-8601; not claimable before. */
+  run_at?: string;
+  max_attempts?: number;
+  timeout_seconds?: number;
+}
+
+/** A named graph of tasks that create_workflow creates in one transaction. Tasks name each other by their local `ref` in depends_on; depends_on may also hold ids of existing tasks. */
+export interface WorkflowSpec {
+  name: string;
+  project?: WorkflowSpecName;
+  description?: string;
+  tasks: Array<WorkflowSpecTask>;
+}
+
 /** What a caller supplies to create a task (one item of `create_tasks`). */
 export interface TaskSpec {
   title: string;
@@ -491,7 +519,7 @@ export interface UpdateProjectArgs {
 }
 
 export interface CreateWorkflowArgs {
-  spec?: Record<string, unknown> | null;
+  spec?: WorkflowSpec | null;
   template?: string | null;
   parameters?: Record<string, unknown> | null;
 }

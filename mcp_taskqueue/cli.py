@@ -71,7 +71,10 @@ class CommandError(click.ClickException):
 
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
-EXTERNAL_COMMANDS: dict[str, str] = {"top": "mcp_taskqueue.top:top"}
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "notify": "mcp_taskqueue.notify_cli:notify",
+    "top": "mcp_taskqueue.top:top",
+}
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -240,7 +243,11 @@ def maps_to_tool(
     show_default=True,
     help="0 picks a free port (see the banner).",
 )
-@click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
+@click.option(
+    "--toolsets",
+    default=None,
+    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.option(
     "--store-timeout",
@@ -284,7 +291,7 @@ def serve(
     try:
         store = Store(root_options(ctx)["db"], timeout=store_timeout)
         try:
-            mcp = build_server(store, toolsets=toolsets)
+            mcp = build_server(store, toolsets=toolsets, dispatch=True)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
         run(mcp, transport, host, port, limits)

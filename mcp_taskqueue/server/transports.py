@@ -84,12 +84,37 @@ class PeerSessionLimit:
     `idle_timeout` seconds with no request in flight (when the SDK closes it too).
     """
 
-    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, path: str = "/mcp") -> None:
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, max_streams: int, path: str = "/mcp") -> None:
         self.app = app
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.max_streams = max_streams
         self.path = path
         self.sessions: dict[str, _Session] = {}
+        self.streams: dict[str, int] = {}  # open SSE streams (/sse) per client address
+
+    def refusal(self, what: str, hint: str) -> JSONResponse:
+        log.warning("refusing %s", what)
+        error = {"code": -32000, "message": f"Too many open sessions {what}; {hint}"}
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": None, "error": error},
+            status_code=503,
+            headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
+        )
+
+    async def sse_stream(self, peer: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """An SSE session lives as long as its GET /sse stream: count those per address and in all."""
+        if self.streams.get(peer, 0) >= self.limit or sum(self.streams.values()) >= self.max_streams:
+            count = self.streams.get(peer, 0)
+            await self.refusal(f"from {peer} ({count} SSE streams)", "close unused connections")(scope, receive, send)
+            return
+        self.streams[peer] = self.streams.get(peer, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.streams[peer] -= 1
+            if not self.streams[peer]:
+                del self.streams[peer]
 
     def open_sessions(self, peer: str) -> int:
         now = time.monotonic()
@@ -101,28 +126,19 @@ class PeerSessionLimit:
         return sum(1 for s in self.sessions.values() if s.peer == peer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if path == "/sse" and scope["method"] == "GET":
+            await self.sse_stream(peer, scope, receive, send)
+            return
+        if path != self.path:
             await self.app(scope, receive, send)
             return
-        peer = (scope.get("client") or ("unknown", 0))[0]
         sid = Headers(scope=scope).get("mcp-session-id")
         session = self.sessions.get(sid) if sid else None
         if sid is None and scope["method"] == "POST" and self.open_sessions(peer) >= self.limit:
-            log.warning("refusing a new session from %s: %d sessions open from that address", peer, self.limit)
-            response = JSONResponse(
-                {
-                    "jsonrpc": "2.0",
-                    "id": None,
-                    "error": {
-                        "code": -32000,
-                        "message": f"Too many open sessions from {peer} ({self.limit}); close unused sessions "
-                        f"(DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire",
-                    },
-                },
-                status_code=503,
-                headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
-            )
-            await response(scope, receive, send)
+            hint = f"close unused sessions (DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire"
+            await self.refusal(f"from {peer} ({self.limit})", hint)(scope, receive, send)
             return
         status = 0
         opened: _Session | None = None
@@ -164,22 +180,26 @@ def http_app(
     add_board_routes(mcp)
     if not streamable:
         app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
-        app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
-        return app
-    app = mcp.streamable_http_app(
-        host=host,
-        # An event store makes POST streams resumable: a priming event with an id, a retry: hint.
-        event_store=BoundedEventStore(),
-        retry_interval=RETRY_MILLISECONDS,
-        max_request_body_size=limits.max_body_bytes,
-        max_sessions=limits.max_sessions,
-        session_idle_timeout=limits.session_idle_timeout,
+    else:
+        app = mcp.streamable_http_app(
+            host=host,
+            # An event store makes POST streams resumable: a priming event with an id, a retry: hint.
+            event_store=BoundedEventStore(),
+            retry_interval=RETRY_MILLISECONDS,
+            max_request_body_size=limits.max_body_bytes,
+            max_sessions=limits.max_sessions,
+            session_idle_timeout=limits.session_idle_timeout,
+        )
+        if sse:
+            sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+            have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
+            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
+    app.add_middleware(
+        PeerSessionLimit,
+        limit=limits.sessions_per_peer,
+        idle_timeout=limits.session_idle_timeout,
+        max_streams=limits.max_sessions,
     )
-    if sse:
-        sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
-        have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
-        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
-    app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
     app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
     return app
 

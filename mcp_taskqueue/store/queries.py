@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mcp_taskqueue.store.board_queries import BoardQueries
+from mcp_taskqueue.store.outbox import OutboxQueries
 from mcp_taskqueue.store.workflow_queries import WorkflowQueries
 
 TASK_COLUMNS = (
@@ -66,7 +67,7 @@ def search_terms(text: str) -> list[str]:
     return re.findall(r"\w+", text)
 
 
-class Tx(WorkflowQueries, BoardQueries):
+class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
     """One open transaction on the store's connection (SQLite here; `PgTx` for PostgreSQL).
 
     `write` is True inside `Store.write`: PostgreSQL then locks the task rows it reads by id.

@@ -106,7 +106,7 @@ class TaskQueue:
         tx: Tx, seq: int, now: float, actor: str | None, action: str, old: Any = None, new: Any = None
     ) -> int:
         """Append a history event (old/new as JSON); returns its own seq."""
-        return tx.insert_event(
+        event_seq = tx.insert_event(
             seq,
             now,
             actor,
@@ -115,6 +115,7 @@ class TaskQueue:
             None if new is None else json.dumps(new, ensure_ascii=False, default=str),
         )
         enqueue_for_history(tx, seq, now, actor, action, new)  # same transaction: no lost notification
+        return event_seq
 
     @staticmethod
     def _check_transition(row: Any, target: Status, action: str) -> None:

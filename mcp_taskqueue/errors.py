@@ -46,3 +46,15 @@ class StoreBusy(TaskQueueError):
     """The database stayed locked by other processes past our retry bound."""
 
     code = "store_busy"
+
+
+class Forbidden(TaskQueueError):
+    """The caller's token does not carry the scope or project this action needs."""
+
+    code = "forbidden"
+
+
+class RateLimited(TaskQueueError):
+    """The caller spent its budget for this kind of call; it may try again after the wait named."""
+
+    code = "rate_limited"

@@ -39,6 +39,8 @@ EXIT_CODES = {
     "store_busy": 5,
     "transport": 6,
     "unknown_tool": 7,
+    "forbidden": 8,
+    "rate_limited": 9,
 }
 PRIORITIES = ("critical", "high", "medium", "low")
 STATUSES = ("pending", "ready", "running", "completed", "failed", "cancelled")
@@ -107,26 +109,32 @@ def main(ctx: click.Context, db: str | None, url: str | None, fmt: str) -> None:
 
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, type=int, show_default=True)
+@click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), help="[default: stdio, or the config's]")
+@click.option("--host", help="[default: 127.0.0.1]")
+@click.option("--port", type=int, help="[default: 8765]")
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
-@click.option("--log-level", default="WARNING", show_default=True)
+@click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
+@click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
+@click.option("--log-level", help="[default: INFO]")
+@click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
+@click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
 @click.pass_context
-def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: str | None, log_level: str) -> None:
-    """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents)."""
-    # Logs go to stderr: in stdio mode stdout carries only protocol messages.
-    logging.basicConfig(
-        stream=sys.stderr, level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from mcp_taskqueue.server.app import build_server
-    from mcp_taskqueue.server.transports import serve as run
+def serve(ctx: click.Context, /, no_auth: bool, toolsets: str | None, **flags: Any) -> None:
+    """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents).
 
-    try:
-        mcp = build_server(ctx.obj["db"], toolsets=toolsets)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-    run(mcp, transport, host, port)
+    Settings come from --config/--profile, TASKQUEUE_* and these options (docs/deployment.md).
+    A non-loopback --host needs tokens (mcp-taskqueue token create) or OAuth, or --no-auth."""
+    from mcp_taskqueue.cli_service import serve as run
+
+    keys = {
+        "log_level": "logging.level",
+        "log_format": "logging.format",
+        "log_file": "logging.file",
+        "auth": "auth.mode",
+    }
+    given = {keys.get(k, f"server.{k}"): v for k, v in flags.items()}
+    given["server.toolsets"] = toolsets.split(",") if toolsets else None
+    run(ctx, no_auth, **given)
 
 
 # --- the one path: a TaskQueueClient on the local file or the --url server ------------------------
@@ -667,6 +675,11 @@ def update_reference(path: str | Path) -> bool:
         doc.write_text(new, encoding="utf-8")
     return new != text
 
+
+from mcp_taskqueue.cli_service import config_group, token_group  # noqa: E402  (groups in their own module)
+
+main.add_command(token_group)
+main.add_command(config_group)
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--update-docs"]:

@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from mcp_taskqueue.errors import ValidationFailed
@@ -23,7 +24,7 @@ SCOPES = ("read", "write", "claim", "review", "admin")
 TOKEN_PREFIX = "tq_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-__all__ = ["SCOPES", "Identity", "TokenRow", "Tokens", "hash_token", "parse_scopes"]
+__all__ = ["CURRENT_IDENTITY", "SCOPES", "Identity", "TokenRow", "Tokens", "hash_token", "parse_scopes"]
 
 
 def hash_token(token: str) -> str:
@@ -65,6 +66,10 @@ class Identity:
 
     def allows_project(self, project: str) -> bool:
         return self.projects is None or project in self.projects
+
+
+# Set by the server's guard around each MCP message: who the tools are acting for.
+CURRENT_IDENTITY: ContextVar[Identity | None] = ContextVar("taskqueue_identity", default=None)
 
 
 class Tokens:

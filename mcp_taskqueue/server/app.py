@@ -17,6 +17,7 @@ from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
+from mcp_taskqueue.server.service import ServiceOptions, auth_kwargs, install_middleware
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
@@ -74,9 +75,15 @@ class TaskQueueServer(MCPServer):
 
 
 def build_server(
-    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
+    toolsets: str | Iterable[str] | None = None,
+    service: ServiceOptions | None = None,
 ) -> MCPServer:
-    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
+    """The MCP server for a queue (or a store, or a database path; None is the default store).
+
+    `service` switches on what a shared HTTP server needs (server/service.py): auth, rate limits,
+    metrics. Without it every caller is the local user, as on stdio.
+    """
     if not isinstance(queue, TaskQueue):
         queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
@@ -92,6 +99,7 @@ def build_server(
         log_level="WARNING",
         lifespan=watcher.lifespan,
         subscriptions=bus,
+        **auth_kwargs(service, queue),
     )
     register_subscriptions(mcp, legacy)
     mcp.watcher = watcher  # type: ignore[attr-defined]
@@ -102,5 +110,6 @@ def build_server(
     register_completions(mcp, queue)
     register_prompts(mcp)
     compact_tool_schemas(mcp)
+    install_middleware(mcp, queue, service)
     mcp.queue = queue  # type: ignore[attr-defined]
     return mcp

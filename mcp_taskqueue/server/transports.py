@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.server.service import install_http, wrap_app
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -27,15 +28,18 @@ def add_health_route(mcp: MCPServer) -> None:
 
 
 def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, streamable: bool = True) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz."""
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz,
+    metrics at /metrics (server/service.py adds it, with auth and rate limits when configured)."""
     add_health_route(mcp)
+    install_http(mcp)
     if streamable:
         app = mcp.streamable_http_app(host=host)
         if sse:
             sse_app = mcp.sse_app(host=host)
-            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") != "/healthz")
-        return app
-    return mcp.sse_app(host=host)
+            own = {getattr(r, "path", "") for r in app.routes}
+            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") not in own)
+        return wrap_app(mcp, app)
+    return wrap_app(mcp, mcp.sse_app(host=host))
 
 
 def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:

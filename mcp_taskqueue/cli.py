@@ -115,7 +115,7 @@ def main(ctx: click.Context, db: str | None, url: str | None, fmt: str) -> None:
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
-@click.option("--log-level", help="[default: INFO]")
+@click.option("--log-level", help="INFO logs every request [default: WARNING]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
 @click.pass_context

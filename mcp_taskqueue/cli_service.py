@@ -36,10 +36,20 @@ def _when(epoch: float | None) -> str | None:
 
 
 def _tokens(ctx: click.Context) -> Any:
-    from mcp_taskqueue.cli import local_store
+    """Tokens in the store the server uses: --db, else the settings' db (TASKQUEUE_DB, *_FILE, file)."""
+    from mcp_taskqueue.cli import CommandError
     from mcp_taskqueue.identity import Tokens
+    from mcp_taskqueue.store import Store
 
-    return Tokens(local_store(ctx, "manage tokens"))
+    if _root(ctx).get("url"):
+        raise CommandError(
+            "tokens live in the server's store; run this where the store is (--db), not with --url", "usage"
+        )
+    settings, _ = settings_for(ctx)
+    try:
+        return Tokens(Store(settings.db))
+    except TaskQueueError as exc:
+        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -73,7 +73,8 @@ class RateLimitSettings(BaseModel):
 
 class LoggingSettings(BaseModel):
     model_config = Strict
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # INFO adds one record per MCP request (event tool_call/request); WARNING keeps stderr quiet
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     format: Literal["json", "text"] | None = None
     file: str | None = None
     max_bytes: int = Field(10_000_000, ge=1024)

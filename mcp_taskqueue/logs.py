@@ -93,6 +93,11 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def json_logging() -> bool:
+    """True when the root logger writes JSON (then plain-text banners would break the stream)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: str | None = None,

@@ -37,6 +37,7 @@ from mcp_taskqueue import __version__
 from mcp_taskqueue.identity import CURRENT_IDENTITY
 from mcp_taskqueue.logs import current_trace_id
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.ratelimit import BUCKETS
 from mcp_taskqueue.store.event_counts import count_events_since, latest_event_seq
 
 log = logging.getLogger("mcp_taskqueue.requests")
@@ -116,8 +117,9 @@ class StoreCollector(Collector):
         for action, (name, doc) in EVENT_COUNTERS.items():
             yield CounterMetricFamily(name.removesuffix("_total"), doc, value=self._counts[action])
         limited = CounterMetricFamily("taskqueue_rate_limited", "Calls refused over budget.", labels=["bucket"])
-        for bucket, n in sorted(self.rejected().items()):
-            limited.add_metric([bucket], n)
+        rejected = self.rejected()
+        for bucket in sorted({*BUCKETS, *rejected}):
+            limited.add_metric([bucket], rejected.get(bucket, 0))
         yield limited
         age = self.feed_age()
         yield GaugeMetricFamily(
@@ -160,6 +162,8 @@ class Metrics:
         self.store_errors = Counter(
             "taskqueue_store_errors", "Tool calls that failed in the store.", ["code"], registry=self.registry
         )
+        for code in sorted(STORE_ERROR_CODES):  # exported as 0 from the start, so rate() and alerts work
+            self.store_errors.labels(code)
         self.registry.register(StoreCollector(queue, rejected, feed_age))
 
     def render(self) -> bytes:

@@ -119,7 +119,7 @@ class RateLimiter:
 
 
 def parse_limit(value: Any, where: str) -> Limit:
-    """'10/s', '600/m' or {rate, burst} -> Limit; the burst defaults to one second's worth (at least 1)."""
+    """'10/s', '600/m' (burst: the count) or {rate, burst} (burst default: one second's worth) -> Limit."""
     per = {"s": 1.0, "m": 60.0, "h": 3600.0}
     if isinstance(value, str) and "/" in value:
         count, _, unit = value.partition("/")
@@ -127,7 +127,9 @@ def parse_limit(value: Any, where: str) -> Limit:
             rate = float(count) / per[unit.strip().lower()[:1]]
         except (ValueError, KeyError):
             raise ValueError(f"{where}: expected like '10/s', '600/m' or {{rate, burst}}, got {value!r}") from None
-        return Limit(rate, max(1, math.ceil(rate)))
+        if rate <= 0:
+            raise ValueError(f"{where}: the rate must be > 0")
+        return Limit(rate, max(1, math.ceil(float(count))))  # N per window may come at once
     if isinstance(value, Mapping) and "rate" in value:
         rate = float(value["rate"])
         burst = int(value.get("burst", max(1, math.ceil(rate))))

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from mcp.server import MCPServer
 from mcp.server.auth.settings import AuthSettings
-from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -108,14 +107,14 @@ def auth_kwargs(options: ServiceOptions | None, queue: TaskQueue) -> dict[str, A
         assert options.oauth is not None
         verifier: Any = JwtTokenVerifier(options.oauth)
         settings = AuthSettings(
-            issuer_url=AnyHttpUrl(options.oauth.issuer),
-            resource_server_url=AnyHttpUrl(options.oauth.resource),
+            issuer_url=options.oauth.issuer,  # type: ignore[arg-type]  # validated (path kept as spelt)
+            resource_server_url=options.oauth.resource,  # type: ignore[arg-type]
             validate_token_resource=False,  # the verifier checks `aud` itself
             required_scopes=None,
         )
     else:
         verifier = StoreTokenVerifier(Tokens(queue.store))
-        settings = AuthSettings(issuer_url=AnyHttpUrl(options.base_url), resource_server_url=None)
+        settings = AuthSettings(issuer_url=options.base_url, resource_server_url=None)  # type: ignore[arg-type]
     return {"token_verifier": verifier, "auth": settings}
 
 
@@ -173,9 +172,11 @@ def wrap_app(mcp: MCPServer, app: Starlette) -> Starlette:
     if options.auth == "oauth" and options.oauth is not None:
         from mcp.server.auth.routes import create_protected_resource_routes
 
+        auth = mcp.settings.auth  # its URLs keep their exact spelling (RFC 8414 compares issuers as strings)
+        assert auth is not None and auth.resource_server_url is not None
         prm = create_protected_resource_routes(
-            resource_url=AnyHttpUrl(options.oauth.resource),
-            authorization_servers=[AnyHttpUrl(options.oauth.issuer)],
+            resource_url=auth.resource_server_url,
+            authorization_servers=[auth.issuer_url],
             scopes_supported=list(SCOPES),
             resource_name="mcp-taskqueue",
         )

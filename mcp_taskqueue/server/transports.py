@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.logs import json_logging
 from mcp_taskqueue.server.service import install_http, wrap_app
 
 log = logging.getLogger("mcp_taskqueue")
@@ -52,7 +53,10 @@ def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", por
     app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
+    if json_logging():  # machines read JSON logs: one record instead of the banner for people
+        log.info("mcp-taskqueue %s listening on http://%s:%s", __version__, host, port, extra={"event": "listening"})
+    else:
+        print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
     anyio.run(server.serve)
 
 

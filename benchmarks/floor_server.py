@@ -28,7 +28,9 @@ def build_floor_server() -> MCPServer:
         return {"task": {"id": "0000000000000000", "status": "running", "worker": worker}}
 
     @mcp.tool()
-    async def complete_task(task_id: str, worker: str, result: Any = None) -> dict[str, Any]:
+    async def complete_task(
+        task_id: str, worker: str, lease_id: str | None = None, result: Any = None
+    ) -> dict[str, Any]:
         """No-op with complete_task's arguments."""
         return {"id": task_id, "status": "completed", "version": 3}
 

@@ -46,7 +46,9 @@ async def round_trips(client: Client, count: int, worker: str) -> None:
         task = claimed["task"]
         if task is None:
             raise RuntimeError("claim_task found nothing: the benchmark database has too few tasks")
-        await call(client, "complete_task", {"task_id": task["id"], "worker": worker})
+        await call(
+            client, "complete_task", {"task_id": task["id"], "worker": worker, "lease_id": claimed.get("lease_id")}
+        )
 
 
 ClientFactory = Callable[[], AbstractAsyncContextManager[Client]]

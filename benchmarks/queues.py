@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import secrets
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -138,7 +139,15 @@ class StoreOnly(Ours):
             tx.expired_leases(now)
             tx.due_pending(now)
         row = tx.claim_next(
-            worker="w1", project=None, kinds=None, tags=None, lease_seconds=None, default_lease=300, now=now
+            worker="w1",
+            lease_id=secrets.token_urlsafe(12),
+            claim_key=None,
+            project=None,
+            kinds=None,
+            tags=None,
+            lease_seconds=None,
+            default_lease=300,
+            now=now,
         )
         assert row is not None
         tx.insert_event(row["seq"], now, "w1", "claimed", '"ready"', '{"status":"running","worker":"w1"}')

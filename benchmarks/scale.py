@@ -63,7 +63,7 @@ async def touch_server(url: str, calls: int) -> None:
     async with Client(url) as client:
         for _ in range(calls):
             task = (await call(client, "claim_task", {"worker": "rss"}))["task"]
-            await call(client, "complete_task", {"task_id": task["id"], "worker": "rss"})
+            await call(client, "complete_task", {"task_id": task["id"], "worker": "rss", "lease_id": task["lease_id"]})
         await call(client, "queue_stats", {})
         await call(client, "list_tasks", {"limit": 100})
 

@@ -112,7 +112,8 @@ async def work_until_empty(client: Client, worker: str, claims: Counter[str], do
         if task is None:
             return
         claims[task["id"]] += 1
-        await call(client, "complete_task", task_id=task["id"], worker=worker, result={"by": worker})
+        lease = task["lease_id"]
+        await call(client, "complete_task", task_id=task["id"], worker=worker, lease_id=lease, result={"by": worker})
         done[worker] = done.get(worker, 0) + 1
 
 
@@ -221,7 +222,9 @@ async def kill_while_leased(db: Path, leased: int, lease_seconds: int = 1) -> tu
                 if got["task"] is None:
                     await anyio.sleep(0.1)  # leases not yet expired
                     continue
-                await call(rescuer, "complete_task", task_id=got["task"]["id"], worker="rescuer")
+                await call(
+                    rescuer, "complete_task", task_id=got["task"]["id"], worker="rescuer", lease_id=got["lease_id"]
+                )
                 finished.append(got["task"]["id"])
         return held, finished, time.monotonic() - killed_at
 

@@ -5,15 +5,26 @@ in-memory MCP server over that file, with `--url` to a running server, so local 
 behave the same. Export, import, backup and restore work on the local file (store/archive.py).
 Results print as tables for people or exact JSON/YAML for scripts (`--format`); errors are
 one line on stderr with an exit code per kind of error (see docs/cli.md).
+
+Adding a command or group (token, config, notify, top, ...): write it in its own module as a
+plain click command/group and add ONE line to `EXTERNAL_COMMANDS` below ("name": "module:attr").
+It is imported only when used (so it may import `with_client`, `show`, `CommandError` from here).
+The global options (GLOBAL_OPTIONS: --db, --url, --format, --config, --profile) are added to
+every command automatically, so they work before or after the subcommand; read them with
+`root_options(ctx)` (a dict with those keys), never declare them again.
+A command that calls a tool declares it with `maps_to_tool(...)`: tests/test_cli_surface.py
+checks each of its options against that tool's live input schema.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,10 +32,13 @@ import click
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.errors import TaskQueueError
+from mcp_taskqueue.models import WORKFLOW_STATUSES, Priority, Status
 from mcp_taskqueue.output import FORMATS, render
 from mcp_taskqueue.store import default_db_path
 
 T = TypeVar("T")
+FC = TypeVar("FC", bound=Callable[..., Any])
+CommandT = TypeVar("CommandT", bound=click.Command)
 
 # Exit codes by error kind: scripts can tell "no such task" from "someone else has it".
 EXIT_CODES = {
@@ -42,8 +56,8 @@ EXIT_CODES = {
     "forbidden": 8,
     "rate_limited": 9,
 }
-PRIORITIES = ("critical", "high", "medium", "low")
-STATUSES = ("pending", "ready", "running", "completed", "failed", "cancelled")
+PRIORITIES = tuple(p.value for p in Priority)
+STATUSES = tuple(s.value for s in Status)
 
 
 class CommandError(click.ClickException):
@@ -54,8 +68,108 @@ class CommandError(click.ClickException):
         self.exit_code = EXIT_CODES.get(code, 1)  # type: ignore[misc]
 
 
-class OneLineErrors(click.Group):
-    """A group whose errors print as one `error: ...` line on stderr instead of a usage block."""
+# Command groups that live in their own modules, imported on first use: "name": "module:attribute".
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "token": "mcp_taskqueue.cli_service:token_group",
+    "config": "mcp_taskqueue.cli_service:config_group",
+}
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A global option given after the subcommand overrides the one given before it."""
+    if value is not None and param.name is not None:
+        root = ctx.find_root()
+        if root.obj is None:
+            root.obj = {}
+        root.obj[param.name] = value
+    return value
+
+
+@dataclass(frozen=True)
+class GlobalOption:
+    """A global option: the root's copy has defaults and env vars; late copies only record a value."""
+
+    decls: tuple[str, ...]
+    attrs: dict[str, Any]
+
+    def at_root(self) -> Callable[[FC], FC]:
+        return click.option(*self.decls, **self.attrs)
+
+    def late(self) -> click.Option:
+        kept = {k: v for k, v in self.attrs.items() if k in ("type", "help", "metavar")}
+        return click.Option(list(self.decls), expose_value=False, callback=_remember, hidden=True, **kept)
+
+
+def _global_option(*decls: str, **attrs: Any) -> GlobalOption:
+    return GlobalOption(decls, attrs)
+
+
+GLOBAL_OPTIONS = {
+    "db": _global_option(
+        "--db",
+        type=click.Path(dir_okay=False),
+        envvar="TASKQUEUE_DB",
+        help="SQLite database file [default: $TASKQUEUE_DB, else ~/.local/share/mcp-taskqueue/tasks.db].",
+    ),
+    "url": _global_option(
+        "--url",
+        envvar="TASKQUEUE_URL",
+        help="Act on a running server over MCP (e.g. http://127.0.0.1:8765/mcp) instead of the local file.",
+    ),
+    "format": _global_option(
+        "--format",
+        "format",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        envvar="TASKQUEUE_FORMAT",
+        help="table for people; json or yaml for scripts.",
+    ),
+    "config": _global_option(
+        "--config",
+        type=click.Path(dir_okay=False),
+        envvar="TASKQUEUE_CONFIG",
+        help="Settings file (mcp-taskqueue.toml) [default: $TASKQUEUE_CONFIG].",
+    ),
+    "profile": _global_option(
+        "--profile", envvar="TASKQUEUE_PROFILE", help="Profile within the settings file [$TASKQUEUE_PROFILE]."
+    ),
+}
+
+
+def add_global_options(command: click.Command) -> click.Command:
+    """Give `command` and everything under it late copies of the global options (idempotent)."""
+    if not getattr(command, "_has_global_options", False):
+        taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+        for global_option in GLOBAL_OPTIONS.values():
+            option = global_option.late()
+            if not taken & set(option.opts):  # a command's own option of that name wins
+                command.params.append(option)
+        command._has_global_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_global_options(sub)
+    return command
+
+
+def root_options(ctx: click.Context) -> dict[str, Any]:
+    """The global options wherever they were given: db, url, format, config, profile."""
+    return ctx.find_root().obj  # type: ignore[no-any-return]
+
+
+class RootGroup(click.Group):
+    """The root command: global options anywhere, external groups imported on first use, and
+    errors as one `error: ...` line on stderr instead of a usage block."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *EXTERNAL_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self.commands.get(cmd_name)
+        if command is None and cmd_name in EXTERNAL_COMMANDS:
+            module, _, attr = EXTERNAL_COMMANDS[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attr)
+        return None if command is None else add_global_options(command)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if kwargs.get("standalone_mode", True) is False:
@@ -80,32 +194,41 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+def _root_options(fn: FC) -> FC:
+    for global_option in reversed(GLOBAL_OPTIONS.values()):
+        fn = global_option.at_root()(fn)
+    return fn
+
+
+@click.group(cls=RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mcp-taskqueue")
-@click.option(
-    "--db",
-    type=click.Path(dir_okay=False),
-    envvar="TASKQUEUE_DB",
-    help="SQLite database file [default: $TASKQUEUE_DB, else ~/.local/share/mcp-taskqueue/tasks.db].",
-)
-@click.option(
-    "--url",
-    envvar="TASKQUEUE_URL",
-    help="Act on a running server over MCP (e.g. http://127.0.0.1:8765/mcp) instead of the local file.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    envvar="TASKQUEUE_FORMAT",
-    help="table for people; json or yaml for scripts.",
-)
+@_root_options
 @click.pass_context
-def main(ctx: click.Context, db: str | None, url: str | None, fmt: str) -> None:
-    """A durable task queue and workflow orchestrator for AI agents, served over MCP."""
-    ctx.obj = {"db": db, "url": url, "format": fmt}
+def main(ctx: click.Context, /, **options: Any) -> None:
+    """A durable task queue and workflow orchestrator for AI agents, served over MCP.
+
+    Global options (--db, --url, --format, --config, --profile) go before or after the command."""
+    obj = ctx.ensure_object(dict)
+    for name, value in options.items():
+        obj.setdefault(name, value)
+
+
+# --- tools behind commands: each command's options are checked against its tool's schema ---------
+
+
+def maps_to_tool(
+    tool: str, *, cli_only: tuple[str, ...] = (), renamed: dict[str, str] | None = None
+) -> Callable[[CommandT], CommandT]:
+    """Mark a command as a front for `tool`: every option is a tool argument of the same name (or
+    `renamed[option]`), except `cli_only` ones. tests/test_cli_surface.py holds commands to it."""
+
+    def mark(command: CommandT) -> CommandT:
+        command.tool = tool  # type: ignore[attr-defined]
+        command.tool_cli_only = cli_only  # type: ignore[attr-defined]
+        command.tool_renamed = renamed or {}  # type: ignore[attr-defined]
+        return command
+
+    return mark
 
 
 @main.command()
@@ -146,7 +269,7 @@ def with_client(ctx: click.Context, fn: Callable[[Any], Awaitable[T]]) -> T:
 
     from mcp_taskqueue.client import TaskQueueClient
 
-    obj = ctx.find_root().obj
+    obj = root_options(ctx)
     target = obj["url"] or obj["db"]
 
     async def run() -> T:
@@ -161,7 +284,7 @@ def with_client(ctx: click.Context, fn: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def show(ctx: click.Context, value: Any, title: str | None = None) -> None:
-    render(value, ctx.find_root().obj["format"], title=title)
+    render(value, root_options(ctx)["format"], title=title)
 
 
 def parse_json(value: str | None, what: str) -> Any:
@@ -182,7 +305,7 @@ def parse_json(value: str | None, what: str) -> Any:
 
 def local_store(ctx: click.Context, action: str, must_exist: bool = False) -> Any:
     """The local database for file-level work, refusing --url (a server's file is its own business)."""
-    obj = ctx.find_root().obj
+    obj = root_options(ctx)
     if obj["url"]:
         raise CommandError(f"{action} works on a local database file; use --db instead of --url", "usage")
     from mcp_taskqueue.store import Store
@@ -229,6 +352,7 @@ def task() -> None:
     """Create, inspect and move tasks."""
 
 
+@maps_to_tool("create_task")
 @task.command("add")
 @click.argument("title")
 @click.option("--project", "-p", default="default", show_default=True)
@@ -255,6 +379,7 @@ def task_add(ctx: click.Context, /, title: str, payload: str | None, **fields: A
     show(ctx, with_client(ctx, lambda tq: tq.create_task(title, **args)))
 
 
+@maps_to_tool("list_tasks", cli_only=("all_pages",))
 @task.command("list")
 @click.option("--project", "-p")
 @click.option("--status", "-s", type=click.Choice(STATUSES))
@@ -282,6 +407,7 @@ def task_list(ctx: click.Context, /, all_pages: bool, **filters: Any) -> None:
     show(ctx, with_client(ctx, run))
 
 
+@maps_to_tool("get_task", cli_only=("history",))
 @task.command("show")
 @click.argument("task_id")
 @click.option("--history", is_flag=True, help="Also show the task's history.")
@@ -296,13 +422,14 @@ def task_show(ctx: click.Context, task_id: str, history: bool) -> None:
     found, events = with_client(ctx, run)
     if events is None:
         show(ctx, found)
-    elif ctx.find_root().obj["format"] == "table":
+    elif root_options(ctx)["format"] == "table":
         show(ctx, found)
         show(ctx, events, title="history")
     else:
         show(ctx, {"task": found, "history": events.events})
 
 
+@maps_to_tool("claim_task")
 @task.command("claim")
 @click.option("--worker", "-w", required=True, help="Your stable worker name.")
 @click.option("--project", "-p")
@@ -325,38 +452,48 @@ def task_claim(
     show(ctx, result)
 
 
+@maps_to_tool("complete_task")
 @task.command("complete")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--result", help="JSON result, or @file.json.")
 @click.pass_context
-def task_complete(ctx: click.Context, task_id: str, worker: str, result: str | None) -> None:
+def task_complete(ctx: click.Context, task_id: str, worker: str, lease_id: str, result: str | None) -> None:
     """Complete a task you hold."""
     value = parse_json(result, "--result")
-    show(ctx, with_client(ctx, lambda tq: tq.complete_task(task_id, worker, value)))
+    show(ctx, with_client(ctx, lambda tq: tq.complete_task(task_id, worker, value, lease_id=lease_id)))
 
 
+@maps_to_tool("fail_task", renamed={"permanent": "retryable"})
 @task.command("fail")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--error", "-e", "error", required=True, help="What went wrong.")
 @click.option("--permanent", is_flag=True, help="Do not retry, even with attempts left.")
 @click.pass_context
-def task_fail(ctx: click.Context, task_id: str, worker: str, error: str, permanent: bool) -> None:
+def task_fail(ctx: click.Context, task_id: str, worker: str, lease_id: str, error: str, permanent: bool) -> None:
     """Report a failed attempt on a task you hold."""
-    show(ctx, with_client(ctx, lambda tq: tq.fail_task(task_id, worker, error, retryable=not permanent)))
+    show(
+        ctx,
+        with_client(ctx, lambda tq: tq.fail_task(task_id, worker, error, retryable=not permanent, lease_id=lease_id)),
+    )
 
 
+@maps_to_tool("release_task", renamed={"delay": "delay_seconds"})
 @task.command("release")
 @click.argument("task_id")
 @click.option("--worker", "-w", required=True)
+@click.option("--lease-id", "lease_id", required=True, help="The lease_id claim printed.")
 @click.option("--delay", type=click.FloatRange(0, 86400), default=0.0)
 @click.pass_context
-def task_release(ctx: click.Context, task_id: str, worker: str, delay: float) -> None:
+def task_release(ctx: click.Context, task_id: str, worker: str, lease_id: str, delay: float) -> None:
     """Give a task you hold back, unfinished."""
-    show(ctx, with_client(ctx, lambda tq: tq.release_task(task_id, worker, delay)))
+    show(ctx, with_client(ctx, lambda tq: tq.release_task(task_id, worker, delay, lease_id=lease_id)))
 
 
+@maps_to_tool("cancel_task")
 @task.command("cancel")
 @click.argument("task_id")
 @click.option("--reason")
@@ -366,6 +503,7 @@ def task_cancel(ctx: click.Context, task_id: str, reason: str | None) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.cancel_task(task_id, reason)))
 
 
+@maps_to_tool("retry_task")
 @task.command("retry")
 @click.argument("task_id")
 @click.pass_context
@@ -374,6 +512,7 @@ def task_retry(ctx: click.Context, task_id: str) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.retry_task(task_id)))
 
 
+@maps_to_tool("add_note")
 @task.command("note")
 @click.argument("task_id")
 @click.argument("text")
@@ -405,6 +544,7 @@ def parse_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+@maps_to_tool("create_workflow", renamed={"pairs": "parameters"})
 @workflow.command("create")
 @click.argument("spec", required=False, type=click.File("r", encoding="utf-8"))
 @click.option("--template", "-t", help="Create from this template instead of a SPEC file.")
@@ -431,6 +571,7 @@ def workflow_create(ctx: click.Context, spec: Any, template: str | None, pairs: 
     show(ctx, with_client(ctx, lambda tq: tq.create_workflow(loaded, template=template, parameters=params)))
 
 
+@maps_to_tool("get_workflow")
 @workflow.command("show")
 @click.argument("workflow_id")
 @click.pass_context
@@ -439,10 +580,12 @@ def workflow_show(ctx: click.Context, workflow_id: str) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.get_workflow(workflow_id)))
 
 
+@maps_to_tool("list_workflows")
 @workflow.command("list")
 @click.option("--project", "-p")
-@click.option("--status", "-s")
+@click.option("--status", "-s", type=click.Choice(WORKFLOW_STATUSES))
 @click.option("--limit", type=click.IntRange(1, 200))
+@click.option("--cursor", help="next_cursor of the previous page.")
 @click.pass_context
 def workflow_list(ctx: click.Context, /, **filters: Any) -> None:
     """List workflows."""
@@ -450,6 +593,7 @@ def workflow_list(ctx: click.Context, /, **filters: Any) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.list_workflows(**filters)))
 
 
+@maps_to_tool("cancel_workflow")
 @workflow.command("cancel")
 @click.argument("workflow_id")
 @click.option("--reason")
@@ -467,6 +611,7 @@ def project() -> None:
     """Inspect projects."""
 
 
+@maps_to_tool("list_projects")
 @project.command("list")
 @click.pass_context
 def project_list(ctx: click.Context) -> None:
@@ -482,6 +627,7 @@ def project_show(ctx: click.Context, name: str) -> None:
     show(ctx, with_client(ctx, lambda tq: tq.get_project(name)))
 
 
+@maps_to_tool("queue_stats")
 @main.command()
 @click.option("--project", "-p")
 @click.pass_context
@@ -494,10 +640,13 @@ def stats(ctx: click.Context, project: str | None) -> None:
 
 
 @main.command("export")
-@click.option("--output", "-o", default="-", show_default=True, help="JSON Lines file to write (- for stdout).")
+@click.argument("output", required=False, default="-", type=click.Path(allow_dash=True, dir_okay=False))
+@click.option("--output", "-o", "output_option", hidden=True, help="Same as the FILE argument (older spelling).")
 @click.pass_context
-def export_cmd(ctx: click.Context, output: str) -> None:
-    """Write every project, task, dependency and history event as JSON Lines (lossless)."""
+def export_cmd(ctx: click.Context, output: str, output_option: str | None) -> None:
+    """Write every project, task, dependency and history event to OUTPUT as JSON Lines (lossless;
+    - or nothing for stdout)."""
+    output = output_option or output
     from mcp_taskqueue.store.archive import export_jsonl
 
     store = local_store(ctx, "export", must_exist=True)
@@ -585,7 +734,7 @@ def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
         verify_backup(source)
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
-    obj = ctx.find_root().obj
+    obj = root_options(ctx)
     if not yes and not sys.stdin.isatty():
         raise CommandError("restore replaces every task in the database; pass --yes to confirm", "usage")
     if not yes:
@@ -620,7 +769,7 @@ def worker_cmd(ctx: click.Context, spec: str, drain: bool, max_tasks: int | None
         worker = load_worker(spec)
     except (ImportError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="SPEC") from None
-    obj = ctx.find_root().obj
+    obj = root_options(ctx)
     try:
         result = worker.run_sync(obj["url"] or obj["db"], stop_when_idle=drain, max_tasks=max_tasks)
     except TaskQueueError as exc:
@@ -675,11 +824,6 @@ def update_reference(path: str | Path) -> bool:
         doc.write_text(new, encoding="utf-8")
     return new != text
 
-
-from mcp_taskqueue.cli_service import config_group, token_group  # noqa: E402  (groups in their own module)
-
-main.add_command(token_group)
-main.add_command(config_group)
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--update-docs"]:

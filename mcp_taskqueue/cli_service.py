@@ -9,20 +9,14 @@ from typing import Any
 
 import click
 
+from mcp_taskqueue.cli import CommandError, root_options, show
 from mcp_taskqueue.config import ConfigError, Settings, load, redacted
 from mcp_taskqueue.errors import TaskQueueError
 
 
-def _root(ctx: click.Context) -> dict[str, Any]:
-    obj: dict[str, Any] = ctx.find_root().obj or {}
-    return obj
-
-
 def settings_for(ctx: click.Context, **overrides: Any) -> tuple[Settings, Any]:
     """Settings from --config/--profile, the environment and these command-line values."""
-    from mcp_taskqueue.cli import CommandError
-
-    obj = _root(ctx)
+    obj = root_options(ctx)
     if obj.get("db"):
         overrides.setdefault("db", obj["db"])
     try:
@@ -37,11 +31,10 @@ def _when(epoch: float | None) -> str | None:
 
 def _tokens(ctx: click.Context) -> Any:
     """Tokens in the store the server uses: --db, else the settings' db (TASKQUEUE_DB, *_FILE, file)."""
-    from mcp_taskqueue.cli import CommandError
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.store import Store
 
-    if _root(ctx).get("url"):
+    if root_options(ctx).get("url"):
         raise CommandError(
             "tokens live in the server's store; run this where the store is (--db), not with --url", "usage"
         )
@@ -79,8 +72,6 @@ def token_create(
     ctx: click.Context, name: str, scopes: str, projects: tuple[str, ...], expires_in: float | None
 ) -> None:
     """Create a token and print it ONCE (only its hash is stored; it cannot be shown again)."""
-    from mcp_taskqueue.cli import CommandError, show
-
     tokens = _tokens(ctx)
     try:
         secret, row = tokens.create(name, scopes, list(projects) or None, expires_in)
@@ -89,7 +80,7 @@ def token_create(
     finally:
         tokens.store.close()
     show(ctx, {**_row(row), "token": secret})
-    if _root(ctx).get("format", "table") == "table":
+    if root_options(ctx).get("format", "table") == "table":
         click.echo(
             "Store this token now: it is not shown again. Clients send it as Authorization: Bearer <token>", err=True
         )
@@ -100,8 +91,6 @@ def token_create(
 @click.pass_context
 def token_list(ctx: click.Context, include_revoked: bool) -> None:
     """Tokens by name, scopes and projects (never the secrets: only their first characters)."""
-    from mcp_taskqueue.cli import show
-
     tokens = _tokens(ctx)
     try:
         rows = tokens.list(include_revoked)
@@ -115,8 +104,6 @@ def token_list(ctx: click.Context, include_revoked: bool) -> None:
 @click.pass_context
 def token_revoke(ctx: click.Context, name: str) -> None:
     """Revoke the token called NAME; requests with it are refused from now on."""
-    from mcp_taskqueue.cli import CommandError, show
-
     tokens = _tokens(ctx)
     try:
         row = tokens.revoke(name)
@@ -146,8 +133,6 @@ def config_show(ctx: click.Context) -> None:
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
     """Validate the settings; exit 2 with each bad key and its rule, else print `ok`."""
-    from mcp_taskqueue.cli import CommandError
-
     settings, found = settings_for(ctx)
     try:
         rate_policy(settings)
@@ -211,7 +196,6 @@ def configure_tracing(settings: Settings) -> None:
 
 def serve(ctx: click.Context, no_auth: bool, **flags: Any) -> None:
     """The serve command's body: settings, logs, tracing, auth mode, then run."""
-    from mcp_taskqueue.cli import CommandError
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.logs import configure_logging
     from mcp_taskqueue.server.auth import OAuthSettings

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import re
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
@@ -124,6 +125,9 @@ RETRY_SAFE_TOOLS = frozenset(
         "get_workflow",
         "list_workflows",
         "heartbeat",
+        "complete_task",  # fenced by lease_id: a repeat after it committed returns the same task
+        "fail_task",
+        "release_task",
         "add_dependency",
         "remove_dependency",
         "cancel_task",
@@ -238,6 +242,7 @@ class TaskQueueClient:
         self._generation = 0
         self._reconnect_lock = anyio.Lock()
         self._resolved: MCPServer | StdioServerParameters | str | None = None
+        self._leases: dict[str, str] = {}  # task id -> lease_id of the claims this client made
 
     @classmethod
     def stdio(cls, command: str, *args: str, env: dict[str, str] | None = None, **kw: Any) -> TaskQueueClient:
@@ -373,8 +378,9 @@ class TaskQueueClient:
     async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Call any tool by name; its structured output as a dict, or its error raised."""
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
+        safe = tool in RETRY_SAFE_TOOLS or (tool == "claim_task" and "idempotency_key" in args)
         try:
-            result = await self._with_retry(tool, tool in RETRY_SAFE_TOOLS, lambda client: client.call_tool(tool, args))
+            result = await self._with_retry(tool, safe, lambda client: client.call_tool(tool, args))
         except MCPError as exc:
             raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
         return _structured(tool, result)
@@ -485,16 +491,40 @@ class TaskQueueClient:
         kinds: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
         lease_seconds: int | None = None,
+        max_tasks: int = 1,
+        idempotency_key: str | None = None,
     ) -> ClaimResult:
-        """Lease the next ready task to `worker`; `.task` is None when nothing is ready."""
+        """Lease the next ready task(s) to `worker`; `.task` is None when nothing is ready.
+
+        Each claim carries an idempotency key (a fresh one unless given), so a claim whose reply was
+        lost is retried safely. The client remembers each task's `lease_id` and passes it to
+        `heartbeat`, `complete_task`, `fail_task` and `release_task` for you.
+        """
         args = {
             "worker": worker,
             "project": project,
             "kinds": list(kinds) if kinds else None,
             "tags": list(tags) if tags else None,
             "lease_seconds": lease_seconds,
+            "max_tasks": max_tasks if max_tasks != 1 else None,
+            "idempotency_key": idempotency_key or secrets.token_urlsafe(12),
         }
-        return await self._typed(ClaimResult, "claim_task", args)
+        claim = await self._typed(ClaimResult, "claim_task", args)
+        for task in claim.tasks or ([claim.task] if claim.task else []):
+            if task.lease_id:
+                self._leases[task.id] = task.lease_id
+        return claim
+
+    def _lease(self, task_id: str, lease_id: str | None) -> str | None:
+        return lease_id or self._leases.get(task_id)
+
+    async def _leased(self, tool: str, args: dict[str, Any], lease_id: str | None) -> TaskState:
+        """A call on a lease; once the task leaves this client's hands, its lease is forgotten."""
+        task_id = args["task_id"]
+        state = await self._typed(TaskState, tool, {**args, "lease_id": self._lease(task_id, lease_id)})
+        if tool != "heartbeat":
+            self._leases.pop(task_id, None)
+        return state
 
     async def heartbeat(
         self,
@@ -504,6 +534,7 @@ class TaskQueueClient:
         progress: float | None = None,
         message: str | None = None,
         lease_seconds: int | None = None,
+        lease_id: str | None = None,
     ) -> TaskState:
         args = {
             "task_id": task_id,
@@ -512,18 +543,25 @@ class TaskQueueClient:
             "message": message,
             "lease_seconds": lease_seconds,
         }
-        return await self._typed(TaskState, "heartbeat", args)
+        return await self._leased("heartbeat", args, lease_id)
 
-    async def complete_task(self, task_id: str, worker: str, result: Any = None) -> TaskState:
-        return await self._typed(TaskState, "complete_task", {"task_id": task_id, "worker": worker, "result": result})
+    async def complete_task(
+        self, task_id: str, worker: str, result: Any = None, *, lease_id: str | None = None
+    ) -> TaskState:
+        args = {"task_id": task_id, "worker": worker, "result": result}
+        return await self._leased("complete_task", args, lease_id)
 
-    async def fail_task(self, task_id: str, worker: str, error: str, retryable: bool = True) -> TaskState:
+    async def fail_task(
+        self, task_id: str, worker: str, error: str, retryable: bool = True, *, lease_id: str | None = None
+    ) -> TaskState:
         args = {"task_id": task_id, "worker": worker, "error": error, "retryable": retryable}
-        return await self._typed(TaskState, "fail_task", args)
+        return await self._leased("fail_task", args, lease_id)
 
-    async def release_task(self, task_id: str, worker: str, delay_seconds: float = 0) -> TaskState:
+    async def release_task(
+        self, task_id: str, worker: str, delay_seconds: float = 0, *, lease_id: str | None = None
+    ) -> TaskState:
         args = {"task_id": task_id, "worker": worker, "delay_seconds": delay_seconds}
-        return await self._typed(TaskState, "release_task", args)
+        return await self._leased("release_task", args, lease_id)
 
     async def queue_stats(self, project: str | None = None) -> QueueStats:
         return await self._typed(QueueStats, "queue_stats", {"project": project})

@@ -154,7 +154,7 @@ def _file_secrets() -> None:
         upper = key.upper()
         if upper.startswith(ENV_PREFIX) and upper.endswith("_FILE") and upper != f"{ENV_PREFIX}CONFIG_FILE":
             target = key[: -len("_FILE")]
-            if target not in os.environ:
+            if not os.environ.get(target):
                 try:
                     os.environ[target] = Path(value).read_text(encoding="utf-8").strip()
                 except OSError as exc:

@@ -7,7 +7,7 @@ content, so their field names and limits are part of the public contract.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -26,6 +26,7 @@ MAX_LEASE_SECONDS = 24 * 3600
 DEFAULT_LEASE_SECONDS = 300
 MAX_ATTEMPTS = 100
 MAX_LIMIT = 200
+MAX_CLAIM = 50  # tasks one claim_task may lease at once
 
 
 class Status(str, Enum):
@@ -167,6 +168,7 @@ class Task(BaseModel):
     timeout_seconds: int | None = None
     idempotency_key: str | None = None
     worker: str | None = None
+    lease_id: str | None = Field(None, description="Fencing token of your lease; only claim_task shows it.")
     lease_expires_at: str | None = None
     progress: float | None = None
     blocked_by: list[str] = Field(default_factory=list, description="Dependencies that failed or were cancelled.")
@@ -277,10 +279,23 @@ class QueueStats(BaseModel):
 
 
 class ClaimResult(BaseModel):
-    """The claimed task, or `task: null` when nothing is ready for this worker."""
+    """The claimed task, or `task: null` when nothing is ready for this worker. With `max_tasks` > 1,
+    `tasks` lists every task claimed (the first is also `task`), each with its own `lease_id`."""
 
     task: Task | None = None
+    tasks: list[Task] = Field(default_factory=list)
+    lease_id: str | None = None
     lease_expires_at: str | None = None
+
+    @classmethod
+    def of(cls, tasks: list[Task], many: bool = False) -> ClaimResult:
+        first = tasks[0] if tasks else None
+        return cls(
+            task=first,
+            tasks=tasks if many else [],
+            lease_id=first.lease_id if first else None,
+            lease_expires_at=first.lease_expires_at if first else None,
+        )
 
 
 # --- workflows ---------------------------------------------------------------------------
@@ -315,6 +330,11 @@ class Workflow(BaseModel):
     refs: dict[str, str] = Field(default_factory=dict)
     tasks: list[WorkflowTask] = Field(default_factory=list)
     created_at: str
+
+
+# A workflow's derived status (workflows.derive_status); list_workflows filters by it.
+WorkflowStatus = Literal["pending", "running", "blocked", "completed", "failed", "cancelled"]
+WORKFLOW_STATUSES: tuple[str, ...] = get_args(WorkflowStatus)
 
 
 class WorkflowSummary(BaseModel):

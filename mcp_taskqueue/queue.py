@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import json
 import math
 import random
 import re
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -24,6 +26,7 @@ from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.models import (
     DEFAULT_LEASE_SECONDS,
     MAX_BATCH,
+    MAX_CLAIM,
     MAX_JSON_DEPTH,
     MAX_LEASE_SECONDS,
     MAX_LIMIT,
@@ -161,9 +164,11 @@ class TaskQueue:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _task(self, tx: Tx, row: Any) -> Task:
-        """A stored row as a Task (JSON decoded, times as ISO-8601, dependency ids attached)."""
-        values = {key: row[key] for key in row.keys() if key not in ("seq", "unmet_deps", "lease_seconds")}
+    def _task(self, tx: Tx, row: Any, lease: bool = False) -> Task:
+        """A stored row as a Task (JSON decoded, times as ISO-8601, dependency ids attached). The
+        fencing token `lease_id` is shown only to the claim that handed it out (`lease=True`)."""
+        hidden = ("seq", "unmet_deps", "lease_seconds") if lease else ("seq", "unmet_deps", "lease_seconds", "lease_id")
+        values = {key: row[key] for key in row.keys() if key not in hidden}
         for column in JSON_COLUMNS:
             text = values[column]
             values[column] = None if text is None else [] if text == "[]" else json.loads(text)
@@ -232,14 +237,6 @@ class TaskQueue:
 
     def _ensure_project(self, tx: Tx, name: str, now: float) -> None:
         tx.insert_project(name, "", "{}", now)
-
-    def _require_lease(self, row: Any, worker: str, action: str, now: float) -> None:
-        if row["status"] != Status.running.value or row["worker"] != worker:
-            holder = f"held by {row['worker']!r}" if row["status"] == Status.running.value else row["status"]
-            raise LeaseLost(
-                f"worker {worker!r} cannot {action} task {row['id']}: it is not leased to you (it is {holder}). "
-                "Your lease may have expired and the task been reclaimed; claim_task to get new work."
-            )
 
     @staticmethod
     def _waiting_status(unmet: int, run_at: float, now: float) -> Status:
@@ -826,6 +823,7 @@ class TaskQueue:
                 run_at=now,
                 progress=None,
                 lease_expires_at=None,
+                lease_id=None,
             )
             self._on_revived(tx, row["seq"], task_id, now, actor)
             return self._task(tx, self._row(tx, task_id))
@@ -850,6 +848,7 @@ class TaskQueue:
                         "finished_at": now,
                         "updated_at": now,
                         "lease_expires_at": None,
+                        "lease_id": None,
                     },
                 )
                 self._event(tx, row["seq"], now, "system", "lease_expired", "running", {"status": "failed"})
@@ -857,7 +856,7 @@ class TaskQueue:
             else:
                 tx.update_task(
                     row["seq"],
-                    {"status": "ready", "worker": None, "lease_expires_at": None, "updated_at": now},
+                    {"status": "ready", "worker": None, "lease_id": None, "lease_expires_at": None, "updated_at": now},
                 )
                 self._event(
                     tx,
@@ -880,41 +879,115 @@ class TaskQueue:
         kinds: Sequence[str] | None = None,
         tags: Sequence[str] | None = None,
         lease_seconds: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Task | None:
-        """Atomically take the highest-priority, oldest ready task, or None when nothing is ready."""
+        """`claim_many` of one task: the task leased to `worker` (with its `lease_id`), or None."""
+        claimed = self.claim_many(
+            worker,
+            project=project,
+            kinds=kinds,
+            tags=tags,
+            lease_seconds=lease_seconds,
+            idempotency_key=idempotency_key,
+        )
+        return claimed[0] if claimed else None
+
+    def claim_many(
+        self,
+        worker: str,
+        *,
+        project: str | None = None,
+        kinds: Sequence[str] | None = None,
+        tags: Sequence[str] | None = None,
+        lease_seconds: int | None = None,
+        max_tasks: int = 1,
+        idempotency_key: str | None = None,
+    ) -> builtins.list[Task]:
+        """Atomically lease up to `max_tasks` ready tasks, highest priority then oldest first; [] when
+        nothing is ready. Each task carries a fresh `lease_id` (its fencing token). A claim repeated with
+        the same `idempotency_key` by the same worker returns the tasks it still holds from the first,
+        with the same lease ids, instead of claiming more."""
         if lease_seconds is not None and not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
             raise ValidationFailed(f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS}")
+        if not 1 <= max_tasks <= MAX_CLAIM:
+            raise ValidationFailed(f"max_tasks must be between 1 and {MAX_CLAIM}")
+        check_text(idempotency_key, "idempotency_key", 200)
 
-        def op(tx: Tx) -> Task | None:
+        def op(tx: Tx) -> builtins.list[Task]:
             now = self.clock()
+            if idempotency_key is not None:
+                held = tx.claimed_with_key(worker, idempotency_key)
+                if held:
+                    return [self._task(tx, row, lease=True) for row in held]
             if tx.sweep_due(now):
                 self._sweep(tx, now)
-            row = tx.claim_next(
-                worker=worker,
-                project=project,
-                kinds=kinds,
-                tags=tags,
-                lease_seconds=lease_seconds,
-                default_lease=DEFAULT_LEASE_SECONDS,
-                now=now,
-            )
-            if row is None:
-                return None
-            self._event(tx, row["seq"], now, worker, "claimed", "ready", {"status": "running", "worker": worker})
-            return self._task(tx, row)
+            claimed: builtins.list[Task] = []
+            for _ in range(max_tasks):
+                row = tx.claim_next(
+                    worker=worker,
+                    lease_id=secrets.token_urlsafe(12),
+                    claim_key=idempotency_key,
+                    project=project,
+                    kinds=kinds,
+                    tags=tags,
+                    lease_seconds=lease_seconds,
+                    default_lease=DEFAULT_LEASE_SECONDS,
+                    now=now,
+                )
+                if row is None:
+                    break
+                new = {"status": "running", "worker": worker, "attempt": row["attempts"]}
+                self._event(tx, row["seq"], now, worker, "claimed", "ready", new)
+                claimed.append(self._task(tx, row, lease=True))
+            return claimed
 
         return self.store.write(op)
+
+    def _leased_write(
+        self,
+        tx: Tx,
+        task_id: str,
+        worker: str,
+        lease_id: str | None,
+        action: str,
+        values: Callable[[Any], dict[str, Any]],
+        settled: frozenset[str] = frozenset(),
+        lease_seconds: int | None = None,
+    ) -> tuple[Any, Any]:
+        """Apply `values(row)` to a task only while `worker` holds it under `lease_id`: (old row, new row).
+
+        The store's conditional UPDATE decides, so a stale attempt never writes. When the lease is no
+        longer running but this very lease already moved the task to one of the `settled` statuses (a
+        retried call whose first reply was lost), the new row is None and nothing changes.
+        """
+        row = self._row(tx, task_id)
+        new_row = tx.update_leased(row["seq"], worker, lease_id, values(row), lease_seconds)
+        if new_row is not None:
+            return row, new_row
+        if lease_id is not None and row["lease_id"] == lease_id and row["status"] in settled:
+            return row, None
+        if row["status"] == Status.running.value and row["worker"] == worker:
+            holder = "a later attempt of the same worker name holds it"
+        elif row["status"] == Status.running.value:
+            holder = f"it is held by {row['worker']!r}"
+        else:
+            holder = f"it is {row['status']}"
+        raise LeaseLost(
+            f"worker {worker!r} cannot {action} task {task_id}: it is not leased to you ({holder}). "
+            "Your lease may have expired and the task been reclaimed; drop it and claim_task for new work."
+        )
 
     def heartbeat(
         self,
         task_id: str,
         worker: str,
         *,
+        lease_id: str | None = None,
         progress: float | None = None,
         message: str | None = None,
         lease_seconds: int | None = None,
     ) -> Task:
-        """Extend the lease (and record progress 0..1) for the worker holding it."""
+        """Extend the lease (and record progress 0..1) for the worker holding it under `lease_id`."""
         if progress is not None and not 0 <= progress <= 1:
             raise ValidationFailed("progress must be between 0 and 1 (a fraction, e.g. 0.5 for half done)")
         if lease_seconds is not None and not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
@@ -923,119 +996,102 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            self._require_lease(row, worker, "heartbeat", now)
-            lease = lease_seconds or row["lease_seconds"] or DEFAULT_LEASE_SECONDS
-            values: dict[str, Any] = {
-                "lease_expires_at": now + lease,
-                "lease_seconds": lease,
-                "updated_at": now,
-            }
+            values: dict[str, Any] = {"updated_at": now}
             if progress is not None:
                 values["progress"] = progress
-            tx.update_task(row["seq"], values)
+            row, new_row = self._leased_write(
+                tx, task_id, worker, lease_id, "heartbeat", lambda _row: values, lease_seconds=lease_seconds or 0
+            )
             # Pure lease extensions are not history; progress and messages are.
             if (progress is not None and progress != row["progress"]) or message:
-                self._event(
-                    tx,
-                    row["seq"],
-                    now,
-                    worker,
-                    "progress",
-                    row["progress"],
-                    {"progress": progress, "message": message},
-                )
-            return self._task(tx, self._row(tx, task_id))
+                new = {"progress": progress, "message": message}
+                self._event(tx, row["seq"], now, worker, "progress", row["progress"], new)
+            return self._task(tx, new_row)
 
         return self.store.write(op)
 
-    def complete(self, task_id: str, worker: str, result: Any = None) -> Task:
+    def complete(self, task_id: str, worker: str, result: Any = None, *, lease_id: str | None = None) -> Task:
+        """Finish a task you hold. Retried with the same `lease_id` after it committed, it returns the
+        completed task again (unchanged) rather than `lease_lost`."""
         result_text = None if result is None else dump_json(result, "result")
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            self._require_lease(row, worker, "complete", now)
-            done = self._set_status(
-                tx,
-                row,
-                Status.completed,
-                now,
-                worker,
-                "complete",
-                result=result_text,
-                finished_at=now,
-                lease_expires_at=None,
-                progress=1.0,
+            values = {
+                "status": Status.completed.value,
+                "result": result_text,
+                "finished_at": now,
+                "lease_expires_at": None,
+                "progress": 1.0,
+                "updated_at": now,
+            }
+            row, done = self._leased_write(
+                tx, task_id, worker, lease_id, "complete", lambda _row: values, frozenset({"completed"})
             )
+            if done is None:
+                return self._task(tx, row)
+            self._event(tx, row["seq"], now, worker, "complete", "running", {"status": "completed"})
             self._on_completed(tx, row["seq"], now, worker)  # changes dependents, not this row
             return self._task(tx, done)
 
         return self.store.write(op)
 
-    def fail(self, task_id: str, worker: str, error: str, retryable: bool = True) -> Task:
+    def fail(
+        self, task_id: str, worker: str, error: str, retryable: bool = True, *, lease_id: str | None = None
+    ) -> Task:
         """Record a failed attempt: retry after backoff while attempts remain, else fail for good."""
         check_text(error, "error")
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            self._require_lease(row, worker, "fail", now)
-            if retryable and row["attempts"] < row["max_attempts"]:
-                delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (row["attempts"] - 1))
-                delay *= 0.5 + random.random() / 2  # jitter: spread retries of a burst of failures
-                self._set_status(
-                    tx,
-                    row,
-                    Status.pending,
-                    now,
-                    worker,
-                    "fail",
-                    error=error,
-                    worker=None,
-                    lease_expires_at=None,
-                    run_at=now + delay,
-                )
-            else:
-                self._set_status(
-                    tx,
-                    row,
-                    Status.failed,
-                    now,
-                    worker,
-                    "fail",
-                    error=error,
-                    finished_at=now,
-                    lease_expires_at=None,
-                )
+
+            def values(row: Any) -> dict[str, Any]:
+                common = {"error": error, "lease_expires_at": None, "updated_at": now}
+                if retryable and row["attempts"] < row["max_attempts"]:
+                    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (row["attempts"] - 1))
+                    delay *= 0.5 + random.random() / 2  # jitter: spread retries of a burst of failures
+                    return {**common, "status": Status.pending.value, "worker": None, "run_at": now + delay}
+                return {**common, "status": Status.failed.value, "finished_at": now}
+
+            row, new_row = self._leased_write(
+                tx, task_id, worker, lease_id, "fail", values, frozenset({"pending", "ready", "failed"})
+            )
+            if new_row is None:
+                return self._task(tx, row)
+            new = {"status": new_row["status"], "error": error}
+            self._event(tx, row["seq"], now, worker, "fail", "running", new)
+            if new_row["status"] == Status.failed.value:
                 self._on_dead_end(tx, row["seq"], task_id, now, worker)
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, new_row)
 
         return self.store.write(op)
 
-    def release(self, task_id: str, worker: str, delay_seconds: float = 0) -> Task:
+    def release(self, task_id: str, worker: str, delay_seconds: float = 0, *, lease_id: str | None = None) -> Task:
         """Give a task back without counting the attempt; optionally not before delay_seconds."""
         if not 0 <= delay_seconds <= MAX_LEASE_SECONDS:
             raise ValidationFailed(f"delay_seconds must be between 0 and {MAX_LEASE_SECONDS}")
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
-            self._require_lease(row, worker, "release", now)
             target = Status.pending if delay_seconds > 0 else Status.ready
-            self._set_status(
-                tx,
-                row,
-                target,
-                now,
-                worker,
-                "release",
-                worker=None,
-                lease_expires_at=None,
-                attempts=max(0, row["attempts"] - 1),
-                run_at=now + delay_seconds,
+
+            def values(row: Any) -> dict[str, Any]:
+                return {
+                    "status": target.value,
+                    "worker": None,
+                    "lease_expires_at": None,
+                    "attempts": max(0, row["attempts"] - 1),
+                    "run_at": now + delay_seconds,
+                    "updated_at": now,
+                }
+
+            row, new_row = self._leased_write(
+                tx, task_id, worker, lease_id, "release", values, frozenset({"pending", "ready"})
             )
-            return self._task(tx, self._row(tx, task_id))
+            if new_row is None:
+                return self._task(tx, row)
+            self._event(tx, row["seq"], now, worker, "release", "running", {"status": target.value})
+            return self._task(tx, new_row)
 
         return self.store.write(op)
 

@@ -56,7 +56,9 @@ class Job:
 
     async def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0..1) and extend the lease."""
-        await self.client.heartbeat(self.task.id, self.worker, progress=fraction, message=message)
+        await self.client.heartbeat(
+            self.task.id, self.worker, progress=fraction, message=message, lease_id=self.task.lease_id
+        )
 
 
 @dataclass
@@ -213,7 +215,9 @@ class Worker:
                     while True:
                         await anyio.sleep(self.heartbeat_interval)
                         try:
-                            await client.heartbeat(task.id, name, lease_seconds=self.lease_seconds)
+                            await client.heartbeat(
+                                task.id, name, lease_seconds=self.lease_seconds, lease_id=task.lease_id
+                            )
                         except (LeaseLost, TaskQueueError) as exc:
                             if isinstance(exc, LeaseLost) or exc.code == "invalid_transition":
                                 lost = True
@@ -235,7 +239,7 @@ class Worker:
         except anyio.get_cancelled_exc_class():
             with anyio.move_on_after(10, shield=True):
                 try:
-                    await client.release_task(task.id, name)
+                    await client.release_task(task.id, name, lease_id=task.lease_id)
                     self.stats.released += 1
                     log.warning("%s: released %s", name, task.id)
                 except TaskQueueError as exc:
@@ -248,7 +252,7 @@ class Worker:
         ok, value = outcome
         if ok:
             try:
-                await client.complete_task(task.id, name, value)
+                await client.complete_task(task.id, name, value, lease_id=task.lease_id)
                 self.stats.completed += 1
                 return
             except (LeaseLost, TransportFailed) as exc:
@@ -258,7 +262,8 @@ class Worker:
                 value = exc  # e.g. a result that is not JSON: fail the attempt and say why
         error = f"{type(value).__name__}: {value}"[:9000]
         try:
-            await client.fail_task(task.id, name, error, retryable=not isinstance(value, PermanentError))
+            permanent = isinstance(value, PermanentError)
+            await client.fail_task(task.id, name, error, retryable=not permanent, lease_id=task.lease_id)
             self.stats.failed += 1
         except (LeaseLost, TransportFailed) as exc:
             self._unreported(name, task, exc)

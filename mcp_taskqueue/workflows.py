@@ -24,6 +24,7 @@ from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.models import (
     MAX_LIMIT,
     PRIORITY_BY_RANK,
+    WORKFLOW_STATUSES,
     Status,
     Workflow,
     WorkflowPage,
@@ -383,35 +384,48 @@ class Workflows:
     def get(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
         return self.queue.store.read(lambda tx: workflow_view(tx, self._row(tx, workflow_id), include_tasks))
 
-    def list(self, project: str | None = None, limit: int = 20, cursor: str | None = None) -> WorkflowPage:
-        """Newest first; `next_cursor` fetches the next page."""
+    def list(
+        self, project: str | None = None, limit: int = 20, cursor: str | None = None, status: str | None = None
+    ) -> WorkflowPage:
+        """Newest first, only those whose derived `status` matches if given; `next_cursor` fetches the next page."""
         from mcp_taskqueue.queue import decode_cursor, encode_cursor
 
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
+        if status is not None and status not in WORKFLOW_STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(WORKFLOW_STATUSES)}")
         before = decode_cursor(cursor, 1)[0] if cursor else 2**62
 
+        def summary(tx: Tx, row: Any) -> WorkflowSummary:
+            counts = tx.workflow_task_counts(row["id"])
+            return WorkflowSummary(
+                id=row["id"],
+                name=row["name"],
+                project=row["project"],
+                status=derive_status(counts, tx.workflow_blocked_count(row["id"]), row["cancelled_at"] is not None),
+                progress=derive_progress(counts),
+                total=sum(counts.values()),
+                created_at=iso_time(row["created_at"]) or "",
+            )
+
         def op(tx: Tx) -> WorkflowPage:
-            rows = tx.list_workflows(project, before, limit + 1)
-            more = len(rows) > limit
-            rows = rows[:limit]
-            summaries = []
-            for row in rows:
-                counts = tx.workflow_task_counts(row["id"])
-                summaries.append(
-                    WorkflowSummary(
-                        id=row["id"],
-                        name=row["name"],
-                        project=row["project"],
-                        status=derive_status(
-                            counts, tx.workflow_blocked_count(row["id"]), row["cancelled_at"] is not None
-                        ),
-                        progress=derive_progress(counts),
-                        total=sum(counts.values()),
-                        created_at=iso_time(row["created_at"]) or "",
-                    )
-                )
-            return WorkflowPage(workflows=summaries, next_cursor=encode_cursor(rows[-1]["seq"]) if more else None)
+            # Status is derived, not stored: read newest-first batches until a page is full.
+            found: list[tuple[int, WorkflowSummary]] = []
+            after = before
+            while len(found) <= limit:
+                rows = tx.list_workflows(project, after, limit + 1)
+                for row in rows:
+                    item = summary(tx, row)
+                    if status is None or item.status == status:
+                        found.append((row["seq"], item))
+                if len(rows) <= limit:
+                    break
+                after = rows[-1]["seq"]
+            more = len(found) > limit
+            found = found[:limit]
+            return WorkflowPage(
+                workflows=[item for _, item in found], next_cursor=encode_cursor(found[-1][0]) if more else None
+            )
 
         return self.queue.store.read(op)
 

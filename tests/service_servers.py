@@ -35,10 +35,10 @@ class Running:
         return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
 
 
-def cli(db: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `mcp-taskqueue --db DB ARGS...` to completion."""
+def cli(db: Path | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `mcp-taskqueue --db DB ARGS...` (no --db when None) to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), *args],
+        [sys.executable, "-m", "mcp_taskqueue.cli", *(["--db", str(db)] if db else []), *args],
         capture_output=True,
         text=True,
         env={**server_env(), **(env or {})},

@@ -56,16 +56,24 @@ def test_task_lifecycle_commands(db_path: Path) -> None:
 
     claimed = ok(db_path, "task", "claim", "--worker", "me", "--lease", "60")
     assert claimed["task"]["id"] == first["id"] and claimed["task"]["payload"] == {"n": 1}
-    assert ok(db_path, "task", "claim", "--worker", "me") == {"task": None, "lease_expires_at": None}
+    assert ok(db_path, "task", "claim", "--worker", "me")["task"] is None
 
-    done = ok(db_path, "task", "complete", first["id"], "--worker", "me", "--result", '{"pages": 3}')
+    lease = claimed["lease_id"]
+    assert "--lease-id" in fails(db_path, "task", "complete", first["id"], "--worker", "me", code=2)
+    done = ok(
+        db_path, "task", "complete", first["id"], "--worker", "me", "--lease-id", lease, "--result", '{"pages": 3}'
+    )
     assert done["status"] == "completed"
     shown = ok(db_path, "task", "show", first["id"])
     assert shown["result"] == {"pages": 3} and shown["tags"] == ["docs"] and shown["priority"] == "high"
 
     # The dependent became ready; fail it for good, retry it, cancel it.
-    assert ok(db_path, "task", "claim", "-w", "me", "--kind", "review")["task"]["id"] == second["id"]
-    failed = ok(db_path, "task", "fail", second["id"], "-w", "me", "--error", "typo", "--permanent")
+    claimed = ok(db_path, "task", "claim", "-w", "me", "--kind", "review")
+    assert claimed["task"]["id"] == second["id"]
+    lease = claimed["lease_id"]
+    failed = ok(
+        db_path, "task", "fail", second["id"], "-w", "me", "--lease-id", lease, "--error", "typo", "--permanent"
+    )
     assert failed["status"] == "failed" and failed["error"] == "typo"
     assert ok(db_path, "task", "retry", second["id"])["status"] == "ready"
     assert ok(db_path, "task", "note", second["id"], "looked at it")["action"] == "note"
@@ -79,8 +87,8 @@ def test_task_lifecycle_commands(db_path: Path) -> None:
 def test_release_and_payload_from_file(db_path: Path, tmp_path: Path) -> None:
     (tmp_path / "payload.json").write_text('{"from": "file"}')
     created = ok(db_path, "task", "add", "t", "--payload", f"@{tmp_path / 'payload.json'}")
-    ok(db_path, "task", "claim", "-w", "w1")
-    released = ok(db_path, "task", "release", created["id"], "-w", "w1")
+    lease = ok(db_path, "task", "claim", "-w", "w1")["lease_id"]
+    released = ok(db_path, "task", "release", created["id"], "-w", "w1", "--lease-id", lease)
     assert released["status"] == "ready" and released["worker"] is None
     assert ok(db_path, "task", "show", created["id"])["payload"] == {"from": "file"}
 
@@ -91,7 +99,7 @@ def test_bad_input_exits_non_zero_with_one_line(db_path: Path) -> None:
     assert "--priority" in fails(db_path, "task", "add", "x", "--priority", "urgent", code=2)
     assert "No such option" in fails(db_path, "task", "list", "--bogus", code=2)
     created = ok(db_path, "task", "add", "x")
-    assert "lease_lost" in fails(db_path, "task", "complete", created["id"], "-w", "nobody", code=4)
+    assert "lease_lost" in fails(db_path, "task", "complete", created["id"], "-w", "nobody", "--lease-id", "x", code=4)
     assert "invalid_transition" in fails(db_path, "task", "retry", created["id"], code=4)
     assert "not_found" in fails(db_path, "task", "add", "y", "--depends-on", "missing", code=3)
     assert "validation_failed" in fails(db_path, "task", "add", "t" * 600, code=2)
@@ -260,8 +268,13 @@ def test_url_mode_against_a_served_database(db_path: Path) -> None:
         url = base + "/mcp"
         created = ok(db_path, "task", "add", "remote", "--project", "net", url=url)
         assert ok(db_path, "task", "show", created["id"])["project"] == "net"  # local file sees it
-        assert ok(db_path, "task", "claim", "-w", "remote-worker", url=url)["task"]["id"] == created["id"]
-        assert ok(db_path, "task", "complete", created["id"], "-w", "remote-worker", url=url)["status"] == "completed"
+        claimed = ok(db_path, "task", "claim", "-w", "remote-worker", url=url)
+        assert claimed["task"]["id"] == created["id"]
+        lease = ["--lease-id", claimed["lease_id"]]
+        assert (
+            ok(db_path, "task", "complete", created["id"], "-w", "remote-worker", *lease, url=url)["status"]
+            == "completed"
+        )
         assert ok(db_path, "stats", url=url)["by_status"]["completed"] == 1
         assert "not_found" in fails(db_path, "task", "show", "nope", code=3, url=url)
 

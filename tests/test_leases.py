@@ -172,6 +172,7 @@ async def test_lease_errors_reach_mcp_clients_as_tool_errors(db_path: Path) -> N
         assert too_long.is_error
         ok = await client.call_tool("claim_task", {"worker": "w", "lease_seconds": 30})
         assert ok.structured_content["task"]["id"] == task_id  # type: ignore[index]
-        lost = await client.call_tool("complete_task", {"task_id": task_id, "worker": "impostor"})
+        lease = ok.structured_content["lease_id"]  # type: ignore[index]
+        lost = await client.call_tool("complete_task", {"task_id": task_id, "worker": "impostor", "lease_id": lease})
         assert lost.is_error
         assert "lease_lost: worker 'impostor'" in lost.content[0].text  # type: ignore[union-attr]

@@ -137,7 +137,7 @@ async def test_oauth_with_jwks_url(tmp_path: Path) -> None:
     db = tmp_path / "tasks.db"
     with jwks_server(jwks(key, "k9")) as url:
         config = oauth_config(tmp_path, f'jwks_url = "{url}"', "http://127.0.0.1/mcp")
-        with serve(db, env={"TASKQUEUE_CONFIG": str(config)}) as server:
+        with serve(db, "--config", str(config)) as server:
             async with mcp_client(server.base, mint(key, kid="k9", scope="read claim", sub="worker-7")) as client:
                 assert (await call(client, "claim_task", worker="ignored"))["task"] is None
                 assert "forbidden" in await call_error(client, "create_task", title="x")

@@ -74,7 +74,8 @@ async def test_the_roadmap_is_imported_and_drained_in_dependency_and_priority_or
             ready = [t for t in tasks if t not in done and all(d in done for d in tasks[t].get("depends_on", []))]
             best = min(ready, key=lambda t: (PRIORITY_RANK[Priority(tasks[t]["priority"])], creation_order.index(t)))
             assert task_id == best, f"claimed {tasks[task_id]['title']} before {tasks[best]['title']}"
-            await client.call_tool("complete_task", {"task_id": task_id, "worker": "w"})
+            lease = claimed["lease_id"]
+            await client.call_tool("complete_task", {"task_id": task_id, "worker": "w", "lease_id": lease})
             done.add(task_id)
             claims.append(task_id)
         assert len(claims) == 20

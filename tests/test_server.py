@@ -84,10 +84,12 @@ async def test_worker_round_trip(client: Client) -> None:
     task = claim["task"]
     assert task["id"] == created["id"] and task["payload"] == {"file": "lex.py"}
     assert task["acceptance_criteria"] == ["handles unicode"] and claim["lease_expires_at"]
+    assert claim["lease_id"] == task["lease_id"] and len(claim["lease_id"]) >= 16
     assert await call(client, "claim_task", worker="agent-2") == {"task": None}
-    beat = await call(client, "heartbeat", task_id=created["id"], worker="agent-1", progress=0.5)
+    lease = {"task_id": created["id"], "worker": "agent-1", "lease_id": claim["lease_id"]}
+    beat = await call(client, "heartbeat", **lease, progress=0.5)
     assert beat["progress"] == 0.5 and beat["lease_expires_at"]
-    done = await call(client, "complete_task", task_id=created["id"], worker="agent-1", result={"ok": True})
+    done = await call(client, "complete_task", **lease, result={"ok": True})
     assert done["status"] == "completed"
     full = await call(client, "get_task", task_id=created["id"])
     assert full["result"] == {"ok": True} and full["progress"] == 1.0
@@ -96,14 +98,14 @@ async def test_worker_round_trip(client: Client) -> None:
 async def test_fail_release_cancel_retry(client: Client) -> None:
     a = await call(client, "create_task", title="a", max_attempts=1)
     b = await call(client, "create_task", title="b", depends_on=[a["id"]])
-    await call(client, "claim_task", worker="w")
-    failed = await call(client, "fail_task", task_id=a["id"], worker="w", error="disk full")
+    lease = (await call(client, "claim_task", worker="w"))["lease_id"]
+    failed = await call(client, "fail_task", task_id=a["id"], worker="w", lease_id=lease, error="disk full")
     assert failed["status"] == "failed" and failed["error"] == "disk full"
     assert (await call(client, "get_task", task_id=b["id"]))["blocked_by"] == [a["id"]]
     retried = await call(client, "retry_task", task_id=a["id"])
     assert retried["status"] == "ready"
-    await call(client, "claim_task", worker="w")
-    released = await call(client, "release_task", task_id=a["id"], worker="w")
+    lease = (await call(client, "claim_task", worker="w"))["lease_id"]
+    released = await call(client, "release_task", task_id=a["id"], worker="w", lease_id=lease)
     assert released["status"] == "ready" and released["attempts"] == 0
     cancelled = await call(client, "cancel_task", task_id=b["id"], reason="scope cut")
     assert cancelled["status"] == "cancelled"
@@ -163,7 +165,8 @@ async def test_projects_tools(client: Client) -> None:
     ("tool", "args", "expected"),
     [
         ("get_task", {"task_id": "nope"}, "not_found: no task with id 'nope'"),
-        ("complete_task", {"task_id": "nope", "worker": "w"}, "not_found"),
+        ("complete_task", {"task_id": "nope", "worker": "w", "lease_id": "x"}, "not_found"),
+        ("complete_task", {"task_id": "nope", "worker": "w"}, "lease_id: Field required"),
         ("create_task", {"title": 42}, "validation_failed: title: Input should be a valid string"),
         ("create_task", {"title": "x" * 501}, "title"),
         ("create_task", {"title": "ok", "priority": "urgent"}, "priority"),
@@ -174,7 +177,7 @@ async def test_projects_tools(client: Client) -> None:
         ("list_tasks", {"cursor": "%%%"}, "cursor"),
         ("claim_task", {"worker": ""}, "worker"),
         ("claim_task", {"worker": "w", "lease_seconds": -5}, "lease_seconds"),
-        ("heartbeat", {"task_id": "nope", "worker": "w", "progress": 3}, "progress"),
+        ("heartbeat", {"task_id": "nope", "worker": "w", "lease_id": "x", "progress": 3}, "progress"),
         ("update_project", {"name": "missing", "description": "x"}, "not_found"),
         ("no_such_tool", {}, "no_such_tool"),
         ("create_task", {"title": "ok", "priorty": "high"}, "validation_failed: unknown argument(s) priorty"),
@@ -194,10 +197,10 @@ async def test_bad_input_is_a_clear_tool_error_and_changes_nothing(
 
 async def test_wrong_worker_and_illegal_transitions(client: Client) -> None:
     task = await call(client, "create_task", title="t")
-    await call(client, "claim_task", worker="owner")
-    message = await call_error(client, "complete_task", task_id=task["id"], worker="intruder")
+    lease = (await call(client, "claim_task", worker="owner"))["lease_id"]
+    message = await call_error(client, "complete_task", task_id=task["id"], worker="intruder", lease_id=lease)
     assert "lease_lost" in message and "held by 'owner'" in message
-    await call(client, "complete_task", task_id=task["id"], worker="owner")
+    await call(client, "complete_task", task_id=task["id"], worker="owner", lease_id=lease)
     message = await call_error(client, "cancel_task", task_id=task["id"])
     assert "invalid_transition: cannot cancel task" in message and "completed" in message
     assert (await call(client, "get_task", task_id=task["id"]))["status"] == "completed"

@@ -25,7 +25,9 @@ async def drive(client: Client) -> None:
     task_id = created.structured_content["id"]  # type: ignore[index]
     claim = await client.call_tool("claim_task", {"worker": "remote"})
     assert claim.structured_content["task"]["id"] == task_id  # type: ignore[index]
-    done = await client.call_tool("complete_task", {"task_id": task_id, "worker": "remote", "result": [1, 2]})
+    lease = claim.structured_content["lease_id"]  # type: ignore[index]
+    args = {"task_id": task_id, "worker": "remote", "lease_id": lease, "result": [1, 2]}
+    done = await client.call_tool("complete_task", args)
     assert done.structured_content["status"] == "completed"  # type: ignore[index]
     resource = await client.read_resource(f"taskqueue://tasks/{task_id}")
     assert json.loads(resource.contents[0].text)["result"] == [1, 2]  # type: ignore[union-attr]

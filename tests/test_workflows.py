@@ -42,9 +42,10 @@ def release_spec() -> dict[str, Any]:
 async def work(client: Client, task_id: str, worker: str = "w") -> None:
     """Claim until `task_id` comes up (completing what comes before), then complete it."""
     while True:
-        claimed = (await call(client, "claim_task", worker=worker))["task"]
+        claim = await call(client, "claim_task", worker=worker)
+        claimed = claim["task"]
         assert claimed is not None, f"{task_id} never became claimable"
-        await call(client, "complete_task", task_id=claimed["id"], worker=worker)
+        await call(client, "complete_task", task_id=claimed["id"], worker=worker, lease_id=claim["lease_id"])
         if claimed["id"] == task_id:
             return
 
@@ -56,7 +57,8 @@ async def test_tools_are_registered_and_the_list_stays_small(client: Client) -> 
     tools = (await client.list_tools()).tools
     names = {t.name for t in tools}
     assert names >= WORKFLOW_TOOLS | DEVELOPMENT_TOOLS
-    wire = json.dumps([t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools])
+    dumped = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    wire = json.dumps(dumped, separators=(",", ":"))  # compact, as the transports send it
     assert len(wire.encode()) < 32 * 1024
     create = next(t for t in tools if t.name == "create_workflow")
     assert "feature(feature*" in (create.description or "")  # templates are listed from schemas/templates
@@ -90,11 +92,11 @@ async def test_inline_workflow_is_created_with_refs_and_derived_state(client: Cl
     listed = await call(client, "list_tasks", workflow_id=created["id"])
     assert len(listed["tasks"]) == 4
 
-    claimed = (await call(client, "claim_task", worker="w"))["task"]
-    assert claimed["id"] == refs["build"]  # high before low
+    claim = await call(client, "claim_task", worker="w")
+    assert claim["task"]["id"] == refs["build"]  # high before low
     running = await call(client, "get_workflow", workflow_id=created["id"])
     assert running["status"] == "running" and running["running"] == [refs["build"]]
-    await call(client, "complete_task", task_id=refs["build"], worker="w")
+    await call(client, "complete_task", task_id=refs["build"], worker="w", lease_id=claim["lease_id"])
     half = await call(client, "get_workflow", workflow_id=created["id"], include_tasks=False)
     assert half["progress"] == 0.25 and half["critical_path_length"] == 2 and "tasks" not in half
 
@@ -201,9 +203,11 @@ async def test_failure_inside_a_workflow_blocks_everything_below_it(client: Clie
     spec["tasks"][0]["max_attempts"] = 1
     created = await call(client, "create_workflow", spec=spec)
     refs = created["refs"]
-    claimed = (await call(client, "claim_task", worker="w"))["task"]
-    assert claimed["id"] == refs["build"]
-    await call(client, "fail_task", task_id=refs["build"], worker="w", error="compiler crashed")
+    claim = await call(client, "claim_task", worker="w")
+    assert claim["task"]["id"] == refs["build"]
+    await call(
+        client, "fail_task", task_id=refs["build"], worker="w", lease_id=claim["lease_id"], error="compiler crashed"
+    )
     view = await call(client, "get_workflow", workflow_id=created["id"])
     assert view["blocked"] == {refs["test"]: [refs["build"]], refs["ship"]: [refs["build"]]}
     assert view["status"] == "running"  # docs can still run
@@ -222,7 +226,8 @@ async def test_cancel_workflow_cancels_unfinished_tasks_only(client: Client) -> 
     refs = created["refs"]
     outside = await call(client, "create_task", title="outside", depends_on=[refs["ship"]])
     await work(client, refs["build"])
-    running = (await call(client, "claim_task", worker="w2"))["task"]
+    claim = await call(client, "claim_task", worker="w2")
+    running = claim["task"]
     cancelled = await call(client, "cancel_workflow", workflow_id=created["id"], reason="scope cut")
     assert cancelled["status"] == "cancelled"
     view = await call(client, "get_workflow", workflow_id=created["id"])
@@ -230,7 +235,7 @@ async def test_cancel_workflow_cancels_unfinished_tasks_only(client: Client) -> 
     assert statuses[refs["build"]] == "completed"
     assert {statuses[refs[r]] for r in ("docs", "test", "ship")} == {"cancelled"}
     assert view["progress"] == 1.0  # the one task that still counts is done
-    lost = await call_error(client, "complete_task", task_id=running["id"], worker="w2")
+    lost = await call_error(client, "complete_task", task_id=running["id"], worker="w2", lease_id=claim["lease_id"])
     assert "lease_lost" in lost and "it is cancelled" in lost  # the worker lost its task
     assert (await call(client, "get_task", task_id=outside["id"]))["blocked_by"] == [refs["ship"]]
     again = await call(client, "cancel_workflow", workflow_id=created["id"])

@@ -142,7 +142,9 @@ async def main(db: str) -> None:
             if task is None:
                 break
             print(f"  {task['priority']:<6} {task['title']}")
-            await client.call_tool("complete_task", {"task_id": task["id"], "worker": "demo"})
+            await client.call_tool(
+                "complete_task", {"task_id": task["id"], "worker": "demo", "lease_id": task["lease_id"]}
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from mcp_taskqueue.store import Store
 INSTRUCTIONS = """\
 A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
 depends_on), then work it: claim_task -> heartbeat while working -> complete_task or fail_task. \
-Only the worker holding a task's lease may heartbeat, complete, fail or release it. \
+Pass the claim's lease_id to heartbeat, complete_task, fail_task and release_task: only the \
+current lease may move the task. \
 Use list_tasks/get_task to look around and queue_stats for an overview. The prompt work_next \
 describes the worker loop. Plan larger work as one workflow (create_workflow; prompt plan_project) \
 and track it with get_workflow; advance_phase/add_review enforce the development phases."""

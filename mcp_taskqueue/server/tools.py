@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from mcp_taskqueue.errors import TaskQueueError
 from mcp_taskqueue.identity import CURRENT_IDENTITY
 from mcp_taskqueue.models import (
+    MAX_CLAIM,
     MAX_LIMIT,
     ClaimResult,
     CreatedTasks,
@@ -55,10 +56,13 @@ DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idemp
 TaskIdArg = Annotated[str, Field(min_length=1, max_length=64, description="Task id.")]
 WorkerArg = Annotated[str, Field(min_length=1, max_length=100, description="Your stable worker name.")]
 ProjectArg = Annotated[Name | None, Field(description="Project name.")]
+LeaseArg = Annotated[str, Field(min_length=1, max_length=64, description="lease_id from claim_task.")]
 
 
 # TaskQueue calls that are a handful of index lookups: the worker protocol's hot path.
-INLINE_CALLS = frozenset({"get", "create", "claim", "heartbeat", "complete", "fail", "release", "add_note"})
+INLINE_CALLS = frozenset(
+    {"get", "create", "claim", "claim_many", "heartbeat", "complete", "fail", "release", "add_note"}
+)
 
 
 async def run_off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -258,56 +262,77 @@ def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         kinds: Annotated[list[str] | None, Field(description="Only these kinds.")] = None,
         tags: Annotated[list[str] | None, Field(description="Only tasks with any of these tags.")] = None,
         lease_seconds: Annotated[int | None, Field(ge=1, le=86400, description="Default 300.")] = None,
+        max_tasks: Annotated[int | None, Field(ge=1, le=MAX_CLAIM, description="Default 1.")] = None,
+        idempotency_key: Annotated[str | None, Field(description="A retry with it returns the same leases.")] = None,
     ) -> Annotated[CallToolResult, ClaimResult]:
-        """Atomically take the highest-priority, oldest ready task and lease it to you; task is null when
-        nothing is ready. Heartbeat before the lease ends, then complete_task or fail_task."""
-        task = await run_queue(
-            queue.claim, worker, project=project, kinds=kinds, tags=tags, lease_seconds=lease_seconds
+        """Atomically lease the highest-priority, oldest ready task to you; task is null when nothing is
+        ready. Pass its lease_id to heartbeat (before the lease ends), then complete_task or fail_task."""
+        tasks = await run_queue(
+            queue.claim_many,
+            worker,
+            project=project,
+            kinds=kinds,
+            tags=tags,
+            lease_seconds=lease_seconds,
+            max_tasks=max_tasks or 1,
+            idempotency_key=idempotency_key,
         )
-        return reply(ClaimResult(task=task, lease_expires_at=task.lease_expires_at if task else None))
+        return reply(ClaimResult.of(tasks, many=(max_tasks or 1) > 1))
 
     @mcp.tool(annotations=WRITE)
     async def heartbeat(
         task_id: TaskIdArg,
         worker: WorkerArg,
+        lease_id: LeaseArg,
         progress: Annotated[float | None, Field(ge=0, le=1, description="Fraction done, 0..1.")] = None,
         message: str | None = None,
         lease_seconds: Annotated[int | None, Field(ge=1, le=86400)] = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Extend your lease on a running task and report progress."""
         task = await run_queue(
-            queue.heartbeat, task_id, worker, progress=progress, message=message, lease_seconds=lease_seconds
+            queue.heartbeat,
+            task_id,
+            worker,
+            lease_id=lease_id,
+            progress=progress,
+            message=message,
+            lease_seconds=lease_seconds,
         )
         return reply(TaskState.of(task))
 
-    @mcp.tool(annotations=WRITE)
+    @mcp.tool(annotations=IDEMPOTENT)
     async def complete_task(
         task_id: TaskIdArg,
         worker: WorkerArg,
+        lease_id: LeaseArg,
         result: Annotated[Any, Field(description="JSON result for whoever reads it.")] = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Finish a task you hold; dependents whose dependencies are all done become ready."""
-        return reply(TaskState.of(await run_queue(queue.complete, task_id, worker, result)))
+        return reply(TaskState.of(await run_queue(queue.complete, task_id, worker, result, lease_id=lease_id)))
 
     @mcp.tool(annotations=WRITE)
     async def fail_task(
         task_id: TaskIdArg,
         worker: WorkerArg,
+        lease_id: LeaseArg,
         error: Annotated[str, Field(description="What went wrong, for whoever retries.")],
-        retryable: bool = True,
+        retryable: bool | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
-        """Report a failed attempt. Retryable with attempts left: retried after exponential backoff
-        (see run_at). Otherwise `failed`, and dependents are marked blocked."""
-        return reply(TaskState.of(await run_queue(queue.fail, task_id, worker, error, retryable)))
+        """Report a failed attempt. Retryable (default) with attempts left: retried after exponential
+        backoff (see run_at). Otherwise `failed`, and dependents are marked blocked."""
+        task = await run_queue(queue.fail, task_id, worker, error, retryable is not False, lease_id=lease_id)
+        return reply(TaskState.of(task))
 
     @mcp.tool(annotations=WRITE)
     async def release_task(
         task_id: TaskIdArg,
         worker: WorkerArg,
-        delay_seconds: Annotated[float, Field(ge=0, le=86400)] = 0,
+        lease_id: LeaseArg,
+        delay_seconds: Annotated[float | None, Field(ge=0, le=86400)] = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Give a task back unfinished without using up an attempt (optionally not before a delay)."""
-        return reply(TaskState.of(await run_queue(queue.release, task_id, worker, delay_seconds)))
+        task = await run_queue(queue.release, task_id, worker, delay_seconds or 0, lease_id=lease_id)
+        return reply(TaskState.of(task))
 
     @mcp.tool(annotations=READ)
     async def queue_stats(project: ProjectArg = None) -> Annotated[CallToolResult, QueueStats]:

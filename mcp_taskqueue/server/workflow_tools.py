@@ -10,7 +10,16 @@ from mcp_types import CallToolResult
 from pydantic import Field
 
 from mcp_taskqueue.development import Development
-from mcp_taskqueue.models import MAX_LIMIT, CreatedWorkflow, Phase, PhaseState, Workflow, WorkflowPage, WorkflowSummary
+from mcp_taskqueue.models import (
+    MAX_LIMIT,
+    CreatedWorkflow,
+    Phase,
+    PhaseState,
+    Workflow,
+    WorkflowPage,
+    WorkflowStatus,
+    WorkflowSummary,
+)
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, WRITE, ProjectArg, TaskIdArg, actor, reply, run_queue
 from mcp_taskqueue.workflows import Workflows, template_summary
@@ -54,9 +63,10 @@ def register_workflow_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         project: ProjectArg = None,
         limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 20,
         cursor: str | None = None,
+        status: WorkflowStatus | None = None,
     ) -> Annotated[CallToolResult, WorkflowPage]:
-        """Workflows, newest first, with status and progress."""
-        return reply(await run_queue(workflows.list, project, limit, cursor))
+        """Workflows, newest first, with status and progress (only those with `status` if given)."""
+        return reply(await run_queue(workflows.list, project, limit, cursor, status))
 
     @mcp.tool(annotations=DESTRUCTIVE)
     async def cancel_workflow(

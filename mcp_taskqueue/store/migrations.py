@@ -274,7 +274,24 @@ def m004_counts_and_ready_tags(db: Database) -> None:
 
 
 @migrations()
-def m005_tokens(db: Database) -> None:
+def m005_fencing(db: Database) -> None:
+    """Fencing tokens: every claim writes a fresh `lease_id`, and the lease's writes are conditional on it.
+
+    `claim_key` is the idempotency key of the claim that took the lease, so a claim retried after a
+    lost reply finds the tasks it already took (a partial index: only tasks claimed with a key).
+    """
+    run_script(
+        db,
+        """
+        ALTER TABLE tasks ADD COLUMN lease_id TEXT;
+        ALTER TABLE tasks ADD COLUMN claim_key TEXT;
+        CREATE INDEX tasks_claim_key ON tasks(claim_key) WHERE claim_key IS NOT NULL;
+        """,
+    )
+
+
+@migrations()
+def m006_tokens(db: Database) -> None:
     """Bearer tokens for the HTTP transports: only a SHA-256 of each token is kept, never the token.
 
     A revoked token keeps its row (revoked_at set) so its name stays in the history's meaning.

@@ -17,7 +17,7 @@ TASK_COLUMNS = (
     "id, project, title, description, kind, priority, status, payload, result, error, tags, parent_id, "
     "workflow_id, acceptance_criteria, phase, run_at, attempts, max_attempts, timeout_seconds, "
     "idempotency_key, worker, lease_seconds, lease_expires_at, progress, unmet_deps, blocked_by, version, "
-    "created_at, updated_at, started_at, finished_at"
+    "created_at, updated_at, started_at, finished_at, lease_id"
 )
 SUMMARY_COLUMNS = "seq, id, title, status, priority, project, kind, worker, progress, version"
 
@@ -281,10 +281,20 @@ class Tx(WorkflowQueries):
                 best = (row[0], row[1])
         return None if best is None else best[1]
 
+    def claimed_with_key(self, worker: str, claim_key: str) -> list[sqlite3.Row]:
+        """The tasks `worker` still holds from an earlier claim with this idempotency key, in claim order."""
+        return self.conn.execute(
+            f"SELECT seq, {TASK_COLUMNS} FROM tasks INDEXED BY tasks_claim_key "
+            "WHERE claim_key = ? AND worker = ? AND status = 'running' ORDER BY priority, seq",
+            (claim_key, worker),
+        ).fetchall()
+
     def claim_next(
         self,
         *,
         worker: str,
+        lease_id: str,
+        claim_key: str | None,
         project: str | None,
         kinds: Sequence[str] | None,
         tags: Sequence[str] | None,
@@ -303,12 +313,24 @@ class Tx(WorkflowQueries):
             pick = CLAIM_SQL.format(filters=filters)
         lease = "coalesce(?, timeout_seconds, ?)"
         sql = (
-            f"UPDATE tasks SET status = 'running', worker = ?, attempts = attempts + 1, "
+            f"UPDATE tasks SET status = 'running', worker = ?, lease_id = ?, claim_key = ?, attempts = attempts + 1, "
             f"lease_seconds = {lease}, lease_expires_at = ? + {lease}, started_at = coalesce(started_at, ?), "
             f"updated_at = ?, error = NULL, version = version + 1 WHERE seq = ({pick}) AND status = 'ready' "
             f"RETURNING seq, {TASK_COLUMNS}"
         )
-        values = [worker, lease_seconds, default_lease, now, lease_seconds, default_lease, now, now, *params]
+        values = [
+            worker,
+            lease_id,
+            claim_key,
+            lease_seconds,
+            default_lease,
+            now,
+            lease_seconds,
+            default_lease,
+            now,
+            now,
+            *params,
+        ]
         return self.conn.execute(sql, values).fetchone()  # type: ignore[no-any-return]
 
     # --- tasks: writes --------------------------------------------------------------------
@@ -335,6 +357,31 @@ class Tx(WorkflowQueries):
             [*values.values(), seq],
         ).fetchone()
         return row  # type: ignore[no-any-return]
+
+    def update_leased(
+        self, seq: int, worker: str, lease_id: str | None, values: dict[str, Any], lease_seconds: int | None = None
+    ) -> sqlite3.Row | None:
+        """Change a running task only if `worker` still holds it under `lease_id` (None: any lease of
+        `worker`): one conditional UPDATE, so an older attempt's token changes nothing however many
+        writers race. With `lease_seconds` given (heartbeat), the lease is renewed from `now` = values'
+        updated_at for that many seconds, or the lease's own length when it is 0. None when the lease
+        is not held."""
+        assignments = [f"{column} = ?" for column in values]
+        params: list[Any] = list(values.values())
+        if lease_seconds is not None:
+            assignments.append("lease_seconds = coalesce(nullif(?, 0), lease_seconds)")
+            assignments.append("lease_expires_at = ? + coalesce(nullif(?, 0), lease_seconds)")
+            params += [lease_seconds, values["updated_at"], lease_seconds]
+        where = "seq = ? AND status = 'running' AND worker = ?"
+        params += [seq, worker]
+        if lease_id is not None:
+            where += " AND lease_id = ?"
+            params.append(lease_id)
+        return self.conn.execute(  # type: ignore[no-any-return]
+            f"UPDATE tasks SET {', '.join(assignments)}, version = version + 1 WHERE {where} "
+            f"RETURNING seq, {TASK_COLUMNS}",
+            params,
+        ).fetchone()
 
     def set_parent_id(self, seq: int, parent_id: str) -> None:
         """Complete a just-inserted task's parent link (same transaction, so no new version)."""

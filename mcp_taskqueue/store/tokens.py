@@ -1,4 +1,4 @@
-"""SQL for bearer tokens (table `tokens`, migration m005): rows in, rows out; hashing lives in identity.py."""
+"""SQL for bearer tokens (table `tokens`, migration m006): rows in, rows out; hashing lives in identity.py."""
 
 from __future__ import annotations
 

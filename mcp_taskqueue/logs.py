@@ -60,7 +60,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "level": record.levelname,
             "event": getattr(record, "event", None) or record.name,
             "message": record.getMessage(),
             "logger": record.name,

@@ -97,7 +97,10 @@ async def test_the_token_name_is_the_actor_worker_and_reviewer(tmp_path: Path) -
         async with mcp_client(server.base, thief) as client:
             # typing the holder's name does not make you the holder
             for name in ("build-agent/anything-i-like", "build-agent"):
-                text = await call_error(client, "complete_task", task_id=task["id"], worker=name)
+                # even with the stolen lease_id
+                text = await call_error(
+                    client, "complete_task", task_id=task["id"], worker=name, lease_id=task["lease_id"]
+                )
                 assert "lease_lost" in text or "not leased to you" in text
             history = await client.read_resource(f"taskqueue://tasks/{task['id']}/history")
         events = json.loads(history.contents[0].text)["events"]  # type: ignore[union-attr]
@@ -105,7 +108,9 @@ async def test_the_token_name_is_the_actor_worker_and_reviewer(tmp_path: Path) -
         assert actors["created"] == "build-agent"
         assert actors["claimed"] == "build-agent/anything-i-like"
         async with mcp_client(server.base, agent) as client:
-            done = await call(client, "complete_task", task_id=task["id"], worker="anything-i-like")
+            done = await call(
+                client, "complete_task", task_id=task["id"], worker="anything-i-like", lease_id=task["lease_id"]
+            )
             assert done["status"] == "completed"
 
 
@@ -198,7 +203,7 @@ def test_public_address_without_auth_refuses_to_start_unless_no_auth(tmp_path: P
     assert no_tokens.returncode == 2 and "token create" in no_tokens.stderr
     with serve(db, "--no-auth", "--log-format", "json", host="0.0.0.0") as server:
         records = server.log_records()
-        assert any(r["event"] == "auth_disabled" and r["level"] == "warning" for r in records)
+        assert any(r["event"] == "auth_disabled" and r["level"] == "WARNING" for r in records)
 
 
 @pytest.mark.anyio
@@ -213,3 +218,35 @@ async def test_stdio_stays_unauthenticated_even_with_tokens(tmp_path: Path) -> N
         created = await call(client, "create_task", title="local work")
         assert created["status"] == "ready"
     assert os.path.exists(db)
+
+
+@pytest.mark.anyio
+async def test_distinct_reviewers_cannot_be_faked_by_typing_names(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    author = make_token(db, "author", "read,write,review")
+    alice = make_token(db, "alice", "read,review")
+    bob = make_token(db, "bob", "read,review")
+    report = {"passed": 10, "failed": 0}
+    with serve(db) as server:
+        async with mcp_client(server.base, author) as client:
+            task = await call(client, "create_task", title="feature", project="app")
+            steps = [
+                {"to": "planning"},
+                {"to": "implementation", "design_doc": "docs/design.md"},
+                {"to": "test_creation"},
+                {"to": "testing", "coverage": 95.0},
+                {"to": "review", "test_report": report, "by": "someone-else"},
+            ]
+            for step in steps:
+                await call(client, "advance_phase", task_id=task["id"], **step)
+        async with mcp_client(server.base, alice) as client:
+            for name in ("alice", "carol", "dave"):  # one token, three typed names: one reviewer
+                state = await call(client, "add_review", task_id=task["id"], reviewer=name, score=0.9)
+            assert state["approvals"] == 1 and state["approved_by"] == ["alice"]
+        async with mcp_client(server.base, author) as client:
+            # the author advanced the phases (as "author", whatever `by` said), so cannot review
+            text = await call_error(client, "add_review", task_id=task["id"], reviewer="x", score=1.0)
+            assert "author" in text, text
+        async with mcp_client(server.base, bob) as client:
+            state = await call(client, "add_review", task_id=task["id"], reviewer="alice", score=0.95)
+            assert state["approvals"] == 2 and sorted(state["approved_by"]) == ["alice", "bob"]

@@ -45,7 +45,7 @@ async def test_json_log_line_per_tool_call_with_identity_and_no_secret(tmp_path:
     assert LOG_FIELDS - {"session_id"} <= set(got), set(got)
     over_sse = [r for r in calls if r["tool"] == "get_task" and r.get("session_id")]
     assert over_sse and set(over_sse[0]) >= LOG_FIELDS
-    assert got["identity"] == "build-agent" and got["task_id"] == created["id"] and got["level"] == "info"
+    assert got["identity"] == "build-agent" and got["task_id"] == created["id"] and got["level"] == "INFO"
     assert isinstance(got["duration_ms"], float) and got["duration_ms"] > 0
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", got["time"])
     assert by_tool[("create_task", "ok")]["task_id"] == created["id"]
@@ -139,9 +139,12 @@ async def test_metrics_scrape_parses_and_counts(tmp_path: Path) -> None:
             for title in ("a", "b", "c"):
                 await call(client, "create_task", title=title, project="web")
             first = (await call(client, "claim_task", worker="w1"))["task"]
-            await call(client, "complete_task", task_id=first["id"], worker="w1")
+            await call(client, "complete_task", task_id=first["id"], worker="w1", lease_id=first["lease_id"])
             second = (await call(client, "claim_task", worker="w1"))["task"]
-            await call(client, "fail_task", task_id=second["id"], worker="w1", error="boom", retryable=False)
+            await call(
+                client, "fail_task", task_id=second["id"], worker="w1", lease_id=second["lease_id"], error="boom",
+                retryable=False,
+            )  # fmt: skip
             third = (await call(client, "claim_task", worker="w1", lease_seconds=1))["task"]
             time.sleep(1.5)
             again = (await call(client, "claim_task", worker="w2"))["task"]  # the sweep expires w1's lease

@@ -70,6 +70,7 @@ class CommandError(click.ClickException):
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
 EXTERNAL_COMMANDS: dict[str, str] = {
+    "top": "mcp_taskqueue.top:top",
     "token": "mcp_taskqueue.cli_service:token_group",
     "config": "mcp_taskqueue.cli_service:config_group",
 }

@@ -170,6 +170,7 @@ async def test_revoked_token_is_refused_at_once_and_metrics_need_read(tmp_path: 
     db = tmp_path / "tasks.db"
     worker = make_token(db, "worker", "claim")
     reader = make_token(db, "reader", "read")
+    web_reader = make_token(db, "web-reader", "read", "web")
     with serve(db) as server:
         async with httpx2.AsyncClient(base_url=server.base) as http:
             assert (await http.get("/metrics")).status_code == 401
@@ -178,6 +179,13 @@ async def test_revoked_token_is_refused_at_once_and_metrics_need_read(tmp_path: 
             ok = await http.get("/metrics", headers={"Authorization": f"Bearer {reader}"})
             assert ok.status_code == 200 and "taskqueue_tasks" in ok.text
             assert (await http.get("/healthz")).status_code == 200  # probes never need a token
+            # the board's JSON routes ask the same identity (403 on plain HTTP routes)
+            assert (await http.get("/board/api/board")).status_code == 403
+            as_reader = {"Authorization": f"Bearer {reader}"}
+            assert (await http.get("/board/api/board", headers=as_reader)).status_code == 200
+            assert (await http.get("/board/api/board", headers={"Authorization": f"Bearer {worker}"})).status_code == 403
+            limited = await http.get("/board/api/board", headers={"Authorization": f"Bearer {web_reader}"})
+            assert limited.status_code == 403 and "project" in limited.json()["message"]
         async with mcp_client(server.base, reader) as client:
             await call(client, "list_tasks")
         assert cli(db, "token", "revoke", "reader").returncode == 0

@@ -27,6 +27,7 @@ from mcp_taskqueue.server.auth import (
     JwtTokenVerifier,
     OAuthSettings,
     StoreTokenVerifier,
+    board_access,
     identity_of,
     require_scope,
 )
@@ -136,6 +137,8 @@ def install_middleware(mcp: MCPServer, queue: TaskQueue, options: ServiceOptions
         [Observer(metrics), Guard(mcp, queue, auth_required=auth_required, limiter=limiter)]  # type: ignore[list-item]
     )
     mcp.service = (options, metrics, limiter)  # type: ignore[attr-defined]
+    if auth_required:  # the board's HTTP routes ask this hook (server/board_routes.py)
+        mcp.board_access = board_access(auth_required)  # type: ignore[attr-defined]
 
 
 def install_http(mcp: MCPServer) -> None:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.logs import json_logging
+from mcp_taskqueue.server.board_routes import add_board_routes
 from mcp_taskqueue.server.service import install_http, wrap_app
 
 log = logging.getLogger("mcp_taskqueue")
@@ -29,9 +30,10 @@ def add_health_route(mcp: MCPServer) -> None:
 
 
 def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, streamable: bool = True) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz,
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz, the board at /,
     metrics at /metrics (server/service.py adds it, with auth and rate limits when configured)."""
     add_health_route(mcp)
+    add_board_routes(mcp)
     install_http(mcp)
     if streamable:
         app = mcp.streamable_http_app(host=host)
@@ -68,6 +70,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
             f"  health:          {base}/healthz",
+            f"  board:           {base}/",
             "",
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",

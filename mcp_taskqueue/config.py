@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -92,6 +92,14 @@ class MetricsSettings(BaseModel):
     public: bool = Field(False, description="Serve /metrics without a token even when auth is on.")
 
 
+class NotificationSettings(BaseModel):
+    model_config = Strict
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Private or loopback webhook hosts/CIDRs allowed (TASKQUEUE_WEBHOOK_ALLOW_HOSTS).",
+    )
+
+
 class TracingSettings(BaseModel):
     model_config = Strict
     enabled: bool = False
@@ -112,6 +120,10 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+
+    # the TOML file (profile merged) for this load; load() makes a subclass that sets it
+    file_data: ClassVar[dict[str, Any]] = {}
 
     @classmethod
     def settings_customise_sources(
@@ -122,8 +134,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # init = command line over environment over the file (passed in as `_file`, see load()).
-        return (init_settings, env_settings)
+        # command line (init) over environment over the file
+        return (init_settings, env_settings, DictSource(settings_cls, cls.file_data))
 
 
 def find_config(path: str | os.PathLike[str] | None) -> Path | None:
@@ -194,24 +206,10 @@ def load(
         data = _merge(data, profiles[profile])
     _file_secrets()
     source = str(found) if found else "environment"
-    # file values go in through a subclass whose lowest source is the file, so env and CLI win
-    file_data = data
-
-    class FromFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, DictSource(settings_cls, file_data))
-
+    from_file = type("SettingsFromFile", (Settings,), {"file_data": data})
     given = _nest({k: v for k, v in overrides.items() if v is not None})
     try:
-        settings: Settings = FromFile(**given)
+        settings: Settings = from_file(**given)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
     return settings, found

@@ -183,7 +183,9 @@ async def test_revoked_token_is_refused_at_once_and_metrics_need_read(tmp_path: 
             assert (await http.get("/board/api/board")).status_code == 403
             as_reader = {"Authorization": f"Bearer {reader}"}
             assert (await http.get("/board/api/board", headers=as_reader)).status_code == 200
-            assert (await http.get("/board/api/board", headers={"Authorization": f"Bearer {worker}"})).status_code == 403
+            assert (
+                await http.get("/board/api/board", headers={"Authorization": f"Bearer {worker}"})
+            ).status_code == 403
             limited = await http.get("/board/api/board", headers={"Authorization": f"Bearer {web_reader}"})
             assert limited.status_code == 403 and "project" in limited.json()["message"]
         async with mcp_client(server.base, reader) as client:

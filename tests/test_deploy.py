@@ -10,7 +10,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import free_port, server_env
+from tests.servers import free_port, server_env, wait_healthy
 from tests.service_servers import cli, make_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,16 +183,7 @@ def test_the_image_entrypoint_runs_outside_a_container(tmp_path: Path) -> None:
     proc = subprocess.Popen([program, *command[1:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-            assert time.monotonic() < deadline
+        wait_healthy(proc, base, 60)
         # the image's HEALTHCHECK command, as Docker would run it
         check = json.loads(steps["HEALTHCHECK"].split(" CMD ", 1)[1])
         assert subprocess.run(check, env=env, timeout=30).returncode == 0

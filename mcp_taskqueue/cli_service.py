@@ -177,7 +177,12 @@ def configure_tracing(settings: Settings) -> None:
     try:
         from opentelemetry import trace
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            ConsoleSpanExporter,
+            SimpleSpanProcessor,
+            SpanExporter,
+        )
     except ImportError:
         raise click.ClickException("tracing needs the extra: pip install 'mcp-taskqueue[tracing]'") from None
     exporter: SpanExporter
@@ -190,7 +195,9 @@ def configure_tracing(settings: Settings) -> None:
 
         exporter = OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    # the console exporter is for looking: each span as it ends; OTLP batches
+    console = settings.tracing.exporter == "console"
+    provider.add_span_processor(SimpleSpanProcessor(exporter) if console else BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
 
 

@@ -250,3 +250,22 @@ async def test_tracing_spans_through_the_sdk_middleware_and_trace_id_in_logs(tmp
     assert tool_span.attributes is not None and tool_span.attributes["gen_ai.tool.name"] == "create_task"
     logged = [json.loads(r) for r in records if '"tool_call"' in r]
     assert logged and logged[0]["trace_id"] == f"{tool_span.context.trace_id:032x}"
+
+
+def test_serve_with_tracing_on_exports_spans_from_the_sdk_middleware(tmp_path: Path) -> None:
+    """`[tracing] enabled = true` in the settings installs a tracer provider in the server process."""
+    import asyncio
+
+    cfg = tmp_path / "mcp-taskqueue.toml"
+    cfg.write_text('[tracing]\nenabled = true\nexporter = "console"\n[logging]\nformat = "text"\n')
+    db = tmp_path / "tasks.db"
+
+    async def one_call(base: str) -> None:
+        async with mcp_client(base) as client:
+            await call(client, "create_task", title="traced")
+
+    with serve(db, "--config", str(cfg)) as server:
+        asyncio.run(one_call(server.base))
+    # the console exporter writes each finished span (batched; flushed at exit) to stderr
+    text = server.log.read_text()
+    assert '"name": "tools/call create_task"' in text

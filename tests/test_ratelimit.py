@@ -138,7 +138,7 @@ async def test_a_flooding_client_does_not_double_another_clients_p99(tmp_path: P
                 return out
 
             await measure(20)  # warm up
-            idle = await measure(150)
+            idle = await measure(100)
             proc = subprocess.Popen(
                 [sys.executable, "-c", FLOODER, server.base + "/mcp", flooder, "4"],
                 stdout=subprocess.PIPE,
@@ -150,6 +150,8 @@ async def test_a_flooding_client_does_not_double_another_clients_p99(tmp_path: P
                 loaded = await measure(150)
             finally:
                 out, _ = proc.communicate(timeout=60)
+            # idle again afterwards: the machine's own load drifts (other jobs), so idle is sampled around the flood
+            idle += await measure(100)
         flood_requests = int(out.strip() or 0)
     assert flood_requests > 100  # it really flooded (and was mostly refused)
     ratio = p99(loaded) / p99(idle)

@@ -21,6 +21,7 @@ before anything is changed, whether the caller's scopes and projects allow it:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,23 +84,40 @@ PROJECT_AWARE_TOOLS = frozenset(TOOL_SCOPES) | {
 
 
 class StoreTokenVerifier:
-    """Tokens made by `mcp-taskqueue token create`, looked up by hash in the store on every request,
-    so a revoked token stops working at once."""
+    """Tokens made by `mcp-taskqueue token create`, looked up by hash in the store.
+
+    A valid token is remembered for `CACHE_SECONDS`, so a client sending many requests (or a flood
+    being refused with 429) costs a dict lookup, not a store read each; a revoked token is
+    therefore refused within that time. Unknown tokens are never remembered.
+    """
+
+    CACHE_SECONDS = 1.0
+    CACHE_SIZE = 1024
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
+        self._cache: dict[str, tuple[float, AccessToken]] = {}
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        now = time.monotonic()
+        cached = self._cache.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         row = await anyio.to_thread.run_sync(self.tokens.verify, token)
         if row is None:
+            self._cache.pop(token, None)
             return None
-        return AccessToken(
+        access = AccessToken(
             token=token,
             client_id=row.name,
             scopes=list(row.scopes),
             expires_at=int(row.expires_at) if row.expires_at is not None else None,
             claims={"projects": list(row.projects) if row.projects is not None else None},
         )
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()
+        self._cache[token] = (now + self.CACHE_SECONDS, access)
+        return access
 
 
 @dataclass

@@ -51,6 +51,10 @@ EXIT_CODES = {
     "invalid_transition": 4,
     "lease_lost": 4,
     "store_busy": 5,
+    "store_full": 5,
+    "store_lost": 8,
+    "store_unavailable": 8,
+    "startup": 9,
     "transport": 6,
     "unknown_tool": 7,
     "forbidden": 8,
@@ -235,20 +239,46 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), help="[default: stdio, or the config's]")
 @click.option("--host", help="[default: 127.0.0.1]")
-@click.option("--port", type=int, help="[default: 8765]")
+@click.option("--port", type=int, help="0 picks a free port (see the banner) [default: 8765]")
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
 @click.option("--log-level", help="INFO logs every request [default: WARNING]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
+@click.option(
+    "--store-timeout",
+    type=click.FloatRange(min=0.01),
+    envvar="TASKQUEUE_STORE_TIMEOUT",
+    help="Seconds one store call may wait for locks before store_busy [default: 5].",
+)
+@click.option("--max-sessions", type=click.IntRange(1), default=1000, show_default=True, help="Open HTTP sessions.")
+@click.option("--sessions-per-peer", type=click.IntRange(1), default=100, show_default=True, help="Per client address.")
+@click.option(
+    "--session-idle-timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds without a request before an HTTP session is closed.",
+)
 @click.pass_context
-def serve(ctx: click.Context, /, no_auth: bool, toolsets: str | None, **flags: Any) -> None:
+def serve(
+    ctx: click.Context,
+    /,
+    no_auth: bool,
+    toolsets: str | None,
+    store_timeout: float | None,
+    max_sessions: int,
+    sessions_per_peer: int,
+    session_idle_timeout: float,
+    **flags: Any,
+) -> None:
     """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents).
 
     Settings come from --config/--profile, TASKQUEUE_* and these options (docs/deployment.md).
     A non-loopback --host needs tokens (mcp-taskqueue token create) or OAuth, or --no-auth."""
     from mcp_taskqueue.cli_service import serve as run
+    from mcp_taskqueue.server.transports import HttpLimits
 
     keys = {
         "log_level": "logging.level",
@@ -258,7 +288,8 @@ def serve(ctx: click.Context, /, no_auth: bool, toolsets: str | None, **flags: A
     }
     given = {keys.get(k, f"server.{k}"): v for k, v in flags.items()}
     given["server.toolsets"] = toolsets.split(",") if toolsets else None
-    run(ctx, no_auth, **given)
+    limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
+    run(ctx, no_auth, store_timeout, limits, **given)
 
 
 # --- the one path: a TaskQueueClient on the local file or the --url server ------------------------
@@ -726,8 +757,9 @@ def backup_cmd(ctx: click.Context, target: str, verify: bool, force: bool) -> No
 @main.command("restore")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing the database's contents.")
+@click.option("--force", is_flag=True, help="Restore even while other processes have the database open.")
 @click.pass_context
-def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
+def restore_cmd(ctx: click.Context, source: str, yes: bool, force: bool) -> None:
     """Replace the database with a backup, after checking its sha256 and integrity_check."""
     from mcp_taskqueue.store.archive import restore, verify_backup
 
@@ -743,13 +775,29 @@ def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
     store = local_store(ctx, "restore")
     try:
         with progress_bar("restoring") as update:
-            digest = restore(store, source, update)
+            digest = restore(store, source, update, force=force)
         check = store.integrity_check()
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
     finally:
         store.close()
     show(ctx, {"restored": source, "sha256": digest, "integrity_check": check})
+
+
+@main.command("check")
+@click.pass_context
+def check_cmd(ctx: click.Context) -> None:
+    """Run SQLite's full integrity_check on the local database (slow on big files; the server never does)."""
+    store = local_store(ctx, "check", must_exist=True)
+    try:
+        result = store.integrity_check()
+    finally:
+        store.close()
+    show(ctx, {"database": str(store.path), "integrity_check": result})
+    if result != "ok":
+        raise CommandError(
+            f"store_unavailable: {store.path} fails integrity_check; restore the last backup", "store_unavailable"
+        )
 
 
 # --- worker and completion --------------------------------------------------------------------

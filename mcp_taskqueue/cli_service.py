@@ -201,15 +201,18 @@ def configure_tracing(settings: Settings) -> None:
     trace.set_tracer_provider(provider)
 
 
-def serve(ctx: click.Context, no_auth: bool, **flags: Any) -> None:
-    """The serve command's body: settings, logs, tracing, auth mode, then run."""
+def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits: Any, **flags: Any) -> None:
+    """The serve command's body: settings, logs, tracing, auth mode, then run until interrupted."""
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.logs import configure_logging
+    from mcp_taskqueue.server.app import build_server
     from mcp_taskqueue.server.auth import OAuthSettings
     from mcp_taskqueue.server.service import ServiceOptions, StartupRefused, resolve_auth
+    from mcp_taskqueue.server.transports import StartupError
+    from mcp_taskqueue.server.transports import serve as run
     from mcp_taskqueue.store import Store
 
-    settings, found = settings_for(ctx, **flags)
+    settings, _ = settings_for(ctx, **flags)
     log_settings = settings.logging
     configure_logging(
         log_settings.level, log_settings.format, log_settings.file, log_settings.max_bytes, log_settings.backups
@@ -218,31 +221,33 @@ def serve(ctx: click.Context, no_auth: bool, **flags: Any) -> None:
     server = settings.server
     try:
         policy = rate_policy(settings)
-        store = Store(settings.db)
     except ValueError as exc:
         raise CommandError(f"invalid settings: {exc}", "usage") from None
-    except TaskQueueError as exc:
-        raise CommandError(f"{exc.code}: {exc}", exc.code) from None
-    service = None
-    if server.transport != "stdio":
-        oauth = OAuthSettings(**settings.auth.oauth.model_dump()) if settings.auth.oauth else None
-        try:
-            mode = resolve_auth(settings.auth.mode, server.host, no_auth, Tokens(store), oauth)
-        except StartupRefused as exc:
-            raise CommandError(str(exc), "usage") from None
-        service = ServiceOptions(
-            auth=mode,
-            oauth=oauth,
-            base_url=f"http://{server.host}:{server.port}",
-            rates=policy,
-            metrics=settings.metrics.enabled,
-            metrics_public=settings.metrics.public,
-        )
-    from mcp_taskqueue.server.app import build_server
-    from mcp_taskqueue.server.transports import serve as run
-
     try:
-        mcp = build_server(store, toolsets=server.toolsets, service=service)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-    run(mcp, server.transport, server.host, server.port)
+        store = Store(settings.db, timeout=store_timeout)
+        service = None
+        if server.transport != "stdio":
+            oauth = OAuthSettings(**settings.auth.oauth.model_dump()) if settings.auth.oauth else None
+            try:
+                mode = resolve_auth(settings.auth.mode, server.host, no_auth, Tokens(store), oauth)
+            except StartupRefused as exc:
+                raise CommandError(str(exc), "usage") from None
+            service = ServiceOptions(
+                auth=mode,
+                oauth=oauth,
+                base_url=f"http://{server.host}:{server.port}",
+                rates=policy,
+                metrics=settings.metrics.enabled,
+                metrics_public=settings.metrics.public,
+            )
+        try:
+            mcp = build_server(store, toolsets=server.toolsets, service=service)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--toolsets") from None
+        run(mcp, server.transport, server.host, server.port, limits)
+    except (TaskQueueError, StartupError) as exc:
+        # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
+        if log_settings.level == "DEBUG":
+            raise
+        code = getattr(exc, "code", "startup")
+        raise CommandError(f"{code}: {exc}", code) from None

@@ -45,6 +45,8 @@ from mcp_taskqueue.errors import (
     NotFound,
     RateLimited,
     StoreBusy,
+    StoreFull,
+    StoreLost,
     TaskQueueError,
     ValidationFailed,
 )
@@ -80,6 +82,8 @@ __all__ = [
     "LeaseLost",
     "NotFound",
     "StoreBusy",
+    "StoreFull",
+    "StoreLost",
     "SyncTaskQueueClient",
     "TaskQueueClient",
     "TaskQueueError",
@@ -110,7 +114,18 @@ class TransportFailed(TaskQueueError):
 
 ERRORS: dict[str, type[TaskQueueError]] = {
     cls.code: cls
-    for cls in (NotFound, Conflict, InvalidTransition, LeaseLost, ValidationFailed, StoreBusy, Forbidden, RateLimited)
+    for cls in (
+        NotFound,
+        Conflict,
+        InvalidTransition,
+        LeaseLost,
+        ValidationFailed,
+        StoreBusy,
+        StoreFull,
+        StoreLost,
+        Forbidden,
+        RateLimited,
+    )
 }
 # "Error executing tool claim_task: lease_lost: ..." -> ("claim_task", "lease_lost", "...")
 TOOL_ERROR = re.compile(r"^Error executing tool (?P<tool>[\w.-]+): (?:(?P<code>[a-z_]+): )?(?P<message>.*)$", re.S)

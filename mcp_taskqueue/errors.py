@@ -58,3 +58,21 @@ class RateLimited(TaskQueueError):
     """The caller spent its budget for this kind of call; it may try again after the wait named."""
 
     code = "rate_limited"
+
+
+class StoreLost(TaskQueueError):
+    """The database file was deleted or replaced under the running process; writes are refused."""
+
+    code = "store_lost"
+
+
+class StoreFull(TaskQueueError):
+    """The disk holding the database is full; nothing was written. Retry once space is freed."""
+
+    code = "store_full"
+
+
+class StoreUnavailable(TaskQueueError):
+    """The database cannot be opened (folder, permissions, read-only or damaged file)."""
+
+    code = "store_unavailable"

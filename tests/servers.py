@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,22 +40,36 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 @contextmanager
 def http_server(db: Path, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
     """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
+    with http_server_process(db, transport, timeout=timeout) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def http_server_process(
+    db: Path, transport: str = "http", *extra: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`http_server` with extra `serve` options and environment; yields (base URL, process)."""
     port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below) not a pipe: a chatty server must never block on a full pipe
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
-        + ["--port", str(port)],
+        + ["--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=server_env(),
+        stderr=log,
+        env={**server_env(), **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(proc, base, timeout, lambda: proc.stderr.read().decode() if proc.stderr else "")
-        yield base
+
+        def output() -> str:
+            log.seek(0)
+            return log.read().decode(errors="replace")
+
+        wait_healthy(proc, base, timeout, output)
+        yield base, proc
     finally:
         stop(proc)
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()
 
 
 def wait_healthy(

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from mcp_taskqueue import __version__
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.board_app import board_apps
+from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
@@ -52,6 +53,22 @@ def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     return names
 
 
+def oversized(arguments: dict[str, Any], properties: dict[str, Any]) -> str | None:
+    """The first argument longer than its advertised maxItems/maxLength, checked before any item is validated.
+
+    pydantic checks a list's length only after validating every item: 250 000 tasks sent to
+    `create_tasks` would each become a model before the 500-item limit is noticed.
+    """
+    for key, value in arguments.items():
+        if not isinstance(value, (list, str)):
+            continue
+        limit = limit_of(properties.get(key, {}), "maxItems" if isinstance(value, list) else "maxLength")
+        if limit is not None and len(value) > limit:
+            unit = "items" if isinstance(value, list) else "characters"
+            return f"{key}: at most {limit} {unit} (got {len(value)})"
+    return None
+
+
 class TaskQueueServer(MCPServer):
     """MCPServer whose argument errors read like our own errors: `... validation_failed: <field>: <problem>`.
 
@@ -59,6 +76,11 @@ class TaskQueueServer(MCPServer):
     one line per field. Unknown argument names are refused too: a misspelt `priorty` silently
     ignored would create the wrong task.
     """
+
+    def argument_schemas(self, name: str) -> dict[str, Any]:
+        """A tool's advertised argument properties ({} for an unknown tool)."""
+        tool = self._tool_manager.get_tool(name)
+        return dict(tool.parameters.get("properties", {})) if tool is not None else {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)
@@ -70,6 +92,9 @@ class TaskQueueServer(MCPServer):
                     f"Error executing tool {name}: validation_failed: unknown argument(s) {', '.join(unknown)}; "
                     f"{name} takes {', '.join(known)}"
                 )
+            too_long = oversized(arguments, known)
+            if too_long:
+                raise ToolError(f"Error executing tool {name}: validation_failed: {too_long}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

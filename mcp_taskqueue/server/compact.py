@@ -13,6 +13,7 @@ from typing import Any
 from mcp.server import MCPServer
 
 # Keys that only restate what the name says, or that the server enforces anyway.
+TERSE_LENGTH = 200
 DROPPED_KEYS = frozenset({"title", "pattern", "minLength", "maxLength", "additionalProperties"})
 
 
@@ -88,7 +89,15 @@ def compact_tool_schemas(mcp: MCPServer) -> None:
     """Compact every registered tool's description and schemas in place."""
     for tool in mcp._tool_manager.list_tools():
         tool.description = " ".join(tool.description.split())  # docstring indentation is not content
+        original = tool.parameters.get("properties", {})
         tool.parameters = compact_schema(tool.parameters)
+        # A top-level text argument keeps its maxLength: clients see it, and the server and the HTTP layer
+        # refuse a longer value before validating anything else (server/body_limits.py). Names and ids
+        # (<= 200 characters) stay terse: their limits are enforced all the same.
+        for name, schema in tool.parameters.get("properties", {}).items():
+            found = [o["maxLength"] for o in (original[name], *original[name].get("anyOf", ())) if "maxLength" in o]
+            if found and min(found) > TERSE_LENGTH:
+                schema["maxLength"] = min(found)
         output = tool.output_schema
         if output is not None:
             compacted = compact_schema(output, output=True)

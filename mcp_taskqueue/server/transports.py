@@ -1,65 +1,230 @@
-"""Serving the MCP server: stdio, or streamable HTTP at /mcp and SSE at /sse in one process."""
+"""Serving the MCP server: stdio, or streamable HTTP at /mcp and SSE at /sse in one process.
+
+HTTP limits (docs/reliability.md): request bodies up to `MAX_REQUEST_BYTES` (the largest legal
+call), at most `max_sessions` open sessions, at most `sessions_per_peer` from one client address,
+and a session with no request in flight for `session_idle_timeout` seconds is closed and freed.
+`/healthz` says the process is up without touching the store; `/readyz` says the store answers
+and takes writes.
+"""
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+import time
+from dataclasses import dataclass, field
 
 import anyio
+import anyio.to_thread
 from mcp.server import MCPServer
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.logs import json_logging
+from mcp_taskqueue.models import MAX_REQUEST_BYTES
 from mcp_taskqueue.server.board_routes import add_board_routes
+from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 from mcp_taskqueue.server.service import install_http, wrap_app
 
 log = logging.getLogger("mcp_taskqueue")
 
+# /readyz gets threads of its own: a crowd of writers waiting for a lock must not hold up the answer.
+_readiness_threads = anyio.CapacityLimiter(2)
 
-def add_health_route(mcp: MCPServer) -> None:
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line naming what and what to do."""
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on what HTTP clients can make the server hold (sessions, bodies)."""
+
+    max_sessions: int = 1000
+    session_idle_timeout: float = 300.0  # seconds without a request in flight before a session is closed
+    sessions_per_peer: int = 100
+    max_body_bytes: int = MAX_REQUEST_BYTES
+
+
+def add_health_routes(mcp: MCPServer) -> None:
+    """/healthz: the process answers (no store access). /readyz: the store answers and takes writes."""
+
     @mcp.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_request: Request) -> Response:
-        queue = mcp.queue  # type: ignore[attr-defined]
-        ok = await anyio.to_thread.run_sync(lambda: queue.store.integrity_check() == "ok")
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "version": __version__}, status_code=200 if ok else 503
-        )
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @mcp.custom_route("/readyz", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def readyz(_request: Request) -> Response:
+        store = mcp.queue.store  # type: ignore[attr-defined]
+        health = await anyio.to_thread.run_sync(store.health, limiter=_readiness_threads)
+        if health.ready:
+            return JSONResponse({"status": "ready", "version": __version__})
+        body = {"status": "not_ready", "error": health.kind, "reason": health.reason, "version": __version__}
+        return JSONResponse(body, status_code=503)
 
 
-def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, streamable: bool = True) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz, the board at /,
-    metrics at /metrics (server/service.py adds it, with auth and rate limits when configured)."""
-    add_health_route(mcp)
+@dataclass
+class _Session:
+    peer: str
+    in_flight: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class PeerSessionLimit:
+    """ASGI middleware: at most `limit` open streamable-HTTP sessions per client address.
+
+    It follows sessions the way the SDK's session manager does: a session is open from the
+    response that hands out its `mcp-session-id` until a DELETE, a 404 for it, or
+    `idle_timeout` seconds with no request in flight (when the SDK closes it too).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, path: str = "/mcp") -> None:
+        self.app = app
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.path = path
+        self.sessions: dict[str, _Session] = {}
+
+    def open_sessions(self, peer: str) -> int:
+        now = time.monotonic()
+        expired = [
+            sid for sid, s in self.sessions.items() if s.in_flight == 0 and now - s.last_seen > self.idle_timeout
+        ]
+        for sid in expired:
+            del self.sessions[sid]
+        return sum(1 for s in self.sessions.values() if s.peer == peer)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+            await self.app(scope, receive, send)
+            return
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        sid = Headers(scope=scope).get("mcp-session-id")
+        session = self.sessions.get(sid) if sid else None
+        if sid is None and scope["method"] == "POST" and self.open_sessions(peer) >= self.limit:
+            log.warning("refusing a new session from %s: %d sessions open from that address", peer, self.limit)
+            response = JSONResponse(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32000,
+                        "message": f"Too many open sessions from {peer} ({self.limit}); close unused sessions "
+                        f"(DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire",
+                    },
+                },
+                status_code=503,
+                headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
+            )
+            await response(scope, receive, send)
+            return
+        status = 0
+        opened: _Session | None = None
+
+        async def watch(message: Message) -> None:
+            nonlocal status, opened
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                new_sid = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if sid is None and new_sid and new_sid not in self.sessions:
+                    opened = self.sessions[new_sid] = _Session(peer, in_flight=1)
+            await send(message)
+
+        if session is not None:
+            session.in_flight += 1
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            tracked = session or opened
+            if tracked is not None:
+                tracked.in_flight = max(0, tracked.in_flight - 1)
+                tracked.last_seen = time.monotonic()
+            if sid and (status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300)):
+                self.sessions.pop(sid, None)
+
+
+def http_app(
+    mcp: MCPServer,
+    *,
+    host: str = "127.0.0.1",
+    sse: bool = True,
+    streamable: bool = True,
+    limits: HttpLimits | None = None,
+) -> Starlette:
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /,
+    /metrics (server/service.py adds it, with auth, rate limits and request metrics when configured)."""
+    limits = limits or HttpLimits()
+    schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
+    add_health_routes(mcp)
     add_board_routes(mcp)
     install_http(mcp)
-    if streamable:
-        app = mcp.streamable_http_app(host=host)
-        if sse:
-            sse_app = mcp.sse_app(host=host)
-            own = {getattr(r, "path", "") for r in app.routes}
-            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") not in own)
+    if not streamable:
+        app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+        app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
         return wrap_app(mcp, app)
-    return wrap_app(mcp, mcp.sse_app(host=host))
+    app = mcp.streamable_http_app(
+        host=host,
+        max_request_body_size=limits.max_body_bytes,
+        max_sessions=limits.max_sessions,
+        session_idle_timeout=limits.session_idle_timeout,
+    )
+    if sse:
+        sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+        have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
+        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
+    app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
+    app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
+    return wrap_app(mcp, app)
 
 
-def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or StartupError naming the address and what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another process is listening there (another mcp-taskqueue?); stop it or choose another --port"
+            if exc.errno == 98
+            else "check --host and --port"
+        )
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    mcp: MCPServer,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    limits: HttpLimits | None = None,
+) -> None:
     """Run until interrupted. In stdio mode only protocol messages reach stdout."""
     if transport == "stdio":
         mcp.run("stdio")
         return
     import uvicorn
 
-    app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    app = http_app(mcp, host=host, sse=True, streamable=transport == "http", limits=limits)
+    sock = bind(host, port)  # before the banner: the banner names a port we hold
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
+    bound = int(sock.getsockname()[1])
     if json_logging():  # machines read JSON logs: one record instead of the banner for people
-        log.info("mcp-taskqueue %s listening on http://%s:%s", __version__, host, port, extra={"event": "listening"})
+        log.info("mcp-taskqueue %s listening on http://%s:%s", __version__, host, bound, extra={"event": "listening"})
     else:
-        print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
-    anyio.run(server.serve)
+        print_banner(transport, host, bound, str(mcp.queue.store.path))  # type: ignore[attr-defined]
+    anyio.run(lambda: server.serve(sockets=[sock]))
 
 
 def print_banner(transport: str, host: str, port: int, db: str) -> None:
@@ -69,7 +234,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
         lines += [
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
-            f"  health:          {base}/healthz",
+            f"  health:          {base}/healthz (process up), {base}/readyz (store answers)",
             f"  board:           {base}/",
             "",
             "Connect:",
@@ -79,5 +244,5 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             '{"command": "mcp-taskqueue", "args": ["serve"]}}}',
         ]
     else:
-        lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz"]
+        lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz, {base}/readyz"]
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -34,7 +34,7 @@ import { stdioTransport, type StdioTarget } from "./stdio.js";
 export type Target = string | URL | StdioTarget | (() => Transport);
 
 export interface ConnectOptions {
-  /** Bearer token sent as `Authorization: Bearer <token>` (HTTP). */
+  /** Bearer token sent as `Authorization: Bearer <token>` (HTTP; in Node, default $TASKQUEUE_TOKEN). */
   token?: string;
   /** Extra HTTP headers. */
   headers?: Record<string, string>;
@@ -96,7 +96,8 @@ export function errorFromToolText(tool: string, text: string): TaskQueueError {
   const cls = code === undefined ? undefined : ERROR_CLASSES[code];
   if (cls !== undefined) return new cls(message, tool);
   if (/validation error/i.test(trimmed)) return new ValidationFailed(message, tool);
-  return new ToolFailed(trimmed, tool);
+  // a kind newer than this client: keep the server's code, so callers can still tell it apart
+  return new ToolFailed(trimmed, tool, code === undefined ? {} : { code });
 }
 
 /** Failures that mean "the connection is broken" (so: reconnect, and maybe retry). */
@@ -129,6 +130,10 @@ function refusal(error: unknown, what: string): TaskQueueError | undefined {
     return undefined;
   }
   const code = error instanceof StreamableHTTPError ? error.code : 401;
+  const forbidden = ERROR_CLASSES["forbidden"]; // the server's own kind, when it has one
+  if (code === 403 && forbidden !== undefined) {
+    return new forbidden(`${what}: the token may not do this (HTTP 403)`, what);
+  }
   if (code === 401 || code === 403) {
     return new Unauthorized(`${what}: the server refused the credentials (HTTP ${code}); pass a valid token`, what, {
       cause: error,
@@ -136,6 +141,11 @@ function refusal(error: unknown, what: string): TaskQueueError | undefined {
   }
   if (code === 429) return new RateLimited(`${what}: too many requests (HTTP 429)`, what, { cause: error });
   return undefined;
+}
+
+/** $TASKQUEUE_TOKEN in Node (as the Python client and CLI read it); nothing in a browser. */
+function envToken(): string | undefined {
+  return (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.["TASKQUEUE_TOKEN"];
 }
 
 function textOf(content: unknown): string {
@@ -205,7 +215,8 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
       const url = new URL(String(target), (globalThis as { location?: { href: string } }).location?.href);
       if (url.pathname === "/" || url.pathname === "") url.pathname = "/mcp";
       const headers: Record<string, string> = { ...this.options.headers };
-      if (this.options.token !== undefined) headers["Authorization"] = `Bearer ${this.options.token}`;
+      const token = this.options.token ?? envToken();
+      if (token) headers["Authorization"] = `Bearer ${token}`;
       return new StreamableHTTPClientTransport(url, {
         requestInit: { headers },
         // our own reconnect (with re-subscribe) takes over when the event stream cannot be resumed

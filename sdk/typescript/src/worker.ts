@@ -90,6 +90,9 @@ function nodeProcess(): ProcessNode | undefined {
     : undefined;
 }
 
+/** Claim errors that pass by themselves: the worker waits and claims again. */
+const PASSING_TROUBLE = new Set(["transport", "store_busy", "rate_limited"]);
+
 /** A random key per claim: a claim repeated after a broken connection gets the same lease back. */
 function claimKey(worker: string): string {
   const random = globalThis.crypto?.randomUUID?.() ?? `${Date.now()}-${Math.random().toString(36).slice(2)}`;
@@ -193,8 +196,8 @@ export class Worker {
         outage = 0;
       } catch (error) {
         if (signal.aborted) return;
-        if (!(error instanceof TransportFailed)) throw error;
-        // the server is away (restarting, network): keep trying, more slowly each time
+        if (!(error instanceof TaskQueueError) || !PASSING_TROUBLE.has(error.code)) throw error;
+        // the server is away (restarting, network) or busy: keep trying, more slowly each time
         this.log(`${worker}: ${error.message}; retrying`);
         await sleep(backoffDelay(outage++, { backoffMs: 500, maxBackoffMs: 30_000 }), signal).catch(() => undefined);
         continue;
@@ -213,6 +216,16 @@ export class Worker {
   }
 
   private async drained(): Promise<boolean> {
+    // an unreachable server is not an empty queue
+    try {
+      return await this.countsSayDrained();
+    } catch (error) {
+      if (error instanceof TransportFailed) return false;
+      throw error;
+    }
+  }
+
+  private async countsSayDrained(): Promise<boolean> {
     const stats = await this.client.queueStats(
       this.options.project === undefined ? {} : { project: this.options.project },
     );

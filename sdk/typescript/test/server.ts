@@ -13,8 +13,8 @@ export const REPO = resolve(fileURLToPath(new URL("../../..", import.meta.url)))
 export const PYTHON = process.env["TASKQUEUE_PYTHON"] ?? join(REPO, ".venv", "bin", "python");
 
 /** `mcp-taskqueue --db DB serve` as a command for the stdio transport. */
-export function serveCommand(db: string): { command: string; args: string[]; stderr: "pipe" } {
-  return { command: PYTHON, args: ["-m", "mcp_taskqueue.cli", "--db", db, "serve"], stderr: "pipe" };
+export function serveCommand(db: string): { command: string; args: string[]; stderr: "ignore" } {
+  return { command: PYTHON, args: ["-m", "mcp_taskqueue.cli", "--db", db, "serve"], stderr: "ignore" };
 }
 
 export function tempDir(): { dir: string; cleanup: () => void } {

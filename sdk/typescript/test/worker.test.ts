@@ -55,6 +55,32 @@ describe("Worker", () => {
     assert.ok(one.worker?.startsWith("drainer-"), "slots are named <name>-<i>");
   });
 
+  test("keeps working through a server restart", async () => {
+    await ctx.tq.createTasks({
+      tasks: Array.from({ length: 30 }, (_, i) => ({ title: `r${i}`, project: "restart", kind: "slowish" })),
+    });
+    let done = 0;
+    let restarted: Promise<void> | undefined;
+    const worker = new Worker(ctx.tq, {
+      ...quiet,
+      name: "survivor",
+      concurrency: 2,
+      project: "restart",
+      stopWhenIdle: true,
+      pollMs: 100,
+      leaseSeconds: 3,
+    }).handle("slowish", async () => {
+      await new Promise((r) => setTimeout(r, 30));
+      if (++done === 10) restarted = ctx.server.restart();
+      return { ok: true };
+    });
+    const stats = await worker.run();
+    await restarted;
+    const q = await ctx.tq.queueStats({ project: "restart" });
+    assert.equal(q.by_status["completed"], 30, JSON.stringify({ stats, q }));
+    assert.ok(stats.completed >= 20, `most outcomes were recorded (${JSON.stringify(stats)})`);
+  });
+
   test("a handler's error fails the attempt: retryable, or for good with PermanentError", async () => {
     const flaky = await ctx.tq.createTask({ title: "flaky", project: "fail", kind: "flaky", max_attempts: 3 });
     const broken = await ctx.tq.createTask({ title: "broken", project: "fail", kind: "broken", max_attempts: 3 });

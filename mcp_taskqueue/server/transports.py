@@ -221,7 +221,10 @@ def serve(
     server = uvicorn.Server(config)
     bound = int(sock.getsockname()[1])
     if json_logging():  # machines read JSON logs: one record instead of the banner for people
-        log.info("mcp-taskqueue %s listening on http://%s:%s", __version__, host, bound, extra={"event": "listening"})
+        # at WARNING so it shows at the default level: scripts read the bound port from it (--port 0)
+        log.warning(
+            "mcp-taskqueue %s listening on http://%s:%s", __version__, host, bound, extra={"event": "listening"}
+        )
     else:
         print_banner(transport, host, bound, str(mcp.queue.store.path))  # type: ignore[attr-defined]
     anyio.run(lambda: server.serve(sockets=[sock]))

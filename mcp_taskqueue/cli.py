@@ -74,6 +74,7 @@ class CommandError(click.ClickException):
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
 EXTERNAL_COMMANDS: dict[str, str] = {
+    "notify": "mcp_taskqueue.notify_cli:notify",
     "top": "mcp_taskqueue.top:top",
     "token": "mcp_taskqueue.cli_service:token_group",
     "config": "mcp_taskqueue.cli_service:config_group",
@@ -239,8 +240,12 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), help="[default: stdio, or the config's]")
 @click.option("--host", help="[default: 127.0.0.1]")
-@click.option("--port", type=int, help="0 picks a free port (see the banner) [default: 8765]")
-@click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
+@click.option("--port", type=click.IntRange(0, 65535), help="0 picks a free port (see the banner) [default: 8765]")
+@click.option(
+    "--toolsets",
+    default=None,
+    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+)
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
 @click.option("--log-level", help="INFO logs every request [default: WARNING]")
@@ -600,7 +605,16 @@ def workflow_create(ctx: click.Context, spec: Any, template: str | None, pairs: 
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object (name, project, tasks)", param_hint="SPEC")
     params = parse_args(pairs) if template is not None else None
-    show(ctx, with_client(ctx, lambda tq: tq.create_workflow(loaded, template=template, parameters=params)))
+
+    async def create(tq: Any) -> Any:
+        with progress_bar("creating tasks") as update:
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                update(int(done), int(total or done))
+
+            return await tq.create_workflow(loaded, template=template, parameters=params, progress=on_progress)
+
+    show(ctx, with_client(ctx, create))
 
 
 @maps_to_tool("get_workflow")

@@ -241,7 +241,7 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
                 metrics_public=settings.metrics.public,
             )
         try:
-            mcp = build_server(store, toolsets=server.toolsets, service=service)
+            mcp = build_server(store, toolsets=server.toolsets, service=service, dispatch=True)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
         run(mcp, server.transport, server.host, server.port, limits)

@@ -24,7 +24,8 @@ def count_events_since(store: Storage, after_seq: int, limit: int = 100_000) -> 
 
     def run(tx: Tx) -> tuple[dict[str, int], int]:
         last = tx.conn.execute(
-            "SELECT max(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)", (after_seq, limit)
+            "SELECT max(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?) AS batch",
+            (after_seq, limit),
         ).fetchone()[0]
         if last is None:
             return {}, after_seq

@@ -71,7 +71,10 @@ class CommandError(click.ClickException):
 
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
-EXTERNAL_COMMANDS: dict[str, str] = {"top": "mcp_taskqueue.top:top"}
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "notify": "mcp_taskqueue.notify_cli:notify",
+    "top": "mcp_taskqueue.top:top",
+}
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -233,8 +236,18 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, type=int, show_default=True, help="0 picks a free port (see the banner).")
-@click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
+@click.option(
+    "--port",
+    default=8765,
+    type=click.IntRange(0, 65535),
+    show_default=True,
+    help="0 picks a free port (see the banner).",
+)
+@click.option(
+    "--toolsets",
+    default=None,
+    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.option(
     "--store-timeout",
@@ -278,7 +291,7 @@ def serve(
     try:
         store = Store(root_options(ctx)["db"], timeout=store_timeout)
         try:
-            mcp = build_server(store, toolsets=toolsets)
+            mcp = build_server(store, toolsets=toolsets, dispatch=True)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
         run(mcp, transport, host, port, limits)
@@ -598,7 +611,16 @@ def workflow_create(ctx: click.Context, spec: Any, template: str | None, pairs: 
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object (name, project, tasks)", param_hint="SPEC")
     params = parse_args(pairs) if template is not None else None
-    show(ctx, with_client(ctx, lambda tq: tq.create_workflow(loaded, template=template, parameters=params)))
+
+    async def create(tq: Any) -> Any:
+        with progress_bar("creating tasks") as update:
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                update(int(done), int(total or done))
+
+            return await tq.create_workflow(loaded, template=template, parameters=params, progress=on_progress)
+
+    show(ctx, with_client(ctx, create))
 
 
 @maps_to_tool("get_workflow")

@@ -32,6 +32,7 @@ import anyio.abc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
 from mcp.server import MCPServer
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, CallToolResult
 from pydantic import BaseModel, ValidationError
@@ -67,6 +68,14 @@ from mcp_taskqueue.models import (
     WorkflowPage,
     WorkflowSummary,
 )
+from mcp_taskqueue.notify.models import (
+    DeletedNotifier,
+    NotifierDetail,
+    NotifierInfo,
+    NotifierList,
+    TestResult,
+)
+from mcp_taskqueue.webhooks import WebhookVerificationError, verify_webhook
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -88,6 +97,8 @@ __all__ = [
     "TransportFailed",
     "UnknownTool",
     "ValidationFailed",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]
 
 
@@ -206,7 +217,8 @@ def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerPar
         return StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     from mcp_taskqueue.server.app import build_server  # only the in-memory mode needs the server
 
-    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets)
+    # In-process there is no context to save: every toolset, the opt-in ones included.
+    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets or "all")
 
 
 class TaskQueueClient:
@@ -363,18 +375,25 @@ class TaskQueueClient:
             await anyio.sleep(self._delay(attempt))
             attempt += 1
 
-    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call any tool by name; its structured output as a dict, or its error raised."""
+    async def call(
+        self, tool: str, arguments: dict[str, Any] | None = None, progress: ProgressFnT | None = None
+    ) -> dict[str, Any]:
+        """Call any tool by name; its structured output as a dict, or its error raised. `progress`
+        is awaited with (done, total, message) as the server reports progress (long batches)."""
         args = {k: v for k, v in (arguments or {}).items() if v is not None}
         safe = tool in RETRY_SAFE_TOOLS or (tool == "claim_task" and "idempotency_key" in args)
         try:
-            result = await self._with_retry(tool, safe, lambda client: client.call_tool(tool, args))
+            result = await self._with_retry(
+                tool, safe, lambda client: client.call_tool(tool, args, progress_callback=progress)
+            )
         except MCPError as exc:
             raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
         return _structured(tool, result)
 
-    async def _typed(self, model: type[M], tool: str, arguments: dict[str, Any] | None = None) -> M:
-        data = await self.call(tool, arguments)
+    async def _typed(
+        self, model: type[M], tool: str, arguments: dict[str, Any] | None = None, progress: ProgressFnT | None = None
+    ) -> M:
+        data = await self.call(tool, arguments, progress)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -401,10 +420,12 @@ class TaskQueueClient:
         """Create one task (fields as in `TaskSpec`: project, kind, priority, payload, depends_on, ...)."""
         return await self._typed(TaskState, "create_task", {"title": title, **fields})
 
-    async def create_tasks(self, tasks: Iterable[TaskSpec | dict[str, Any]]) -> CreatedTasks:
+    async def create_tasks(
+        self, tasks: Iterable[TaskSpec | dict[str, Any]], progress: ProgressFnT | None = None
+    ) -> CreatedTasks:
         """Create up to 500 tasks atomically; items may name each other's `ref` in depends_on."""
         items = [_spec_dict(t) for t in tasks]
-        return await self._typed(CreatedTasks, "create_tasks", {"tasks": items})
+        return await self._typed(CreatedTasks, "create_tasks", {"tasks": items}, progress)
 
     async def create_many(
         self, tasks: Iterable[TaskSpec | dict[str, Any]], batch_size: int = MAX_BATCH
@@ -577,12 +598,13 @@ class TaskQueueClient:
         *,
         template: str | None = None,
         parameters: dict[str, Any] | None = None,
+        progress: ProgressFnT | None = None,
         **arguments: Any,
     ) -> CreatedWorkflow:
         """Create a workflow from an inline spec (name, project, tasks with refs) or a template;
-        `refs` maps each ref to its new task id."""
+        `refs` maps each ref to its new task id. `progress` hears (done, total, message)."""
         args = {"spec": spec, "template": template, "parameters": parameters, **arguments}
-        return await self._typed(CreatedWorkflow, "create_workflow", args)
+        return await self._typed(CreatedWorkflow, "create_workflow", args, progress)
 
     async def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
         """Status, progress, running/blocked tasks and critical path (and the tasks, unless excluded)."""
@@ -608,6 +630,29 @@ class TaskQueueClient:
     ) -> PhaseState:
         args = {"task_id": task_id, "reviewer": reviewer, "score": score, "approved": approved, "comment": comment}
         return await self._typed(PhaseState, "add_review", args)
+
+    # --- notifications (docs/notifications.md) ----------------------------------------------------
+
+    async def create_notifier(
+        self, name: str, channel: str, target: str, events: Sequence[str], **fields: Any
+    ) -> NotifierInfo:
+        """Save a notifier; `fields` are create_notifier's other arguments (filters, secret, replace, ...)."""
+        args = {"name": name, "channel": channel, "target": target, "events": list(events), **fields}
+        return await self._typed(NotifierInfo, "create_notifier", args)
+
+    async def list_notifiers(self) -> NotifierList:
+        return await self._typed(NotifierList, "list_notifiers")
+
+    async def get_notifier(self, notifier_id: str) -> NotifierDetail:
+        """A notifier with its latest deliveries (the taskqueue://notifiers/{id} resource)."""
+        return NotifierDetail.model_validate(await self.read_resource(f"taskqueue://notifiers/{notifier_id}"))
+
+    async def delete_notifier(self, notifier: str) -> DeletedNotifier:
+        return await self._typed(DeletedNotifier, "delete_notifier", {"notifier": notifier})
+
+    async def test_notifier(self, notifier: str) -> TestResult:
+        """Send a sample event now; the receiver's answer (ok, status_code, latency_ms, error)."""
+        return await self._typed(TestResult, "test_notifier", {"notifier": notifier})
 
 
 def _spec_dict(item: TaskSpec | dict[str, Any]) -> dict[str, Any]:

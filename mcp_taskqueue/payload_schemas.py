@@ -8,7 +8,6 @@ violation is reported with its JSON pointer and the rule it broke, so an agent c
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,9 +15,10 @@ from typing import Any, Protocol
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped]
 
+from mcp_taskqueue.data_files import shipped_dir
 from mcp_taskqueue.errors import NotFound, ValidationFailed
 
-SCHEMAS_DIR = Path(os.environ.get("TASKQUEUE_SCHEMAS_DIR") or Path(__file__).resolve().parents[1] / "schemas")
+SCHEMAS_DIR = shipped_dir("schemas")
 MAX_REPORTED = 20  # violations listed in one error; the rest are counted
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_taskqueue import progress
 from mcp_taskqueue.errors import Conflict, InvalidTransition, LeaseLost, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.models import (
@@ -47,6 +48,7 @@ from mcp_taskqueue.models import (
     TaskSummary,
     json_depth,
 )
+from mcp_taskqueue.notify.events import enqueue_for_history
 from mcp_taskqueue.payload_schemas import PayloadSchemas
 from mcp_taskqueue.store import Store, Tx
 from mcp_taskqueue.workflows import propagate_blocked
@@ -214,6 +216,7 @@ class TaskQueue:
             None if old is None else json.dumps(old, ensure_ascii=False, default=str),
             None if new is None else json.dumps(new, ensure_ascii=False, default=str),
         )
+        enqueue_for_history(tx, seq, now, actor, action, new)  # same transaction: no lost notification
 
     @staticmethod
     def _check_transition(row: Any, target: Status, action: str) -> None:
@@ -419,9 +422,12 @@ class TaskQueue:
             if item.ref:
                 by_ref[item.ref] = (seq, row["id"], row["status"])
             created[index] = self._task(tx, row)
+            if len(created) % progress.EVERY == 0:
+                progress.report(len(created), len(items))
         for index, (seq, parent_ref) in later_parents.items():
             tx.set_parent_id(seq, by_ref[parent_ref][1])
             created[index] = self._task(tx, tx.get_task_by_seq(seq))
+        progress.report(len(items), len(items))
         return [created[i] for i in range(len(items))]
 
     def _prepare(self, item: TaskSpec, index: int) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,11 +20,15 @@ from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
+from mcp_taskqueue.server.notifier_tools import register_notifier_resources, with_dispatcher
 from mcp_taskqueue.server.prompts import register_prompts
+from mcp_taskqueue.server.reporting import CallReports, register_reporting
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
+
+log = logging.getLogger("mcp_taskqueue.server")
 
 INSTRUCTIONS = """\
 A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
@@ -36,13 +42,15 @@ and track it with get_workflow; advance_phase/add_review enforce the development
 
 # Toolsets that are SDK extensions (applied when the server is built) rather than plain registrars.
 EXTENSIONS: dict[str, Callable[[TaskQueue], Extension]] = {"board": board_apps}
+# Administration toolsets an agent doing the work does not need in its context: on when named or with 'all'.
+OPT_IN_TOOLSETS = ("notifications",)
 
 
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
-    """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    """'tasks,queue' -> ['tasks', 'queue']; None -> every toolset but OPT_IN_TOOLSETS; 'all' -> every one."""
     known = [name for name in TOOLSETS if name in REGISTRARS] + list(EXTENSIONS)
     if value is None:
-        return known
+        return [name for name in known if name not in OPT_IN_TOOLSETS]
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
         return known
@@ -76,12 +84,28 @@ class TaskQueueServer(MCPServer):
     ignored would create the wrong task.
     """
 
+    reports: CallReports
+
     def argument_schemas(self, name: str) -> dict[str, Any]:
         """A tool's advertised argument properties ({} for an unknown tool)."""
         tool = self._tool_manager.get_tool(name)
         return dict(tool.parameters.get("properties", {})) if tool is not None else {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        return await self.reports.run(context, name, lambda: self._logged_call(name, arguments, context))
+
+    async def _logged_call(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
+        log.debug("%s called with %s", name, ", ".join(sorted(arguments)) or "no arguments")  # names, not values
+        start = time.perf_counter()
+        try:
+            result = await self._checked_call(name, arguments, context)
+        except ToolError as exc:
+            log.info("%s refused after %.0f ms: %s", name, (time.perf_counter() - start) * 1000, str(exc)[:300])
+            raise
+        log.info("%s done in %.0f ms", name, (time.perf_counter() - start) * 1000)
+        return result
+
+    async def _checked_call(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
         tool = self._tool_manager.get_tool(name)
         if tool is not None:
             known = tool.parameters.get("properties", {})
@@ -107,9 +131,14 @@ class TaskQueueServer(MCPServer):
 
 
 def build_server(
-    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
+    toolsets: str | Iterable[str] | None = None,
+    dispatch: bool = False,
 ) -> MCPServer:
-    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
+    """The MCP server for a queue (or a store, or a database path; None is the default store).
+
+    `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
+    clients such as the CLI's do not, so a one-off command never sends)."""
     if not isinstance(queue, TaskQueue):
         queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
@@ -124,17 +153,19 @@ def build_server(
         instructions=INSTRUCTIONS,
         warn_on_duplicate_tools=False,
         log_level="WARNING",
-        lifespan=watcher.lifespan,
+        lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
         subscriptions=bus,
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
+    mcp.reports = register_reporting(mcp)
     mcp.watcher = watcher  # type: ignore[attr-defined]
     for name in names:
         if name in REGISTRARS:
             REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
     register_workflow_resources(mcp, queue)
+    register_notifier_resources(mcp, queue)
     register_completions(mcp, queue)
     register_prompts(mcp)
     compact_tool_schemas(mcp)

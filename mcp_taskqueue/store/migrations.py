@@ -288,3 +288,71 @@ def m005_fencing(db: Database) -> None:
         CREATE INDEX tasks_claim_key ON tasks(claim_key) WHERE claim_key IS NOT NULL;
         """,
     )
+
+
+@migrations()
+def m006_notifications(db: Database) -> None:
+    """Notifiers, the outbox of their deliveries, and leases for one-owner background jobs.
+
+    Outbox rows are written in the transaction of the change that caused them, so a crash can
+    lose neither (docs/notifications.md). The dispatcher reads due rows through outbox_due and
+    keeps each task's deliveries in order through outbox_key; both hold pending rows only.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE notifiers (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL UNIQUE,
+            channel TEXT NOT NULL,
+            target TEXT NOT NULL,
+            events TEXT NOT NULL,
+            filters TEXT NOT NULL DEFAULT '{}',
+            threshold INTEGER,
+            templates TEXT NOT NULL DEFAULT '{}',
+            options TEXT NOT NULL DEFAULT '{}',
+            secret TEXT,
+            previous_secret TEXT,
+            previous_secret_until REAL,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            circuit_open_until REAL,
+            depth_above INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE notifier_events (
+            event TEXT NOT NULL,
+            notifier_seq INTEGER NOT NULL REFERENCES notifiers(seq),
+            PRIMARY KEY (event, notifier_seq)
+        );
+
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            notifier_seq INTEGER NOT NULL REFERENCES notifiers(seq),
+            event TEXT NOT NULL,
+            order_key TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            last_attempt_at REAL,
+            last_status_code INTEGER,
+            last_latency_ms REAL,
+            last_error TEXT,
+            delivered_at REAL
+        );
+        CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 'pending';
+        CREATE INDEX outbox_key ON outbox(notifier_seq, order_key, seq) WHERE status = 'pending';
+        CREATE INDEX outbox_notifier ON outbox(notifier_seq, seq);
+
+        CREATE TABLE singleton_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """,
+    )

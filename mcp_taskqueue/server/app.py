@@ -24,6 +24,7 @@ from mcp_taskqueue.server.notifier_tools import register_notifier_resources, wit
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.reporting import CallReports, register_reporting
 from mcp_taskqueue.server.resources import register_resources
+from mcp_taskqueue.server.service import ServiceOptions, auth_kwargs, install_middleware
 from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
@@ -133,10 +134,13 @@ class TaskQueueServer(MCPServer):
 def build_server(
     queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
     toolsets: str | Iterable[str] | None = None,
+    service: ServiceOptions | None = None,
     dispatch: bool = False,
 ) -> MCPServer:
     """The MCP server for a queue (or a store, or a database path; None is the default store).
 
+    `service` switches on what a shared HTTP server needs (server/service.py): auth, rate limits,
+    metrics. Without it every caller is the local user, as on stdio.
     `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
     clients such as the CLI's do not, so a one-off command never sends)."""
     if not isinstance(queue, TaskQueue):
@@ -155,6 +159,7 @@ def build_server(
         log_level="WARNING",
         lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
         subscriptions=bus,
+        **auth_kwargs(service, queue),
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
@@ -169,5 +174,6 @@ def build_server(
     register_completions(mcp, queue)
     register_prompts(mcp)
     compact_tool_schemas(mcp)
+    install_middleware(mcp, queue, service)
     mcp.queue = queue  # type: ignore[attr-defined]
     return mcp

@@ -356,3 +356,28 @@ def m006_notifications(db: Database) -> None:
         );
         """,
     )
+
+
+@migrations()
+def m007_tokens(db: Database) -> None:
+    """Bearer tokens for the HTTP transports: only a SHA-256 of each token is kept, never the token.
+
+    A revoked token keeps its row (revoked_at set) so its name stays in the history's meaning.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE tokens (
+            seq INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            projects TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL
+        );
+        CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
+        """,
+    )

@@ -402,3 +402,11 @@ def test_one_dispatcher_owns_the_file_at_a_time(store: Store, db_path: Any) -> N
 
 def received_events(received: list[Received]) -> list[tuple[str, str]]:
     return [(r.json()["data"]["task"]["id"], r.json()["type"]) for r in received]
+
+
+def test_the_dispatchers_queries_use_the_partial_indexes(store: Store) -> None:
+    from mcp_taskqueue.store.outbox import DUE_SQL
+
+    plan = " | ".join(store.explain(DUE_SQL, (1.0, 1.0, 10)))
+    assert "SEARCH o USING INDEX outbox_due" in plan and "USING INDEX outbox_key" in plan, plan
+    assert "SCAN" not in plan, plan

@@ -1,7 +1,8 @@
 """SQL for notifiers, the delivery outbox and one-owner leases (docs/notifications.md).
 
 A mixin of `Tx` (store/queries.py), so outbox rows are written in the same transaction as the
-change that caused them. Plain, portable SQL: no SQLite-only syntax beyond partial indexes.
+change that caused them. Plain, portable SQL: no SQLite-only syntax beyond partial indexes
+(tests/test_notify.py checks the dispatcher's queries use them).
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ DELIVERY_COLUMNS = (
     "o.created_at, o.last_attempt_at, o.last_status_code, o.last_latency_ms, o.last_error, o.delivered_at"
 )
 # The oldest due delivery of each (notifier, order key) whose notifier's circuit is closed: a later
-# event of the same task waits until the earlier one is delivered or dead.
+# event of the same task waits until the earlier one is delivered or dead. Ordered by due time so
+# the partial index outbox_due serves both the range and the order (no scan of delivered rows).
 DUE_SQL = (
-    f"SELECT {DELIVERY_COLUMNS} FROM outbox o INDEXED BY outbox_due JOIN notifiers n ON n.seq = o.notifier_seq "
+    f"SELECT {DELIVERY_COLUMNS} FROM outbox o JOIN notifiers n ON n.seq = o.notifier_seq "
     "WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
     "AND (n.circuit_open_until IS NULL OR n.circuit_open_until <= ?) "
-    "AND NOT EXISTS (SELECT 1 FROM outbox p INDEXED BY outbox_key WHERE p.notifier_seq = o.notifier_seq "
+    "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.notifier_seq = o.notifier_seq "
     "AND p.order_key = o.order_key AND p.status = 'pending' AND p.seq < o.seq) "
-    "ORDER BY o.seq LIMIT ?"
+    "ORDER BY o.next_attempt_at LIMIT ?"
 )
 
 
@@ -116,9 +118,7 @@ class OutboxQueries:
         return self.conn.execute(DUE_SQL, (now, now, limit)).fetchall()
 
     def next_due_at(self) -> float | None:
-        row = self.conn.execute(
-            "SELECT min(next_attempt_at) FROM outbox INDEXED BY outbox_due WHERE status = 'pending'"
-        ).fetchone()
+        row = self.conn.execute("SELECT min(next_attempt_at) FROM outbox WHERE status = 'pending'").fetchone()
         return None if row[0] is None else float(row[0])
 
     def record_attempt(self, seq: int, values: dict[str, Any]) -> None:

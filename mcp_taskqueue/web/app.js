@@ -31,11 +31,11 @@
     if (result && result.isError) throw new Error(result.content && result.content[0] ? result.content[0].text : "tool error");
     return result;
   }
-  async function refresh() {
-    try { render(await callTool("show_board", args)); say("Board refreshed."); } catch (e) { say(`Refresh failed: ${e.message}`); }
+  async function refresh(announce = true) {
+    try { render(await callTool("show_board", args)); if (announce) say("Board refreshed."); } catch (e) { say(`Refresh failed: ${e.message}`); }
   }
   async function retry(card) {
-    try { await callTool("retry_task", { task_id: card.id }); say(`“${card.title}” sent back to the queue.`); await refresh(); }
+    try { await callTool("retry_task", { task_id: card.id }); await refresh(false); say(`“${card.title}” sent back to the queue.`); }
     catch (e) { say(`Could not retry “${card.title}”: ${e.message}`); }
   }
 
@@ -56,7 +56,7 @@
       col.count > col.cards.length ? h("p", { class: "summary" }, `and ${col.count - col.cards.length} more`) : null));
     root.replaceChildren(
       h("div", { class: "row" }, h("h1", {}, board.project ? `Board: ${board.project}` : "Board: all projects"),
-        h("button", { type: "button", class: "secondary", onclick: refresh }, "Refresh")),
+        h("button", { type: "button", class: "secondary", onclick: () => refresh() }, "Refresh")),
       h("p", { class: "summary" }, `${Object.values(board.counts).reduce((a, b) => a + b, 0)} tasks.`),
       h("div", { class: "columns" }, columns));
   }

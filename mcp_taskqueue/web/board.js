@@ -370,8 +370,9 @@ async function showTask(r) {
       ["Blocked by", t.blocked_by.length ? t.blocked_by.map((id, i) => [i ? ", " : "", link(id)]) : "—"],
       ["Tags", t.tags.join(", ") || "—"], ["Created", h("span", { "data-dynamic": "" }, when(t.created_at))], ["Updated", h("span", { "data-dynamic": "" }, when(t.updated_at))],
     ];
-    const prioritySelect = h("select", { name: "priority", id: "priority" }, PRIORITIES.map((p) => h("option", { value: p, selected: p === t.priority }, p)));
-    const noteText = h("textarea", { name: "text", id: "note", rows: 3, required: true });
+    const edited = (event) => { event.currentTarget.dataset.edited = "1"; };
+    const prioritySelect = h("select", { name: "priority", id: "priority", onchange: edited }, PRIORITIES.map((p) => h("option", { value: p, selected: p === t.priority }, p)));
+    const noteText = h("textarea", { name: "text", id: "note", rows: 3, required: true, oninput: edited });
     const history = h("div", { class: "table-wrap" }, h("table", {},
       h("caption", { class: "visually-hidden" }, "History, oldest first"),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "When"), h("th", { scope: "col" }, "Who"), h("th", { scope: "col" }, "What"), h("th", { scope: "col" }, "Before"), h("th", { scope: "col" }, "After"))),
@@ -385,13 +386,18 @@ async function showTask(r) {
           actionButtons({ ...t, column: data.column }) || h("p", { class: "empty" }, "No status actions for a completed task."),
           h("form", { class: "row", onsubmit: async (event) => {
             event.preventDefault();
-            try { await post(t.id, "priority", { priority: prioritySelect.value }); announce(`Priority set to ${prioritySelect.value}.`); scheduleRefresh(); }
+            const priority = prioritySelect.value;
+            delete prioritySelect.dataset.edited; // sent: from now on the server's value is the truth
+            try { await post(t.id, "priority", { priority }); announce(`Priority set to ${priority}.`); scheduleRefresh(); }
             catch (error) { announce(`Could not change the priority: ${error.message}`); }
           } }, h("label", { for: "priority" }, "Priority", prioritySelect), h("button", { type: "submit" }, "Set priority")),
           h("form", { class: "row", onsubmit: async (event) => {
             event.preventDefault();
-            try { await post(t.id, "note", { text: noteText.value }); noteText.value = ""; announce("Note added."); scheduleRefresh(); }
-            catch (error) { announce(`Could not add the note: ${error.message}`); }
+            const text = noteText.value;
+            noteText.value = "";
+            delete noteText.dataset.edited;
+            try { await post(t.id, "note", { text }); announce("Note added."); scheduleRefresh(); }
+            catch (error) { noteText.value = text; announce(`Could not add the note: ${error.message}`); }
           } }, h("label", { for: "note", class: "grow" }, "Note", noteText), h("button", { type: "submit" }, "Add note")))),
       h("section", { class: "panel", "aria-labelledby": "h-desc" }, h("h2", { id: "h-desc" }, "Description"), t.description ? h("p", {}, t.description) : h("p", { class: "empty" }, "No description.")),
       h("div", { class: "grid2" },
@@ -405,11 +411,15 @@ async function showTask(r) {
     if (current.lastStatus && current.lastStatus !== t.status) announce(`“${t.title}” is now ${t.status}.`);
     current.lastStatus = t.status;
   };
+  // a live update must not undo what the user is typing or choosing: edited fields keep their value
   current.refresh = async () => {
     const active = document.activeElement && document.activeElement.id;
-    const typing = document.getElementById("note")?.value;
+    const edited = [...view.querySelectorAll("[data-edited]")].map((el) => [el.id, el.value]);
     await render();
-    if (typing) document.getElementById("note").value = typing;
+    for (const [id, value] of edited) {
+      const el = document.getElementById(id);
+      if (el) { el.value = value; el.dataset.edited = "1"; }
+    }
     if (active && document.getElementById(active)) document.getElementById(active).focus();
   };
   current.wants = (change) => change.tasks.includes(r.id);

@@ -37,11 +37,18 @@ def encode_cursor(*parts: int) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, size: int) -> tuple[int, ...]:
+MAX_SEQ = 2**63 - 1  # SQLite's largest rowid (and PostgreSQL's bigint)
+
+
+def decode_cursor(cursor: str, size: int, first_max: int = MAX_SEQ) -> tuple[int, ...]:
+    """The positions a `next_cursor` carried. Anything this server could not have issued (not our
+    encoding, not integers, booleans, negative or out-of-range positions) is refused, never guessed at."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(parts, list) and len(parts) == size and all(isinstance(p, int) for p in parts)):
+        if not (isinstance(parts, list) and len(parts) == size):
+            raise ValueError
+        if not all(type(p) is int and 0 <= p <= MAX_SEQ for p in parts) or parts[0] > first_max:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed(

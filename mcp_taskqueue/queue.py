@@ -479,7 +479,7 @@ class TaskQueue:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
         status_value = None if status is None else Status(status).value
-        after = decode_cursor(cursor, 2) if cursor else None
+        after = decode_cursor(cursor, 2, first_max=max(PRIORITY_BY_RANK)) if cursor else None
         match = check_query(query) if query is not None else None
 
         def op(tx: Tx) -> TaskPage:

@@ -10,16 +10,22 @@ and takes writes.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.to_thread
+import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -28,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.logs import json_logging
-from mcp_taskqueue.models import MAX_REQUEST_BYTES
+from mcp_taskqueue.models import MAX_REQUEST_BYTES, invalid_text
 from mcp_taskqueue.server.board_routes import add_board_routes
 from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 from mcp_taskqueue.server.event_store import RETRY_MILLISECONDS, BoundedEventStore
@@ -233,6 +239,71 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def unparsable_reply(line: str) -> types.JSONRPCError | None:
+    """The error a line the SDK cannot parse deserves (None when it parses, or needs no answer).
+
+    The SDK's stdio reader drops such lines silently and the client waits for its own timeout. Not
+    JSON is -32700; JSON whose text holds a lone surrogate (JavaScript's half of an emoji) gets
+    -32602 `validation_failed` with the request's own id, so the client can match it.
+    """
+    if not line.strip():
+        return None
+    try:
+        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return None
+    except ValueError:
+        pass
+    try:
+        data: Any = json.loads(line)
+    except ValueError as exc:
+        return types.JSONRPCError(
+            jsonrpc="2.0", id=None, error=types.ErrorData(code=types.PARSE_ERROR, message=f"Parse error: {exc}")
+        )
+    request_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
+        request_id = None
+    if isinstance(data, dict) and "method" in data and request_id is None and "id" not in data:
+        return None  # a notification: no reply is expected, and none can be matched
+    bad = invalid_text(data)
+    if bad is not None:
+        message = f"validation_failed: {bad}: text is not valid Unicode (a lone surrogate); send well-formed UTF-8"
+        error = types.ErrorData(code=types.INVALID_PARAMS, message=message)
+    else:
+        error = types.ErrorData(code=types.INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message")
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+
+
+class AnsweringLines:
+    """stdin's lines for the SDK's stdio reader, minus those it could not parse: each of those is
+    answered here (through the transport's own writer) instead of vanishing."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.write_stream: Any = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async for line in self.source:
+            reply = unparsable_reply(line)
+            if reply is None:
+                yield line
+            elif self.write_stream is not None:
+                log.info("answered an unparsable stdio message with %s", reply.error.code)
+                await self.write_stream.send(SessionMessage(reply))
+
+
+async def run_stdio(mcp: MCPServer) -> None:
+    """`mcp.run("stdio")`, except that every message gets an answer (see `unparsable_reply`)."""
+    raw = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    lines = AnsweringLines(anyio.wrap_file(raw))
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
+        lines.write_stream = write_stream
+        server = mcp._lowlevel_server
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
 def serve(
     mcp: MCPServer,
     transport: str = "stdio",
@@ -242,7 +313,7 @@ def serve(
 ) -> None:
     """Run until interrupted. In stdio mode only protocol messages reach stdout."""
     if transport == "stdio":
-        mcp.run("stdio")
+        anyio.run(run_stdio, mcp)
         return
     import uvicorn
 

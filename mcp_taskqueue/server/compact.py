@@ -14,7 +14,7 @@ from mcp.server import MCPServer
 
 # Keys that only restate what the name says, or that the server enforces anyway.
 TERSE_LENGTH = 200
-DROPPED_KEYS = frozenset({"title", "pattern", "minLength", "maxLength", "additionalProperties"})
+DROPPED_KEYS = frozenset({"title", "pattern", "minLength", "maxLength", "additionalProperties", "minimum", "maximum"})
 
 
 def _resolve_enums(node: Any, defs: dict[str, Any]) -> Any:

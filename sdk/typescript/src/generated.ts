@@ -700,7 +700,7 @@ export interface CreateNotifierArgs {
   options?: Record<string, unknown> | null;
   /** Write-only key, token or password. */
   secret?: string | null;
-  replace?: boolean;
+  replace?: boolean | null;
 }
 
 export interface ListNotifiersArgs {

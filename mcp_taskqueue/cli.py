@@ -32,7 +32,7 @@ import click
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.errors import TaskQueueError
-from mcp_taskqueue.models import WORKFLOW_STATUSES, Priority, Status
+from mcp_taskqueue.models import WORKFLOW_STATUSES, Priority, Status, invalid_text
 from mcp_taskqueue.output import FORMATS, render
 from mcp_taskqueue.store import default_db_path
 
@@ -170,6 +170,11 @@ class RootGroup(click.Group):
         if kwargs.get("standalone_mode", True) is False:
             return super().main(*args, **kwargs)
         kwargs["standalone_mode"] = False
+        argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
+        bad = next((index for index, arg in enumerate(argv, 1) if invalid_text(arg) is not None), None)
+        if bad is not None:  # bytes that are not UTF-8 reach us as lone surrogates; they cannot be stored
+            click.echo(f"error: validation_failed: argument {bad} is not valid UTF-8 text", err=True)
+            sys.exit(EXIT_CODES["validation_failed"])
         try:
             rv = super().main(*args, **kwargs)
         except click.UsageError as exc:

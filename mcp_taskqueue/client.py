@@ -358,9 +358,12 @@ class TaskQueueClient:
             await anyio.sleep(self._delay(attempt))
             attempt += 1
 
-    async def call(self, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call any tool by name; its structured output as a dict, or its error raised."""
-        args = {k: v for k, v in (arguments or {}).items() if v is not None}
+    async def call(
+        self, tool: str, arguments: dict[str, Any] | None = None, *, send_nulls: bool = False
+    ) -> dict[str, Any]:
+        """Call any tool by name; its structured output as a dict, or its error raised. Arguments that
+        are None are left out (the tool's default), unless `send_nulls` (update_task: null clears)."""
+        args = {k: v for k, v in (arguments or {}).items() if v is not None or send_nulls}
         safe = tool in RETRY_SAFE_TOOLS or (tool == "claim_task" and "idempotency_key" in args)
         try:
             result = await self._with_retry(tool, safe, lambda client: client.call_tool(tool, args))
@@ -368,8 +371,10 @@ class TaskQueueClient:
             raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
         return _structured(tool, result)
 
-    async def _typed(self, model: type[M], tool: str, arguments: dict[str, Any] | None = None) -> M:
-        data = await self.call(tool, arguments)
+    async def _typed(
+        self, model: type[M], tool: str, arguments: dict[str, Any] | None = None, *, send_nulls: bool = False
+    ) -> M:
+        data = await self.call(tool, arguments, send_nulls=send_nulls)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -441,9 +446,11 @@ class TaskQueueClient:
             cursor = page.next_cursor
 
     async def update_task(self, task_id: str, expected_version: int | None = None, **changes: Any) -> TaskState:
-        return await self._typed(
-            TaskState, "update_task", {"task_id": task_id, "expected_version": expected_version, **changes}
-        )
+        """Change the given fields; a field given as None is cleared (run_at, payload, timeout_seconds, ...)."""
+        args = {"task_id": task_id, **changes}
+        if expected_version is not None:
+            args["expected_version"] = expected_version
+        return await self._typed(TaskState, "update_task", args, send_nulls=True)
 
     async def add_note(self, task_id: str, text: str) -> Event:
         return await self._typed(Event, "add_note", {"task_id": task_id, "text": text})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 # Size limits: documented in docs/reliability.md and enforced for every entry point.
 MAX_TITLE = 500
@@ -68,6 +68,28 @@ Tag = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 TaskId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+def invalid_text(value: Any, where: str = "") -> str | None:
+    """The path of the first text in a JSON value that is not valid Unicode (a lone surrogate, as
+    JavaScript makes by cutting an emoji in half), or None. Such text cannot be stored or sent."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return path or "text"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if invalid_text(key) is not None:
+                    return name.encode("utf-8", "replace").decode()
+                stack.append((name, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+    return None
+
+
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
     """Nesting depth of a JSON value, stopping early once past `limit` (deep input is refused)."""
     depth = 0
@@ -104,8 +126,8 @@ class TaskSpec(BaseModel):
         default_factory=list, max_length=MAX_CRITERIA
     )
     run_at: str | None = Field(None, description="ISO-8601 time before which the task is not claimable.")
-    max_attempts: int = Field(3, ge=1, le=MAX_ATTEMPTS)
-    timeout_seconds: int | None = Field(None, ge=1, le=MAX_LEASE_SECONDS)
+    max_attempts: StrictInt = Field(3, ge=1, le=MAX_ATTEMPTS)
+    timeout_seconds: StrictInt | None = Field(None, ge=1, le=MAX_LEASE_SECONDS)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     ref: str | None = Field(None, min_length=1, max_length=MAX_NAME, description="Local name for batch refs.")
     workflow_id: str | None = Field(None, max_length=64)
@@ -134,8 +156,8 @@ class TaskChanges(BaseModel):
     tags: list[Tag] | None = Field(None, max_length=MAX_TAGS)
     acceptance_criteria: list[Annotated[str, Field(max_length=MAX_TITLE)]] | None = Field(None, max_length=MAX_CRITERIA)
     run_at: str | None = None
-    max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS)
-    timeout_seconds: int | None = Field(None, ge=1, le=MAX_LEASE_SECONDS)
+    max_attempts: StrictInt | None = Field(None, ge=1, le=MAX_ATTEMPTS)
+    timeout_seconds: StrictInt | None = Field(None, ge=1, le=MAX_LEASE_SECONDS)
 
     @field_validator("tags")
     @classmethod
@@ -250,7 +272,7 @@ class ProjectSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     coverage_threshold: float = Field(90.0, ge=0, le=100)
-    required_reviews: int = Field(3, ge=0, le=20)
+    required_reviews: StrictInt = Field(3, ge=0, le=20)
     review_score_threshold: float = Field(0.8, ge=0, le=1)
 
 

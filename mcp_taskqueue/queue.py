@@ -104,11 +104,18 @@ def encode_cursor(*parts: int) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, size: int) -> tuple[int, ...]:
+MAX_SEQ = 2**63 - 1  # SQLite's largest rowid
+
+
+def decode_cursor(cursor: str, size: int, first_max: int = MAX_SEQ) -> tuple[int, ...]:
+    """The positions a `next_cursor` carried. Anything this server could not have issued (not our
+    encoding, not integers, booleans, negative or out-of-range positions) is refused, never guessed at."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         parts = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not (isinstance(parts, list) and len(parts) == size and all(isinstance(p, int) for p in parts)):
+        if not (isinstance(parts, list) and len(parts) == size):
+            raise ValueError
+        if not all(type(p) is int and 0 <= p <= MAX_SEQ for p in parts) or parts[0] > first_max:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed(
@@ -569,7 +576,7 @@ class TaskQueue:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
         status_value = None if status is None else Status(status).value
-        after = decode_cursor(cursor, 2) if cursor else None
+        after = decode_cursor(cursor, 2, first_max=max(PRIORITY_BY_RANK)) if cursor else None
         match = fts_query(query) if query is not None else None
 
         def op(tx: Tx) -> TaskPage:

@@ -32,6 +32,7 @@ CORE_TOOLS = {
     "projects": {"create_project", "list_projects", "update_project"},
 }
 TOOLS_LIST_BUDGET = 32 * 1024
+CORE_TOOLSETS_BUDGET = 12 * 1024
 
 
 async def task_count(client: Client) -> int:
@@ -58,6 +59,20 @@ async def test_tools_list_is_complete_described_and_small(client: Client) -> Non
         [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")
     )
     assert len(wire.encode()) < TOOLS_LIST_BUDGET, f"tools/list is {len(wire.encode())} bytes"
+
+
+async def test_the_core_toolsets_fit_their_own_budget(db_path: Path) -> None:
+    """`--toolsets tasks,queue` (what a plain worker agent loads) stays within 12 KB of compact JSON."""
+    async with Client(build_server(db_path, toolsets="tasks,queue")) as c:
+        tools = (await c.list_tools()).tools
+    wire = json.dumps(
+        [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")
+    )
+    assert len(wire.encode()) <= CORE_TOOLSETS_BUDGET, f"tasks,queue tools/list is {len(wire.encode())} bytes"
+    by_name = {t.name: t for t in tools}
+    # null means "the default" for every optional argument, and the schema says so
+    assert "null" in by_name["create_task"].input_schema["properties"]["project"]["type"]
+    assert by_name["claim_task"].output_schema["properties"].keys() >= {"task", "lease_id"}  # type: ignore[union-attr]
 
 
 async def test_toolsets_expose_a_subset(db_path: Path) -> None:

@@ -9,15 +9,18 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp_types import INVALID_PARAMS
 from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.models import invalid_text
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
-from mcp_taskqueue.server.tools import REGISTRARS, TOOLSETS
+from mcp_taskqueue.server.tools import NULL_ARGUMENTS, REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
 
@@ -54,14 +57,27 @@ class TaskQueueServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)
+        nulls: frozenset[str] = frozenset()
         if tool is not None:
             known = tool.parameters.get("properties", {})
+            refuse = f"Error executing tool {name}: validation_failed:"
             unknown = sorted(set(arguments) - set(known))
             if unknown:
+                raise ToolError(f"{refuse} unknown argument(s) {', '.join(unknown)}; {name} takes {', '.join(known)}")
+            bad = invalid_text(arguments)
+            if bad is not None:
                 raise ToolError(
-                    f"Error executing tool {name}: validation_failed: unknown argument(s) {', '.join(unknown)}; "
-                    f"{name} takes {', '.join(known)}"
+                    f"{refuse} {bad}: text is not valid Unicode (a lone surrogate, e.g. half an emoji); "
+                    "send well-formed UTF-8"
                 )
+            for key, value in arguments.items():
+                if isinstance(value, bool) and _wants_number(known.get(key, {})):
+                    raise ToolError(f"{refuse} {key}: Input should be a number, not a boolean")
+            # null for an optional argument means its default (several clients send null for every one)
+            required = set(tool.parameters.get("required", []))
+            nulls = frozenset(k for k, v in arguments.items() if v is None and k not in required)
+            arguments = {k: v for k, v in arguments.items() if k not in nulls}
+        token = NULL_ARGUMENTS.set(nulls)
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -72,6 +88,29 @@ class TaskQueueServer(MCPServer):
                 )
                 raise ToolError(f"Error executing tool {name}: validation_failed: {problems}") from cause
             raise
+        finally:
+            NULL_ARGUMENTS.reset(token)
+
+    async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None, context: Any = None) -> Any:
+        """An unknown prompt or a bad argument is the caller's mistake: JSON-RPC -32602, no traceback."""
+        if name not in {prompt.name for prompt in await self.list_prompts()}:
+            raise MCPError(code=INVALID_PARAMS, message=f"unknown prompt {name!r}; prompts/list names the prompts")
+        bad = invalid_text(arguments or {})
+        if bad is not None:
+            raise MCPError(code=INVALID_PARAMS, message=f"validation_failed: {bad}: text is not valid Unicode")
+        try:
+            return await super().get_prompt(name, arguments, context)
+        except MCPError:
+            raise
+        except Exception as exc:
+            raise MCPError(code=INVALID_PARAMS, message=f"prompt {name!r}: {exc}") from None
+
+
+def _wants_number(schema: dict[str, Any]) -> bool:
+    """Does this argument's schema take a number but not a boolean (JSON true is not 1)?"""
+    kind = schema.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    return ("integer" in kinds or "number" in kinds) and "boolean" not in kinds
 
 
 def build_server(

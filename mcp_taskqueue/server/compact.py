@@ -13,7 +13,9 @@ from typing import Any
 from mcp.server import MCPServer
 
 # Keys that only restate what the name says, or that the server enforces anyway.
-DROPPED_KEYS = frozenset({"title", "pattern", "minLength", "maxLength", "additionalProperties"})
+DROPPED_KEYS = frozenset(
+    {"title", "pattern", "minLength", "maxLength", "additionalProperties", "maxItems", "minItems", "maximum", "minimum"}
+)
 
 
 def _resolve_enums(node: Any, defs: dict[str, Any]) -> Any:
@@ -81,13 +83,56 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
         result.pop("$defs", None)
     if output:
         result.pop("description", None)
+        result = _outline(result)
+    else:
+        _optional_takes_null(result)
     return result  # type: ignore[no-any-return]
+
+
+def _outline(node: Any) -> Any:
+    """An output schema cut to its outline: the fields that are always there, and the shape of nested
+    objects. Optional fields (sent only when set), types, enums and per-field prose go: an agent reads
+    the output itself, and every byte here costs tokens on every turn. docs/reference.md documents
+    every field in full; further fields stay allowed."""
+    if not isinstance(node, dict):
+        return node
+    out = {k: v for k, v in node.items() if k in ("type", "required", "$ref", "$defs", "anyOf", "items", "properties")}
+    if "properties" in out:
+        always = set(out.get("required", [])) or set(out["properties"])  # no required field: name them all
+        out["properties"] = {name: _field(prop) for name, prop in out["properties"].items() if name in always}
+    if "$defs" in out:
+        out["$defs"] = {name: _outline(d) for name, d in out["$defs"].items()}
+    return out
+
+
+def _field(prop: Any) -> Any:
+    if not isinstance(prop, dict):
+        return prop
+    text = str(prop)
+    if "$ref" in text or "properties" in text:  # a nested model: keep its shape
+        return _outline(prop)
+    return {}
+
+
+def _optional_takes_null(schema: dict[str, Any]) -> None:
+    """Say in the schema that null is accepted for every optional argument (it means the default)."""
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        if name in required or not isinstance(prop, dict):
+            continue
+        kind = prop.get("type")
+        if isinstance(kind, str) and kind != "null":
+            prop["type"] = [kind, "null"]
+        elif "enum" in prop and None not in prop["enum"]:
+            prop["enum"] = [*prop["enum"], None]
 
 
 def compact_tool_schemas(mcp: MCPServer) -> None:
     """Compact every registered tool's description and schemas in place."""
     for tool in mcp._tool_manager.list_tools():
         tool.description = " ".join(tool.description.split())  # docstring indentation is not content
+        if tool.annotations is not None and tool.annotations.idempotent_hint is False:
+            tool.annotations.idempotent_hint = None  # false is the default: saying it costs bytes
         tool.parameters = compact_schema(tool.parameters)
         output = tool.output_schema
         if output is not None:

@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
@@ -35,8 +36,8 @@ from mcp_taskqueue.models import (
     QueueStats,
     Status,
     Task,
+    TaskChanges,
     TaskPage,
-    TaskSpec,
     TaskState,
 )
 from mcp_taskqueue.queue import TaskQueue
@@ -52,7 +53,7 @@ WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent
 IDEMPOTENT = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 DESTRUCTIVE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
 
-TaskIdArg = Annotated[str, Field(min_length=1, max_length=64, description="Task id.")]
+TaskIdArg = Annotated[str, Field(min_length=1, max_length=64)]
 WorkerArg = Annotated[str, Field(min_length=1, max_length=100, description="Your stable worker name.")]
 ProjectArg = Annotated[Name | None, Field(description="Project name.")]
 LeaseArg = Annotated[str, Field(min_length=1, max_length=64, description="lease_id from claim_task.")]
@@ -92,10 +93,22 @@ async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         raise ToolError(f"store_error: {exc}; nothing was changed. Please report this.") from exc
 
 
+# Fields that hold a user's JSON: returned exactly as stored, nulls and empty lists included.
+USER_JSON_FIELDS = frozenset({"payload", "result", "old", "new", "parameters", "evidence"})
+# Arguments the caller sent as null (dropped before validation, so null means "the default");
+# update_task reads it, since there an explicit null clears a field.
+NULL_ARGUMENTS: ContextVar[frozenset[str]] = ContextVar("null_arguments", default=frozenset())
+
+
 def prune(value: Any) -> Any:
-    """Drop nulls and empty lists: absent means the same to the reader and costs no tokens."""
+    """Drop the server's own nulls and empty lists (absent means the same to the reader and costs no
+    tokens), but never inside user JSON: a payload's `{"keep": null, "ids": []}` comes back as sent."""
     if isinstance(value, dict):
-        return {k: prune(v) for k, v in value.items() if v is not None and v != []}
+        return {
+            k: v if k in USER_JSON_FIELDS else prune(v)
+            for k, v in value.items()
+            if v is not None and (v != [] or k in USER_JSON_FIELDS)
+        }
     if isinstance(value, list):
         return [prune(v) for v in value]
     return value
@@ -140,12 +153,17 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
 
     @mcp.tool(annotations=WRITE)
     async def create_tasks(
-        tasks: Annotated[list[TaskSpec], Field(min_length=1)], ctx: Context | None = None
+        tasks: Annotated[
+            list[dict[str, Any]],
+            Field(min_length=1, description="Each item takes create_task's arguments, plus an optional `ref`."),
+        ],
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, CreatedTasks]:
-        """Create several tasks atomically (all or none). Give an item a `ref` and other items may
-        list that ref in depends_on; cycles are refused."""
+        """Create several tasks atomically (all or none). Other items may list an item's `ref` in
+        depends_on; cycles are refused."""
+        # Items are checked against TaskSpec by the queue; the schema does not repeat create_task's.
         created = await run_queue(queue.create_many, tasks, actor(ctx))
-        refs = {spec.ref: task.id for spec, task in zip(tasks, created, strict=True) if spec.ref}
+        refs = {spec["ref"]: task.id for spec, task in zip(tasks, created, strict=True) if spec.get("ref")}
         return reply(CreatedTasks(tasks=[TaskState.of(t) for t in created], refs=refs))
 
     @mcp.tool(annotations=READ)
@@ -196,8 +214,10 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         timeout_seconds: int | None = None,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
-        """Change a task's descriptive fields (only those given). Status moves use the queue tools."""
+        """Change a task's descriptive fields (only those given; null clears one). Status moves use the queue
+        tools."""
         fields = {k: v for k, v in _spec(locals()).items() if k not in ("task_id", "expected_version")}
+        fields.update({k: None for k in NULL_ARGUMENTS.get() if k in TaskChanges.model_fields})
         return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
+import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.stdio import stdio_server
+from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.models import invalid_text
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -38,10 +46,75 @@ def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, strea
     return mcp.sse_app(host=host)
 
 
+def unparsable_reply(line: str) -> types.JSONRPCError | None:
+    """The error a line the SDK cannot parse deserves (None when it parses, or needs no answer).
+
+    The SDK's stdio reader drops such lines silently and the client waits for its own timeout. Not
+    JSON is -32700; JSON whose text holds a lone surrogate (JavaScript's half of an emoji) gets
+    -32602 `validation_failed` with the request's own id, so the client can match it.
+    """
+    if not line.strip():
+        return None
+    try:
+        types.jsonrpc_message_adapter.validate_json(line, by_name=False)
+        return None
+    except ValueError:
+        pass
+    try:
+        data: Any = json.loads(line)
+    except ValueError as exc:
+        return types.JSONRPCError(
+            jsonrpc="2.0", id=None, error=types.ErrorData(code=types.PARSE_ERROR, message=f"Parse error: {exc}")
+        )
+    request_id = data.get("id") if isinstance(data, dict) else None
+    if not isinstance(request_id, (int, str)) or isinstance(request_id, bool):
+        request_id = None
+    if isinstance(data, dict) and "method" in data and request_id is None and "id" not in data:
+        return None  # a notification: no reply is expected, and none can be matched
+    bad = invalid_text(data)
+    if bad is not None:
+        message = f"validation_failed: {bad}: text is not valid Unicode (a lone surrogate); send well-formed UTF-8"
+        error = types.ErrorData(code=types.INVALID_PARAMS, message=message)
+    else:
+        error = types.ErrorData(code=types.INVALID_REQUEST, message="Invalid Request: not a JSON-RPC 2.0 message")
+    return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+
+
+class AnsweringLines:
+    """stdin's lines for the SDK's stdio reader, minus those it could not parse: each of those is
+    answered here (through the transport's own writer) instead of vanishing."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.write_stream: Any = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        async for line in self.source:
+            reply = unparsable_reply(line)
+            if reply is None:
+                yield line
+            elif self.write_stream is not None:
+                log.info("answered an unparsable stdio message with %s", reply.error.code)
+                await self.write_stream.send(SessionMessage(reply))
+
+
+async def run_stdio(mcp: MCPServer) -> None:
+    """`mcp.run("stdio")`, except that every message gets an answer (see `unparsable_reply`)."""
+    raw = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+    lines = AnsweringLines(anyio.wrap_file(raw))
+    async with stdio_server(stdin=lines) as (read_stream, write_stream):  # type: ignore[arg-type]
+        lines.write_stream = write_stream
+        server = mcp._lowlevel_server
+        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
 def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
     """Run until interrupted. In stdio mode only protocol messages reach stdout."""
     if transport == "stdio":
-        mcp.run("stdio")
+        anyio.run(run_stdio, mcp)
         return
     import uvicorn
 

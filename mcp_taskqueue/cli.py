@@ -237,8 +237,19 @@ def maps_to_tool(
 @click.option("--port", default=8765, type=int, show_default=True)
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
 @click.option("--log-level", default="WARNING", show_default=True)
+@click.option("--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback.")
+@click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
 @click.pass_context
-def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: str | None, log_level: str) -> None:
+def serve(
+    ctx: click.Context,
+    transport: str,
+    host: str,
+    port: int,
+    toolsets: str | None,
+    log_level: str,
+    allowed_hosts: str | None,
+    allowed_origins: str | None,
+) -> None:
     """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents)."""
     # Logs go to stderr: in stdio mode stdout carries only protocol messages.
     logging.basicConfig(
@@ -251,7 +262,11 @@ def serve(ctx: click.Context, transport: str, host: str, port: int, toolsets: st
         mcp = build_server(root_options(ctx)["db"], toolsets=toolsets)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-    run(mcp, transport, host, port)
+    run(mcp, transport, host, port, allowed_hosts=_csv(allowed_hosts), allowed_origins=_csv(allowed_origins))
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 # --- the one path: a TaskQueueClient on the local file or the --url server ------------------------

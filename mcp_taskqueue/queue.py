@@ -47,7 +47,7 @@ from mcp_taskqueue.models import (
     TaskSummary,
     json_depth,
 )
-from mcp_taskqueue.payload_schemas import PayloadSchemas
+from mcp_taskqueue.payload_schemas import PayloadSchemas, check_schema
 from mcp_taskqueue.store import Store, Tx
 from mcp_taskqueue.workflows import propagate_blocked
 
@@ -61,6 +61,7 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.cancelled: frozenset({Status.ready, Status.pending}),
 }
 
+PROMOTE_ROUNDS = 4  # sweeps per promote_due transaction: at most ~2,400 rows under the write lock
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
@@ -143,14 +144,15 @@ def check_text(value: str | None, what: str, limit: int = MAX_TEXT) -> str | Non
     return value
 
 
-def fts_query(text: str) -> str:
-    """Turn free text into an FTS5 query of quoted terms, so no input is a syntax error."""
+def search_terms(text: str) -> list[str]:
+    """Free text -> the terms a search must all find: runs of letters, digits and marks (so Thai
+    vowel signs stay inside their word), each matched as a substring in any script."""
     if len(text) > MAX_QUERY:
         raise ValidationFailed(f"query is {len(text)} characters; the limit is {MAX_QUERY}")
-    terms = re.findall(r"\w+", text)
+    terms = re.findall(r"[\w\u0300-\u036f\u0e31-\u0e3a\u0e47-\u0e4e\u0900-\u0dff]+", text)
     if not terms:
         raise ValidationFailed("query has no searchable words; give one or more words to search for")
-    return " ".join('"' + term + '"' for term in terms)
+    return terms[:16]
 
 
 def spec_errors(exc: ValidationError, prefix: str = "") -> str:
@@ -349,6 +351,9 @@ class TaskQueue:
     ) -> Project:
         """Change description or settings; `payload_schemas` sets (None removes) the schema of each kind."""
         check_text(description, "description")
+        for kind, schema in (payload_schemas or {}).items():
+            if schema is not None:  # checked (references, patterns) before the write transaction
+                check_schema(schema, f"payload_schemas[{kind!r}]")
 
         def op(tx: Tx) -> Project:
             row = tx.get_project(name)
@@ -376,7 +381,17 @@ class TaskQueue:
     def create_many(self, specs: Sequence[TaskSpec | dict[str, Any]], actor: str | None = None) -> list[Task]:
         """Create a batch atomically. `depends_on` may name existing ids or other items' `ref`."""
         batch = self.prepare_batch(specs)
-        return self.store.write(lambda tx: self.insert_batch(tx, batch, self.clock(), actor))
+        checked = self.check_payloads(batch[0])
+        return self.store.write(lambda tx: self.insert_batch(tx, batch, self.clock(), actor, checked))
+
+    def check_payloads(self, items: Sequence[TaskSpec]) -> dict[tuple[str, str], str | None]:
+        """Check every payload against its kind's schema in a read transaction, before the write one
+        (which then only confirms each schema is unchanged): a costly check never holds the write lock."""
+        listed = [
+            (item.project, item.kind, item.payload, f"tasks[{index}].payload" if len(items) > 1 else "payload")
+            for index, item in enumerate(items)
+        ]
+        return self.store.read(lambda tx: self.payload_schemas.validate_before(tx, listed))
 
     def prepare_batch(
         self, specs: Sequence[TaskSpec | dict[str, Any]]
@@ -402,8 +417,10 @@ class TaskQueue:
         batch: tuple[list[TaskSpec], list[dict[str, Any]], list[int]],
         now: float,
         actor: str | None,
+        checked: dict[tuple[str, str], str | None] | None = None,
     ) -> list[Task]:
-        """Insert a prepared batch in the caller's transaction; returns the tasks in input order."""
+        """Insert a prepared batch in the caller's transaction; returns the tasks in input order.
+        `checked` is what `check_payloads` returned, if it ran before this transaction."""
         items, prepared, order = batch
         by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
         batch_refs = {item.ref for item in items if item.ref}
@@ -414,7 +431,7 @@ class TaskQueue:
             if item.workflow_id is not None:
                 self._check_workflow(tx, item.workflow_id)
             where = f"tasks[{index}].payload" if len(items) > 1 else "payload"
-            self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where)
+            self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where, checked)
             parent_ref = item.parent_id
             if parent_ref in batch_refs and parent_ref not in by_ref:
                 # Insertion follows depends_on, so a parent may come later (it often depends on its children).
@@ -556,6 +573,7 @@ class TaskQueue:
     # --- reading ----------------------------------------------------------------------------
 
     def get(self, task_id: str) -> Task:
+        self.promote_due()
         return self.store.read(lambda tx: self._task(tx, self._row(tx, task_id)))
 
     def list(
@@ -576,8 +594,9 @@ class TaskQueue:
         if not 1 <= limit <= MAX_LIMIT:
             raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}")
         status_value = None if status is None else Status(status).value
+        self.promote_due()
         after = decode_cursor(cursor, 2, first_max=max(PRIORITY_BY_RANK)) if cursor else None
-        match = fts_query(query) if query is not None else None
+        match = search_terms(query) if query is not None else None
 
         def op(tx: Tx) -> TaskPage:
             rows = tx.list_tasks(
@@ -839,12 +858,13 @@ class TaskQueue:
 
     # --- the worker protocol ----------------------------------------------------------------
 
-    def _sweep(self, tx: Tx, now: float) -> None:
+    def _sweep(self, tx: Tx, now: float) -> int:
         """Apply what time has done: expired leases go back (or fail), due tasks become ready.
 
         Run by the claim path itself, so the queue is correct with no background thread.
         """
-        for row in tx.expired_leases(now):
+        expired = tx.expired_leases(now)
+        for row in expired:
             if row["attempts"] >= row["max_attempts"]:
                 error = f"lease expired on attempt {row['attempts']} of {row['max_attempts']} (worker {row['worker']})"
                 tx.update_task(
@@ -874,9 +894,31 @@ class TaskQueue:
                     "running",
                     {"status": "ready", "worker": row["worker"]},
                 )
-        for row in tx.due_pending(now):
+        due = tx.due_pending(now)
+        for row in due:
             tx.update_task(row["seq"], {"status": "ready", "updated_at": now})
             self._event(tx, row["seq"], now, "system", "ready", "pending", {"status": "ready"})
+        return len(expired) + len(due)
+
+    def promote_due(self) -> bool:
+        """Apply what time alone has done (due tasks become ready, expired leases go back or fail),
+        so lists, stats and resources show a task as ready as soon as it is claimable. A read-only
+        probe first: the write lock is taken only when something is due. True when anything changed.
+        The server runs this in the background every fraction of a second; reads run it too."""
+        now = self.clock()
+        if not self.store.read(lambda tx: tx.sweep_due(now)):
+            return False
+
+        def op(tx: Tx) -> bool:
+            moment = self.clock()
+            if not tx.sweep_due(moment):
+                return False
+            for _ in range(PROMOTE_ROUNDS):  # bounded: a huge backlog drains over several calls
+                if not tx.sweep_due(moment) or not self._sweep(tx, moment):
+                    break
+            return True
+
+        return self.store.write(op)
 
     def claim(
         self,
@@ -1105,6 +1147,8 @@ class TaskQueue:
     # --- overview ---------------------------------------------------------------------------
 
     def stats(self, project: str | None = None) -> QueueStats:
+        self.promote_due()
+
         def op(tx: Tx) -> QueueStats:
             now = self.clock()
             by_status = {s.value: 0 for s in Status}

@@ -37,12 +37,12 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 
 
 @contextmanager
-def http_server(db: Path, transport: str = "http", timeout: float = 30.0) -> Iterator[str]:
+def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
-        + ["--port", str(port)],
+        + ["--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=server_env(),

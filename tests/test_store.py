@@ -13,7 +13,7 @@ import pytest
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store, WouldBlock, database, default_db_path, fail_fast
 from mcp_taskqueue.store.migrations import migrations
-from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SWEEP_PROBE_SQL, TAG_CLAIM_SQL
+from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL, SEARCH_SQL, SWEEP_PROBE_SQL, TAG_CLAIM_SQL
 
 
 def test_file_is_created_with_parents_in_wal_mode(tmp_path: Path) -> None:
@@ -90,10 +90,10 @@ def test_claim_query_uses_the_claim_index(queue: TaskQueue) -> None:
 @pytest.mark.parametrize(
     ("sql", "index"),
     [
-        (EXPIRED_SQL, "tasks_lease"),
+        (EXPIRED_SQL, "tasks_lease_rank"),
         (TAG_CLAIM_SQL.format(filters=""), "SEARCH rt USING PRIMARY KEY (tag=?)"),
         (SWEEP_PROBE_SQL, "tasks_due"),
-        (DUE_SQL, "tasks_due"),
+        (DUE_SQL, "tasks_due_rank"),
         ("SELECT task_seq FROM dependencies WHERE depends_on_seq = ?", "dependencies_reverse"),
         ("SELECT seq FROM events WHERE task_seq = ? AND seq > ?", "events_task"),
         ("SELECT seq FROM tasks WHERE id = ?", "sqlite_autoindex_tasks_1"),
@@ -142,3 +142,16 @@ def test_fail_fast_waits_normally_after_a_committed_write(queue: TaskQueue) -> N
     with fail_fast():
         two_writes()
         assert queue.create({"title": "two"}).title == "two"
+
+
+def test_search_is_driven_by_the_text_indexes(queue: TaskQueue) -> None:
+    """Substring search in any script (m006 trigram index) still looks tasks up by rowid, never walks them."""
+    queue.create_many([{"title": f"task {i}"} for i in range(200)])
+    queue.store.db.execute("ANALYZE")
+    plan = " | ".join(
+        queue.store.explain(f"SELECT seq FROM tasks WHERE {SEARCH_SQL} ORDER BY priority, seq", ("a", "b"))
+    )
+    assert "SEARCH tasks USING INTEGER PRIMARY KEY" in plan and "tasks_fts_trigram" in plan, plan
+    assert "SCAN tasks " not in plan + " ", plan
+    terms = "SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ?"
+    assert "INDEX 6" in " | ".join(queue.store.explain(terms, ("ab", "ab\U0010ffff")))  # a range, not a scan

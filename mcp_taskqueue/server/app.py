@@ -122,7 +122,7 @@ def build_server(
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscriptions()
-    watcher = ResourceWatcher(queue.store, bus, legacy)
+    watcher = ResourceWatcher(queue.store, bus, legacy, promote=queue.promote_due)
     mcp = TaskQueueServer(
         "mcp-taskqueue",
         title="Task queue",

@@ -15,7 +15,7 @@ Lease extensions without progress are not history events, so they are not notifi
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,9 +116,15 @@ class ResourceWatcher:
     """Polls the file for commits and publishes the resources they changed."""
 
     def __init__(
-        self, store: Store, bus: SubscriptionBus, legacy: LegacySubscriptions, poll_seconds: float = POLL_SECONDS
+        self,
+        store: Store,
+        bus: SubscriptionBus,
+        legacy: LegacySubscriptions,
+        poll_seconds: float = POLL_SECONDS,
+        promote: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        self.promote = promote  # time-driven changes (due tasks, expired leases), applied before each poll
         self.bus = bus
         self.legacy = legacy
         self.poll_seconds = poll_seconds
@@ -207,6 +213,8 @@ class ResourceWatcher:
         try:
             while True:
                 try:
+                    if self.promote is not None:
+                        await anyio.to_thread.run_sync(self.promote)
                     await self.poll_once()
                 except Exception:  # keep watching: a busy or briefly unreadable file is not fatal
                     log.exception("resource watcher poll failed; retrying")

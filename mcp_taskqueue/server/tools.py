@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
@@ -41,7 +42,7 @@ from mcp_taskqueue.models import (
     TaskState,
 )
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import WouldBlock, fail_fast
+from mcp_taskqueue.store import WouldBlock, abandon_on, fail_fast
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -65,26 +66,39 @@ INLINE_CALLS = frozenset(
 )
 
 
-async def run_off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run_off_loop(fn: Callable[..., T], /, *args: Any, inline: bool = True, **kwargs: Any) -> T:
     """Run a store call without ever holding up the event loop.
 
     Scans (stats, listings, graph walks, batches) always go to a worker thread. The hot-path
     calls in INLINE_CALLS run right here while SQLite needs no waiting, ~170 µs cheaper than a
     thread hop; if one would wait for a lock, it runs again in a worker thread instead.
     """
-    if isinstance(getattr(fn, "__self__", None), TaskQueue) and getattr(fn, "__name__", "") in INLINE_CALLS:
+    if inline and isinstance(getattr(fn, "__self__", None), TaskQueue) and getattr(fn, "__name__", "") in INLINE_CALLS:
         try:
             with fail_fast():
                 return fn(*args, **kwargs)
         except WouldBlock:
             pass
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    gone = threading.Event()
 
+    def in_thread() -> T:
+        with abandon_on(gone):
+            return fn(*args, **kwargs)
 
-async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """`run_off_loop` for tools: our errors become tool errors that say what to do."""
     try:
-        return await run_off_loop(fn, *args, **kwargs)
+        # Not waiting for the thread once cancelled: it finds `gone` set and rolls back instead of
+        # committing, so a call the client cancelled (or whose connection dropped) leaves nothing behind.
+        return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        gone.set()
+        raise
+
+
+async def run_queue(fn: Callable[..., T], /, *args: Any, inline: bool = True, **kwargs: Any) -> T:
+    """`run_off_loop` for tools: our errors become tool errors that say what to do. `inline=False`
+    for calls whose work grows with the input (a payload checked against a schema)."""
+    try:
+        return await run_off_loop(fn, *args, inline=inline, **kwargs)
     except TaskQueueError as exc:
         raise ToolError(f"{exc.code}: {exc}") from exc
     except sqlite3.Error as exc:
@@ -149,7 +163,7 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     ) -> Annotated[CallToolResult, TaskState]:
         """Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`)."""
         spec = _spec(locals())
-        return reply(TaskState.of(await run_queue(queue.create, spec, actor(ctx))))
+        return reply(TaskState.of(await run_queue(queue.create, spec, actor(ctx), inline=payload is None)))
 
     @mcp.tool(annotations=WRITE)
     async def create_tasks(

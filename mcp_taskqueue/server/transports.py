@@ -13,6 +13,7 @@ import anyio
 import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,16 +35,48 @@ def add_health_route(mcp: MCPServer) -> None:
         )
 
 
-def http_app(mcp: MCPServer, *, host: str = "127.0.0.1", sse: bool = True, streamable: bool = True) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def transport_security(
+    host: str, allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None
+) -> TransportSecuritySettings:
+    """The DNS-rebinding defence for any bind address: the Host and Origin headers must name loopback,
+    the address bound (unless it is a wildcard), or one of the configured public names. The SDK turns
+    it on only for loopback binds; a server on 0.0.0.0 would otherwise answer `Host: evil.example`."""
+    names = [*LOOPBACK_HOSTS, *(allowed_hosts or [])]
+    if host not in WILDCARD_BINDS and host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        names.append(f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    hosts: list[str] = []
+    for name in names:
+        hosts += [name] if name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]") else [name, f"{name}:*"]
+    origins = [f"http://{name}:*" for name in LOOPBACK_HOSTS] + [f"http://{name}" for name in LOOPBACK_HOSTS]
+    for origin in allowed_origins or []:
+        origins += [origin.rstrip("/"), f"{origin.rstrip('/')}:*"]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def http_app(
+    mcp: MCPServer,
+    *,
+    host: str = "127.0.0.1",
+    sse: bool = True,
+    streamable: bool = True,
+    allowed_hosts: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
+) -> Starlette:
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz.
+    Host and Origin headers are checked on every bind address (`transport_security`)."""
     add_health_route(mcp)
+    security = transport_security(host, allowed_hosts, allowed_origins)
     if streamable:
-        app = mcp.streamable_http_app(host=host)
+        app = mcp.streamable_http_app(host=host, transport_security=security)
         if sse:
-            sse_app = mcp.sse_app(host=host)
+            sse_app = mcp.sse_app(host=host, transport_security=security)
             app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") != "/healthz")
         return app
-    return mcp.sse_app(host=host)
+    return mcp.sse_app(host=host, transport_security=security)
 
 
 def unparsable_reply(line: str) -> types.JSONRPCError | None:
@@ -111,14 +144,35 @@ async def run_stdio(mcp: MCPServer) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def serve(mcp: MCPServer, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8765) -> None:
+def serve(
+    mcp: MCPServer,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    *,
+    allowed_hosts: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
+) -> None:
     """Run until interrupted. In stdio mode only protocol messages reach stdout."""
     if transport == "stdio":
         anyio.run(run_stdio, mcp)
         return
     import uvicorn
 
-    app = http_app(mcp, host=host, sse=True, streamable=transport == "http")
+    if host in WILDCARD_BINDS:
+        log.warning(
+            "serving on all interfaces (%s): anyone who can reach this machine can use the queue; only "
+            "Host/Origin headers naming loopback or --allowed-hosts/--allowed-origins are accepted",
+            host or "*",
+        )
+    app = http_app(
+        mcp,
+        host=host,
+        sse=True,
+        streamable=transport == "http",
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+    )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]

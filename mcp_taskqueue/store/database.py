@@ -55,6 +55,26 @@ def fail_fast() -> Iterator[None]:
         _inline.active = previous
 
 
+class Abandoned(Exception):
+    """Raised instead of committing when the caller of a transaction has gone (cancelled, disconnected)."""
+
+
+@contextmanager
+def abandon_on(gone: threading.Event) -> Iterator[None]:
+    """Roll back, rather than commit, any transaction of this thread that ends after `gone` is set.
+
+    A server runs a call in a worker thread; when the client cancels it (or its connection drops)
+    the server sets `gone`, and work that has not committed yet is undone instead of landing for
+    a caller who will never hear of it (a claim burning an attempt, a batch nobody knows exists).
+    """
+    previous = getattr(_inline, "gone", None)
+    _inline.gone = gone
+    try:
+        yield
+    finally:
+        _inline.gone = previous
+
+
 def default_db_path() -> Path:
     """`$TASKQUEUE_DB`, else `$XDG_DATA_HOME/mcp-taskqueue/tasks.db` (XDG default `~/.local/share`)."""
     env = os.environ.get("TASKQUEUE_DB")
@@ -150,6 +170,10 @@ class Store:
                     self._conn.execute("ROLLBACK")
                 raise
             else:
+                gone = getattr(_inline, "gone", None)
+                if gone is not None and gone.is_set() and begin != "BEGIN":
+                    self._conn.execute("ROLLBACK")
+                    raise Abandoned("the caller went away before this change committed; it was rolled back")
                 self._conn.execute("COMMIT")
                 if fast and begin != "BEGIN":
                     _inline.active = False  # a write committed: the rest of this call may wait

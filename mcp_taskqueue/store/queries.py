@@ -32,17 +32,32 @@ TAG_CLAIM_SQL = (
 # those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
 # pending or running task.
 EXPIRED_SQL = (
-    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks INDEXED BY tasks_lease "
-    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
+    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks INDEXED BY tasks_lease_rank "
+    "WHERE status = 'running' AND priority = ? AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?"
 )
 SWEEP_PROBE_SQL = (
     "SELECT EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_lease WHERE status = 'running' AND lease_expires_at < ?), "
     "EXISTS (SELECT 1 FROM tasks INDEXED BY tasks_due WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
 )
 DUE_SQL = (
-    "SELECT seq, id, version FROM tasks INDEXED BY tasks_due "
-    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?"
+    "SELECT seq, id, version FROM tasks INDEXED BY tasks_due_rank "
+    "WHERE status = 'pending' AND unmet_deps = 0 AND priority = ? AND run_at <= ? ORDER BY run_at LIMIT ?"
 )
+PRIORITY_RANKS = range(4)  # critical .. low: the sweep serves the best first
+
+
+# One IN over a UNION, not two INs joined by OR: the matches drive the lookup by rowid (an OR would
+# walk every task in claim order and test each against both lists).
+SEARCH_SQL = (
+    "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ? "
+    "UNION SELECT rowid FROM tasks_fts_trigram WHERE tasks_fts_trigram MATCH ?)"
+)
+NO_MATCH = '"\uffff\uffff\uffff"'  # a trigram of noncharacters: what a short term with no expansion finds
+
+
+def quote_term(term: str) -> str:
+    """One FTS5 string token: any text, quotes doubled, so no input is a syntax error."""
+    return '"' + term.replace('"', '""') + '"'
 
 
 class Tx(WorkflowQueries):
@@ -197,7 +212,7 @@ class Tx(WorkflowQueries):
         worker: str | None,
         workflow_id: str | None,
         parent_id: str | None,
-        query: str | None,
+        query: Sequence[str] | None,
         after: tuple[int, int] | None,
         limit: int,
     ) -> list[sqlite3.Row]:
@@ -219,8 +234,9 @@ class Tx(WorkflowQueries):
             where.append("seq IN (SELECT task_seq FROM task_tags WHERE tag = ?)")
             params.append(tag)
         if query is not None:
-            where.append("seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)")
-            params.append(query)
+            words, substrings = self.search_matches(query)
+            where.append(SEARCH_SQL)
+            params.extend([words, substrings])
         if after is not None:
             where.append("(priority > ? OR (priority = ? AND seq > ?))")
             params.extend([after[0], after[0], after[1]])
@@ -230,6 +246,24 @@ class Tx(WorkflowQueries):
         sql += " ORDER BY priority, seq LIMIT ?"
         params.append(limit)
         return self.conn.execute(sql, params).fetchall()
+
+    def search_matches(self, terms: Sequence[str]) -> tuple[str, str]:
+        """FTS5 queries for search terms, all of which must match: one for the word index (whole words,
+        diacritics folded) and one for the trigram index (substrings in any script). A term shorter
+        than three characters stands for the indexed trigrams that start with it (at most 500)."""
+        words = " ".join(quote_term(term) for term in terms)
+        groups: list[str] = []
+        for term in terms:
+            if len(term) >= 3:
+                groups.append(quote_term(term))
+                continue
+            folded = term.lower()
+            found = self.conn.execute(
+                "SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ? LIMIT 500",
+                (folded, folded + "\U0010ffff"),
+            ).fetchall()
+            groups.append("(" + " OR ".join(quote_term(row[0]) for row in found) + ")" if found else NO_MATCH)
+        return words, " AND ".join(groups)
 
     def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
         """The newest `limit` events of a task, newest first."""
@@ -247,10 +281,20 @@ class Tx(WorkflowQueries):
     # --- tasks: the claim path ------------------------------------------------------------
 
     def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        return self.conn.execute(EXPIRED_SQL, (now, limit)).fetchall()
+        """Up to `limit` expired leases, highest priority first (one range lookup per priority)."""
+        return self._by_priority(EXPIRED_SQL, now, limit)
 
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
-        return self.conn.execute(DUE_SQL, (now, limit)).fetchall()
+        """Up to `limit` pending tasks whose time has come, highest priority first."""
+        return self._by_priority(DUE_SQL, now, limit)
+
+    def _by_priority(self, sql: str, now: float, limit: int) -> list[sqlite3.Row]:
+        rows: list[sqlite3.Row] = []
+        for rank in PRIORITY_RANKS:
+            if len(rows) >= limit:
+                break
+            rows += self.conn.execute(sql, (rank, now, limit - len(rows))).fetchall()
+        return rows
 
     @staticmethod
     def _claim_filters(project: str | None, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:

@@ -67,7 +67,7 @@ class CommandError(click.ClickException):
 
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
-EXTERNAL_COMMANDS: dict[str, str] = {}
+EXTERNAL_COMMANDS: dict[str, str] = {"top": "mcp_taskqueue.top:top"}
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

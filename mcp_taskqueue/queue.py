@@ -1144,6 +1144,48 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    def revoke_lease(self, task_id: str, actor: str | None = None) -> Task:
+        """An operator takes a running task from its (stuck) worker: it is ready again at once.
+
+        The attempt counts (as when a lease expires); the old worker's later calls get lease_lost.
+        """
+
+        def op(tx: Tx) -> Task:
+            now = self.clock()
+            row = self._row(tx, task_id)
+            if row["status"] != Status.running.value:
+                raise InvalidTransition(f"cannot release task {task_id}: it is {row['status']}, not running")
+            if row["attempts"] >= row["max_attempts"]:
+                error = f"lease revoked by {actor or 'an operator'} on the last attempt (worker {row['worker']})"
+                self._set_status(
+                    tx,
+                    row,
+                    Status.failed,
+                    now,
+                    actor,
+                    "lease_revoked",
+                    error=error,
+                    finished_at=now,
+                    lease_id=None,
+                    lease_expires_at=None,
+                )
+                self._on_dead_end(tx, row["seq"], task_id, now, actor)
+            else:
+                self._set_status(
+                    tx,
+                    row,
+                    Status.ready,
+                    now,
+                    actor,
+                    "lease_revoked",
+                    worker=None,
+                    lease_id=None,
+                    lease_expires_at=None,
+                )
+            return self._task(tx, self._row(tx, task_id))
+
+        return self.store.write(op)
+
     # --- overview ---------------------------------------------------------------------------
 
     def stats(self, project: str | None = None) -> QueueStats:

@@ -15,8 +15,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
-from mcp_taskqueue.server.app import build_server
-from mcp_taskqueue.server.tools import TOOLSETS
+from mcp_taskqueue.server.app import build_server, parse_toolsets
 
 HEADER = """# Reference
 
@@ -64,9 +63,11 @@ async def render() -> str:
             resources = (await client.list_resources()).resources
             templates = (await client.list_resource_templates()).resource_templates
             prompts = (await client.list_prompts()).prompts
-        groups = {name: {t.name for t in await _tools_of(Path(tmp) / f"{name}.db", name)} for name in TOOLSETS}
+        groups = {
+            name: {t.name for t in await _tools_of(Path(tmp) / f"{name}.db", name)} for name in parse_toolsets(None)
+        }
     lines = [HEADER, "## Tools", ""]
-    for group in TOOLSETS:
+    for group in parse_toolsets(None):
         lines += [f"### Toolset `{group}`", ""]
         for tool in (t for t in tools if t.name in groups[group]):
             hints = tool.annotations

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.extension import Extension
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from mcp_taskqueue import __version__
 from mcp_taskqueue.models import invalid_text
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
@@ -34,16 +36,21 @@ describes the worker loop. Plan larger work as one workflow (create_workflow; pr
 and track it with get_workflow; advance_phase/add_review enforce the development phases."""
 
 
+# Toolsets that are SDK extensions (applied when the server is built) rather than plain registrars.
+EXTENSIONS: dict[str, Callable[[TaskQueue], Extension]] = {"board": board_apps}
+
+
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    known = [name for name in TOOLSETS if name in REGISTRARS] + list(EXTENSIONS)
     if value is None:
-        return [name for name in TOOLSETS if name in REGISTRARS]
+        return known
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
-        return [name for name in TOOLSETS if name in REGISTRARS]
-    unknown = [n for n in names if n not in REGISTRARS]
+        return known
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown toolset(s) {unknown}; choose from {', '.join(REGISTRARS)} (or 'all')")
+        raise ValueError(f"unknown toolset(s) {unknown}; choose from {', '.join(known)} (or 'all')")
     return names
 
 
@@ -123,6 +130,7 @@ def build_server(
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscriptions()
     watcher = ResourceWatcher(queue.store, bus, legacy, promote=queue.promote_due)
+    names = parse_toolsets(toolsets)
     mcp = TaskQueueServer(
         "mcp-taskqueue",
         title="Task queue",
@@ -132,11 +140,13 @@ def build_server(
         log_level="WARNING",
         lifespan=watcher.lifespan,
         subscriptions=bus,
+        extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
     mcp.watcher = watcher  # type: ignore[attr-defined]
-    for name in parse_toolsets(toolsets):
-        REGISTRARS[name](mcp, queue)
+    for name in names:
+        if name in REGISTRARS:
+            REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
     register_workflow_resources(mcp, queue)
     register_completions(mcp, queue)

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.models import invalid_text
+from mcp_taskqueue.server.board_routes import add_board_routes
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -66,9 +67,10 @@ def http_app(
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
 ) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz.
-    Host and Origin headers are checked on every bind address (`transport_security`)."""
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz, the
+    board at /. Host and Origin headers are checked on every bind address (`transport_security`)."""
     add_health_route(mcp)
+    add_board_routes(mcp)
     security = transport_security(host, allowed_hosts, allowed_origins)
     if streamable:
         app = mcp.streamable_http_app(host=host, transport_security=security)
@@ -187,6 +189,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
             f"  health:          {base}/healthz",
+            f"  board:           {base}/",
             "",
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",

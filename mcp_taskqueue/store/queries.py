@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mcp_taskqueue.store.board_queries import BoardQueries
 from mcp_taskqueue.store.workflow_queries import WorkflowQueries
 
 TASK_COLUMNS = (
@@ -60,7 +61,7 @@ def quote_term(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-class Tx(WorkflowQueries):
+class Tx(WorkflowQueries, BoardQueries):
     """One open transaction on the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -202,21 +203,19 @@ class Tx(WorkflowQueries):
         ).fetchone()
         return row is not None
 
-    def list_tasks(
+    def task_filters(
         self,
         *,
-        project: str | None,
-        status: str | None,
-        kind: str | None,
-        tag: str | None,
-        worker: str | None,
-        workflow_id: str | None,
-        parent_id: str | None,
-        query: Sequence[str] | None,
-        after: tuple[int, int] | None,
-        limit: int,
-    ) -> list[sqlite3.Row]:
-        """A page of summaries in claim order (priority, then age), keyset-paginated."""
+        project: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        tag: str | None = None,
+        worker: str | None = None,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
+        query: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[Any]]:
+        """WHERE terms and parameters for a task listing (`query`: search terms, see `search_matches`)."""
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
@@ -237,10 +236,38 @@ class Tx(WorkflowQueries):
             words, substrings = self.search_matches(query)
             where.append(SEARCH_SQL)
             params.extend([words, substrings])
+        return where, params
+
+    def list_tasks(
+        self,
+        *,
+        project: str | None,
+        status: str | None,
+        kind: str | None,
+        tag: str | None,
+        worker: str | None,
+        workflow_id: str | None,
+        parent_id: str | None,
+        query: Sequence[str] | None,
+        after: tuple[int, int] | None,
+        limit: int,
+        columns: str = SUMMARY_COLUMNS,
+    ) -> list[sqlite3.Row]:
+        """A page of tasks in claim order (priority, then age), keyset-paginated; summary columns by default."""
+        where, params = self.task_filters(
+            project=project,
+            status=status,
+            kind=kind,
+            tag=tag,
+            worker=worker,
+            workflow_id=workflow_id,
+            parent_id=parent_id,
+            query=query,
+        )
         if after is not None:
             where.append("(priority > ? OR (priority = ? AND seq > ?))")
             params.extend([after[0], after[0], after[1]])
-        sql = f"SELECT {SUMMARY_COLUMNS} FROM tasks"
+        sql = f"SELECT {columns} FROM tasks"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY priority, seq LIMIT ?"

@@ -1,0 +1,41 @@
+"""SQL for the live board (board.py): cards, filtered counts and the recent history behind the charts.
+
+A mixin of `Tx` (store/queries.py), like `WorkflowQueries`: the same transaction, the board's
+reads in one place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+# What a card shows: the summary plus lease, attempts and blocking marks.
+CARD_COLUMNS = (
+    "seq, id, title, status, priority, project, kind, worker, progress, version, attempts, max_attempts, "
+    "lease_expires_at, blocked_by, unmet_deps, run_at, workflow_id, tags, updated_at"
+)
+
+
+class BoardQueries:
+    """Reads for the board, on `Tx`'s connection."""
+
+    conn: sqlite3.Connection
+
+    def count_tasks(self, where: list[str], params: list[Any]) -> int:
+        """How many tasks match WHERE terms built by `Tx.task_filters` (a filtered column's size)."""
+        sql = "SELECT count(*) FROM tasks" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
+    def recent_events(self, since: float, project: str | None, max_events: int) -> list[sqlite3.Row]:
+        """Events at or after `since` (epoch seconds), newest first, at most `max_events` of them.
+
+        Walks the events' primary key backwards from the newest, so its cost is bounded by
+        `max_events` however long the history is; JSON columns stay text.
+        """
+        sql = (
+            "SELECT e.seq, e.task_seq, e.at, e.action, e.old, e.new FROM events e "
+            + ("JOIN tasks t ON t.seq = e.task_seq WHERE t.project = ? AND " if project is not None else "WHERE ")
+            + "e.seq > (SELECT coalesce(max(seq), 0) FROM events) - ? AND e.at >= ? ORDER BY e.seq DESC"
+        )
+        params: tuple[Any, ...] = (max_events, since) if project is None else (project, max_events, since)
+        return self.conn.execute(sql, params).fetchall()

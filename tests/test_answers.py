@@ -65,9 +65,10 @@ async def test_unknown_prompts_and_resources_are_invalid_params(client: Client) 
     with pytest.raises(MCPError) as missing_arg:
         await client.get_prompt("work_next", {})
     assert missing_arg.value.error.code == INVALID_PARAMS
-    with pytest.raises(MCPError) as resource:
-        await client.read_resource("taskqueue://tasks/nope")
-    assert resource.value.error.code == INVALID_PARAMS
+    for uri in ("taskqueue://tasks/nope", "foo://bar", "taskqueue://nothing/here", "taskqueue://workflows/zz"):
+        with pytest.raises(MCPError) as resource:
+            await client.read_resource(uri)
+        assert resource.value.error.code == INVALID_PARAMS, uri
 
 
 @pytest.mark.parametrize("when", ["9999-12-31T23:30:00-14:00", "10000-01-01T00:00:00Z", "0000-01-01T00:00:00Z"])

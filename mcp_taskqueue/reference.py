@@ -58,7 +58,9 @@ def _arguments(schema: dict[str, Any]) -> list[str]:
 async def render() -> str:
     """The whole reference page, from a server on a throwaway database."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with Client(build_server(Path(tmp) / "reference.db")) as client:
+        server = build_server(Path(tmp) / "reference.db")
+        full_outputs: dict[str, Any] = server.output_schemas  # type: ignore[attr-defined]
+        async with Client(server) as client:
             tools = (await client.list_tools()).tools
             resources = (await client.list_resources()).resources
             templates = (await client.list_resource_templates()).resource_templates
@@ -82,7 +84,7 @@ async def render() -> str:
             args = _arguments(tool.input_schema)
             if args:
                 lines += ["| argument | type | | meaning |", "| --- | --- | --- | --- |", *args, ""]
-            output = tool.output_schema or {}
+            output = full_outputs.get(tool.name) or tool.output_schema or {}
             fields = ", ".join(f"`{name}`" for name in output.get("properties", {}))
             lines += [f"Returns: {fields}.", ""]
     lines += ["## Resources", "", "| URI | what |", "| --- | --- |"]

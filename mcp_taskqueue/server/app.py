@@ -151,6 +151,7 @@ def build_server(
     register_workflow_resources(mcp, queue)
     register_completions(mcp, queue)
     register_prompts(mcp)
-    compact_tool_schemas(mcp)
+    # tools/list carries outlines; the full, typed output schemas stay here (docs/reference.md, SDK generators)
+    mcp.output_schemas = compact_tool_schemas(mcp)  # type: ignore[attr-defined]
     mcp.queue = queue  # type: ignore[attr-defined]
     return mcp

@@ -67,7 +67,7 @@ def _simplify(node: Any, in_properties: bool = False, keep_null: bool = True) ->
     return out
 
 
-def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
+def compact_schema(schema: dict[str, Any], *, output: bool = False, outline: bool = True) -> dict[str, Any]:
     """A smaller schema for the same documents: enums inlined, noise dropped.
 
     For outputs, optional fields lose their `null` alternative: `reply()` omits null values
@@ -83,7 +83,8 @@ def compact_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str,
         result.pop("$defs", None)
     if output:
         result.pop("description", None)
-        result = _outline(result)
+        if outline:
+            result = _outline(result)
     else:
         _optional_takes_null(result)
     return result  # type: ignore[no-any-return]
@@ -127,8 +128,11 @@ def _optional_takes_null(schema: dict[str, Any]) -> None:
             prop["enum"] = [*prop["enum"], None]
 
 
-def compact_tool_schemas(mcp: MCPServer) -> None:
-    """Compact every registered tool's description and schemas in place."""
+def compact_tool_schemas(mcp: MCPServer) -> dict[str, dict[str, Any]]:
+    """Compact every registered tool's description and schemas in place. Returns each tool's full
+    output schema (every field, typed), which `tools/list` no longer carries: for docs/reference.md
+    and SDK generators, which have the server object at hand."""
+    full: dict[str, dict[str, Any]] = {}
     for tool in mcp._tool_manager.list_tools():
         tool.description = " ".join(tool.description.split())  # docstring indentation is not content
         if tool.annotations is not None and tool.annotations.idempotent_hint is False:
@@ -136,6 +140,8 @@ def compact_tool_schemas(mcp: MCPServer) -> None:
         tool.parameters = compact_schema(tool.parameters)
         output = tool.output_schema
         if output is not None:
+            full[tool.name] = compact_schema(output, output=True, outline=False)
             compacted = compact_schema(output, output=True)
             output.clear()
             output.update(compacted)
+    return full

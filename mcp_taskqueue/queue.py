@@ -404,6 +404,8 @@ class TaskQueue:
         items: list[TaskSpec] = []
         for index, raw in enumerate(specs):
             try:
+                if isinstance(raw, dict):  # null for an item's field means its default, as for tool arguments
+                    raw = {key: value for key, value in raw.items() if value is not None}
                 items.append(raw if isinstance(raw, TaskSpec) else TaskSpec.model_validate(raw))
             except ValidationError as exc:
                 raise ValidationFailed(spec_errors(exc, f"tasks[{index}]." if len(specs) > 1 else "")) from None

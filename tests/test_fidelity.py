@@ -96,6 +96,8 @@ async def test_null_for_an_optional_argument_means_its_default(client: Client) -
     assert task["max_attempts"] == 3 and task["status"] == "ready"
     page = await call(client, "list_tasks", project=None, status=None, limit=None, cursor=None)
     assert [t["id"] for t in page["tasks"]] == [created["id"]]
+    batch = await call(client, "create_tasks", tasks=[{"title": "b", "project": None, "priority": None, "tags": None}])
+    assert batch["tasks"][0]["status"] == "ready"
     claim = await call(client, "claim_task", worker="w", project=None, lease_seconds=None, max_tasks=None)
     assert claim["task"]["id"] == created["id"]
 

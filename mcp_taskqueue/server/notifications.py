@@ -213,14 +213,23 @@ class ResourceWatcher:
         try:
             while True:
                 try:
-                    if self.promote is not None:
-                        await anyio.to_thread.run_sync(self.promote)
                     await self.poll_once()
                 except Exception:  # keep watching: a busy or briefly unreadable file is not fatal
                     log.exception("resource watcher poll failed; retrying")
                 await anyio.sleep(self.poll_seconds)
         finally:
             self._polling = False
+
+    async def promote_loop(self) -> None:
+        """Apply time-driven changes every poll interval, beside (not in front of) the change poll, so
+        a slow promotion never delays notifications; what it changes is then noticed like any commit."""
+        assert self.promote is not None
+        while True:
+            try:
+                await anyio.to_thread.run_sync(self.promote)
+            except Exception as exc:  # a busy file: try again next time
+                log.warning("promoting due tasks failed: %s; retrying", exc)
+            await anyio.sleep(self.poll_seconds)
 
     @asynccontextmanager
     async def lifespan(self, _server: MCPServer[Any]) -> AsyncIterator[dict[str, Any]]:
@@ -230,6 +239,8 @@ class ResourceWatcher:
             async with anyio.create_task_group() as tg:
                 if str(self.store.path) != ":memory:":  # a private in-memory file has no other writers to see
                     tg.start_soon(self.run)
+                if self.promote is not None:
+                    tg.start_soon(self.promote_loop)
                 try:
                     yield {}
                 finally:

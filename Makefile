@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench stress clean install
+.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +20,41 @@ run: $(STAMP)
 	$(BIN)/mcp-taskqueue serve --transport http --host 127.0.0.1 --port 8765
 
 lint: $(STAMP)
-	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples
-	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples
+	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts
+	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck test-ts
 	$(BIN)/python -m pytest -q
+
+# --- Node 22 (from npm, into .cache/node22) and Chromium (Debian) for the TypeScript SDK's tests ---
+NODE22 := .cache/node22/node_modules/.bin
+SDK := sdk/typescript
+NPM := PATH="$(abspath $(NODE22)):$$PATH" npm
+APT := apt-get -o DPkg::Lock::Timeout=900
+
+$(NODE22)/node:
+	npm install --prefix .cache/node22 --no-audit --no-fund node@22
+
+node22: $(NODE22)/node
+
+chromium:
+	command -v chromium >/dev/null || $(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)
+
+# src/generated.ts from the live server's tools/list (tests/test_typescript_sdk.py fails when it is stale)
+sdk-generate: $(STAMP)
+	$(BIN)/python $(SDK)/scripts/generate.py
+
+$(SDK)/node_modules/.installed: $(NODE22)/node $(SDK)/package-lock.json
+	cd $(SDK) && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+# Build (ESM, CJS, browser bundle), type-check, lint (eslint + prettier), then the SDK's tests
+# against the real Python server (HTTP, stdio, Chromium).
+test-ts: $(STAMP) $(SDK)/node_modules/.installed chromium
+	cd $(SDK) && $(NPM) run build && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -38,4 +65,4 @@ stress: $(STAMP)
 	$(BIN)/python -m benchmarks.stress --tasks 2000 --servers 4 --kills 10
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(SDK)/node_modules $(SDK)/dist

@@ -22,7 +22,7 @@ from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
-from mcp_taskqueue.server.tools import NULL_ARGUMENTS, REGISTRARS, TOOLSETS
+from mcp_taskqueue.server.tools import DOCUMENTED_INPUTS, NULL_ARGUMENTS, REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
 
@@ -152,6 +152,7 @@ def build_server(
     register_completions(mcp, queue)
     register_prompts(mcp)
     # tools/list carries outlines; the full, typed output schemas stay here (docs/reference.md, SDK generators)
-    mcp.output_schemas = compact_tool_schemas(mcp)  # type: ignore[attr-defined]
+    inputs, outputs = compact_tool_schemas(mcp, DOCUMENTED_INPUTS)
+    mcp.input_schemas, mcp.output_schemas = inputs, outputs  # type: ignore[attr-defined]
     mcp.queue = queue  # type: ignore[attr-defined]
     return mcp

@@ -128,20 +128,26 @@ def _optional_takes_null(schema: dict[str, Any]) -> None:
             prop["enum"] = [*prop["enum"], None]
 
 
-def compact_tool_schemas(mcp: MCPServer) -> dict[str, dict[str, Any]]:
+def compact_tool_schemas(
+    mcp: MCPServer, documented_inputs: dict[str, dict[str, Any]] | None = None
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Compact every registered tool's description and schemas in place. Returns each tool's full
-    output schema (every field, typed), which `tools/list` no longer carries: for docs/reference.md
-    and SDK generators, which have the server object at hand."""
+    input and output schemas (every field, typed; `documented_inputs` for arguments whose schema
+    `tools/list` leaves generic), which `tools/list` no longer carries: for docs/reference.md and
+    SDK generators, which have the server object at hand."""
+    inputs: dict[str, dict[str, Any]] = {}
     full: dict[str, dict[str, Any]] = {}
     for tool in mcp._tool_manager.list_tools():
         tool.description = " ".join(tool.description.split())  # docstring indentation is not content
         if tool.annotations is not None and tool.annotations.idempotent_hint is False:
             tool.annotations.idempotent_hint = None  # false is the default: saying it costs bytes
         tool.parameters = compact_schema(tool.parameters)
+        documented = (documented_inputs or {}).get(tool.name)
+        inputs[tool.name] = compact_schema(documented) if documented is not None else tool.parameters
         output = tool.output_schema
         if output is not None:
             full[tool.name] = compact_schema(output, output=True, outline=False)
             compacted = compact_schema(output, output=True)
             output.clear()
             output.update(compacted)
-    return full
+    return inputs, full

@@ -39,6 +39,7 @@ from mcp_taskqueue.models import (
     Task,
     TaskChanges,
     TaskPage,
+    TaskSpec,
     TaskState,
 )
 from mcp_taskqueue.queue import TaskQueue
@@ -140,6 +141,16 @@ def reply(model: BaseModel) -> CallToolResult:
         data = {"task": None}
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+class CreateTasksArgs(BaseModel):
+    """create_tasks' arguments as the queue checks them (tools/list sends `tasks` as plain objects)."""
+
+    tasks: list[TaskSpec] = Field(min_length=1)
+
+
+# Full input schemas for SDK generators and docs, where tools/list keeps an argument generic.
+DOCUMENTED_INPUTS: dict[str, dict[str, Any]] = {"create_tasks": CreateTasksArgs.model_json_schema()}
 
 
 def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:

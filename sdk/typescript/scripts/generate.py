@@ -246,8 +246,21 @@ class Generator:
 async def describe_server() -> tuple[list[Any], list[str]]:
     """tools/list and the resource URIs (fixed and templates) of a server with every toolset."""
     with tempfile.TemporaryDirectory() as tmp:
-        async with Client(build_server(Path(tmp) / "generate.db", toolsets="all")) as client:
-            tools = list((await client.list_tools()).tools)
+        server = build_server(Path(tmp) / "generate.db", toolsets="all")
+        # tools/list carries compact schemas (outline outputs, generic batch items); the server keeps
+        # the full, typed ones for generators like this one.
+        full_in: dict[str, Any] = getattr(server, "input_schemas", {})
+        full_out: dict[str, Any] = getattr(server, "output_schemas", {})
+        async with Client(server) as client:
+            tools = [
+                tool.model_copy(
+                    update={
+                        "input_schema": full_in.get(tool.name, tool.input_schema),
+                        "output_schema": full_out.get(tool.name, tool.output_schema),
+                    }
+                )
+                for tool in (await client.list_tools()).tools
+            ]
             uris = [str(r.uri) for r in (await client.list_resources()).resources]
             uris += [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
     return tools, uris

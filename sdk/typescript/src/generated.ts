@@ -233,11 +233,11 @@ export const ShowBoardResultSchema: z.ZodType<ShowBoardResult> = z.looseObject({
 export interface CreateTaskArgs {
   /** Short imperative summary. */
   title: string;
-  project?: string;
-  description?: string;
+  project?: string | null;
+  description?: string | null;
   /** Free text; workers filter on it. */
-  kind?: string;
-  priority?: "critical" | "high" | "medium" | "low";
+  kind?: string | null;
+  priority?: "critical" | "high" | "medium" | "low" | null;
   /** JSON input for the worker. */
   payload?: Record<string, unknown> | null;
   tags?: Array<string> | null;
@@ -247,13 +247,14 @@ export interface CreateTaskArgs {
   acceptance_criteria?: Array<string> | null;
   /** ISO-8601; not claimable before. */
   run_at?: string | null;
-  max_attempts?: number;
+  max_attempts?: number | null;
   /** Default lease for each attempt. */
   timeout_seconds?: number | null;
   /** Repeat calls return the first task. */
   idempotency_key?: string | null;
 }
 
+/** create_tasks' arguments as the queue checks them (tools/list sends `tasks` as plain objects). */
 export interface CreateTasksArgs {
   tasks: Array<TaskSpec>;
 }
@@ -268,7 +269,6 @@ export const CreateTasksResultSchema: z.ZodType<CreateTasksResult> = z.looseObje
 });
 
 export interface GetTaskArgs {
-  /** Task id. */
   task_id: string;
 }
 
@@ -282,7 +282,7 @@ export interface ListTasksArgs {
   workflow_id?: string | null;
   /** Full-text words in title/description. */
   query?: string | null;
-  limit?: number;
+  limit?: number | null;
   /** next_cursor of the previous page. */
   cursor?: string | null;
 }
@@ -297,7 +297,6 @@ export const ListTasksResultSchema: z.ZodType<ListTasksResult> = z.looseObject({
 });
 
 export interface UpdateTaskArgs {
-  /** Task id. */
   task_id: string;
   /** Refuse if the task's version differs. */
   expected_version?: number | null;
@@ -314,7 +313,6 @@ export interface UpdateTaskArgs {
 }
 
 export interface AddNoteArgs {
-  /** Task id. */
   task_id: string;
   text: string;
 }
@@ -339,26 +337,22 @@ export const AddNoteResultSchema: z.ZodType<AddNoteResult> = z.looseObject({
 });
 
 export interface AddDependencyArgs {
-  /** Task id. */
   task_id: string;
   /** Id of the task to wait for. */
   depends_on: string;
 }
 
 export interface RemoveDependencyArgs {
-  /** Task id. */
   task_id: string;
   depends_on: string;
 }
 
 export interface CancelTaskArgs {
-  /** Task id. */
   task_id: string;
   reason?: string | null;
 }
 
 export interface RetryTaskArgs {
-  /** Task id. */
   task_id: string;
 }
 
@@ -393,7 +387,6 @@ export const ClaimTaskResultSchema: z.ZodType<ClaimTaskResult> = z.looseObject({
 });
 
 export interface HeartbeatArgs {
-  /** Task id. */
   task_id: string;
   /** Your stable worker name. */
   worker: string;
@@ -406,7 +399,6 @@ export interface HeartbeatArgs {
 }
 
 export interface CompleteTaskArgs {
-  /** Task id. */
   task_id: string;
   /** Your stable worker name. */
   worker: string;
@@ -417,7 +409,6 @@ export interface CompleteTaskArgs {
 }
 
 export interface FailTaskArgs {
-  /** Task id. */
   task_id: string;
   /** Your stable worker name. */
   worker: string;
@@ -429,7 +420,6 @@ export interface FailTaskArgs {
 }
 
 export interface ReleaseTaskArgs {
-  /** Task id. */
   task_id: string;
   /** Your stable worker name. */
   worker: string;
@@ -464,10 +454,10 @@ export const QueueStatsResultSchema: z.ZodType<QueueStatsResult> = z.looseObject
 
 export interface CreateProjectArgs {
   name: string;
-  description?: string;
-  coverage_threshold?: number;
-  required_reviews?: number;
-  review_score_threshold?: number;
+  description?: string | null;
+  coverage_threshold?: number | null;
+  required_reviews?: number | null;
+  review_score_threshold?: number | null;
 }
 
 export interface ListProjectsArgs {
@@ -520,7 +510,7 @@ export const CreateWorkflowResultSchema: z.ZodType<CreateWorkflowResult> = z.loo
 export interface GetWorkflowArgs {
   /** Workflow id. */
   workflow_id: string;
-  include_tasks?: boolean;
+  include_tasks?: boolean | null;
 }
 
 export interface GetWorkflowResult {
@@ -559,9 +549,9 @@ export const GetWorkflowResultSchema: z.ZodType<GetWorkflowResult> = z.looseObje
 export interface ListWorkflowsArgs {
   /** Project name. */
   project?: string | null;
-  limit?: number;
+  limit?: number | null;
   cursor?: string | null;
-  status?: "pending" | "running" | "blocked" | "completed" | "failed" | "cancelled";
+  status?: "pending" | "running" | "blocked" | "completed" | "failed" | "cancelled" | null;
 }
 
 export interface ListWorkflowsResult {
@@ -580,7 +570,6 @@ export interface CancelWorkflowArgs {
 }
 
 export interface AdvancePhaseArgs {
-  /** Task id. */
   task_id: string;
   to: "planning" | "implementation" | "test_creation" | "testing" | "review" | "done";
   /** Path; to enter implementation. */
@@ -616,11 +605,10 @@ export const AdvancePhaseResultSchema: z.ZodType<AdvancePhaseResult> = z.looseOb
 });
 
 export interface AddReviewArgs {
-  /** Task id. */
   task_id: string;
   reviewer: string;
   score: number;
-  approved?: boolean;
+  approved?: boolean | null;
   comment?: string | null;
 }
 
@@ -744,7 +732,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
     return this.callTool("create_task", args, options);
   }
 
-  /** Create several tasks atomically (all or none). Give an item a `ref` and other items may list that ref in depends_on; cycles are refused. */
+  /** Create several tasks atomically (all or none). Other items may list an item's `ref` in depends_on; cycles are refused. */
   createTasks(args: CreateTasksArgs, options?: O): Promise<CreateTasksResult> {
     return this.callTool("create_tasks", args, options);
   }
@@ -759,7 +747,7 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
     return this.callTool("list_tasks", args, options);
   }
 
-  /** Change a task's descriptive fields (only those given). Status moves use the queue tools. */
+  /** Change a task's descriptive fields (only those given; null clears one). Status moves use the queue tools. */
   updateTask(args: UpdateTaskArgs, options?: O): Promise<TaskState> {
     return this.callTool("update_task", args, options);
   }

@@ -96,7 +96,8 @@ export function errorFromToolText(tool: string, text: string): TaskQueueError {
   const cls = code === undefined ? undefined : ERROR_CLASSES[code];
   if (cls !== undefined) return new cls(message, tool);
   if (/validation error/i.test(trimmed)) return new ValidationFailed(message, tool);
-  return new ToolFailed(trimmed, tool);
+  // a kind newer than this client: keep the server's code, so callers can still tell it apart
+  return new ToolFailed(trimmed, tool, code === undefined ? {} : { code });
 }
 
 /** Failures that mean "the connection is broken" (so: reconnect, and maybe retry). */

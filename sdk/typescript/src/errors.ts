@@ -39,10 +39,15 @@ export class UnknownTool extends TaskQueueError {
   override readonly code: string = "unknown_tool";
 }
 
-/** A tool error whose text carries none of the known error codes. */
+/** A tool error whose code this client has no class for (its `code` is the server's, when it sent one). */
 export class ToolFailed extends TaskQueueError {
   static override readonly code = "tool_failed";
-  override readonly code: string = "tool_failed";
+  override readonly code: string;
+
+  constructor(message: string, tool?: string, options?: { cause?: unknown; code?: string }) {
+    super(message, tool, options);
+    this.code = options?.code ?? "tool_failed";
+  }
 }
 
 /** The server answered with a result that does not match the tool's output schema. */

@@ -10,6 +10,7 @@ import {
   TaskQueueError,
   TaskSchema,
   ValidationFailed,
+  ToolFailed,
   UnknownTool,
   errorFromToolText,
   type ClaimTaskResult,
@@ -78,6 +79,9 @@ describe("client over streamable HTTP", () => {
     const err = errorFromToolText("get_task", "Error executing tool get_task: not_found: no task with id 'x'");
     assert.ok(err instanceof NotFound && err instanceof TaskQueueError && err.code === "not_found");
     assert.ok(errorFromToolText("zap", "Unknown tool: zap") instanceof UnknownTool);
+    const newer = errorFromToolText("x", "Error executing tool x: brand_new_kind: something");
+    assert.ok(newer instanceof ToolFailed);
+    assert.equal(newer.code, "brand_new_kind", "an unknown kind keeps the server's code");
   });
 
   test("fencing: an old lease_id gets LeaseLost, even from the same worker", async () => {

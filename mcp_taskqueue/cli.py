@@ -51,6 +51,10 @@ EXIT_CODES = {
     "invalid_transition": 4,
     "lease_lost": 4,
     "store_busy": 5,
+    "store_full": 5,
+    "store_lost": 8,
+    "store_unavailable": 8,
+    "startup": 9,
     "transport": 6,
     "unknown_tool": 7,
 }
@@ -234,11 +238,26 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, type=int, show_default=True)
+@click.option("--port", default=8765, type=int, show_default=True, help="0 picks a free port (see the banner).")
 @click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.option("--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback.")
 @click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
+@click.option(
+    "--store-timeout",
+    type=click.FloatRange(min=0.01),
+    envvar="TASKQUEUE_STORE_TIMEOUT",
+    help="Seconds one store call may wait for locks before store_busy [default: 5].",
+)
+@click.option("--max-sessions", type=click.IntRange(1), default=1000, show_default=True, help="Open HTTP sessions.")
+@click.option("--sessions-per-peer", type=click.IntRange(1), default=100, show_default=True, help="Per client address.")
+@click.option(
+    "--session-idle-timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds without a request before an HTTP session is closed.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -249,6 +268,10 @@ def serve(
     log_level: str,
     allowed_hosts: str | None,
     allowed_origins: str | None,
+    store_timeout: float | None,
+    max_sessions: int,
+    sessions_per_peer: int,
+    session_idle_timeout: float,
 ) -> None:
     """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents)."""
     # Logs go to stderr: in stdio mode stdout carries only protocol messages.
@@ -256,13 +279,32 @@ def serve(
         stream=sys.stderr, level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from mcp_taskqueue.server.app import build_server
+    from mcp_taskqueue.server.transports import HttpLimits, StartupError
     from mcp_taskqueue.server.transports import serve as run
+    from mcp_taskqueue.store import Store
 
+    limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
     try:
-        mcp = build_server(root_options(ctx)["db"], toolsets=toolsets)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-    run(mcp, transport, host, port, allowed_hosts=_csv(allowed_hosts), allowed_origins=_csv(allowed_origins))
+        store = Store(root_options(ctx)["db"], timeout=store_timeout)
+        try:
+            mcp = build_server(store, toolsets=toolsets)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--toolsets") from None
+        run(
+            mcp,
+            transport,
+            host,
+            port,
+            limits,
+            allowed_hosts=_csv(allowed_hosts),
+            allowed_origins=_csv(allowed_origins),
+        )
+    except (TaskQueueError, StartupError) as exc:
+        # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
+        if log_level.upper() == "DEBUG":
+            raise
+        code = getattr(exc, "code", "startup")
+        raise CommandError(f"{code}: {exc}", code) from None
 
 
 def _csv(value: str | None) -> list[str]:
@@ -767,8 +809,9 @@ def backup_cmd(ctx: click.Context, target: str, verify: bool, force: bool) -> No
 @main.command("restore")
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before replacing the database's contents.")
+@click.option("--force", is_flag=True, help="Restore even while other processes have the database open.")
 @click.pass_context
-def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
+def restore_cmd(ctx: click.Context, source: str, yes: bool, force: bool) -> None:
     """Replace the database with a backup, after checking its sha256 and integrity_check."""
     from mcp_taskqueue.store.archive import restore, verify_backup
 
@@ -784,13 +827,29 @@ def restore_cmd(ctx: click.Context, source: str, yes: bool) -> None:
     store = local_store(ctx, "restore")
     try:
         with progress_bar("restoring") as update:
-            digest = restore(store, source, update)
+            digest = restore(store, source, update, force=force)
         check = store.integrity_check()
     except TaskQueueError as exc:
         raise CommandError(f"{exc.code}: {exc}", exc.code) from None
     finally:
         store.close()
     show(ctx, {"restored": source, "sha256": digest, "integrity_check": check})
+
+
+@main.command("check")
+@click.pass_context
+def check_cmd(ctx: click.Context) -> None:
+    """Run SQLite's full integrity_check on the local database (slow on big files; the server never does)."""
+    store = local_store(ctx, "check", must_exist=True)
+    try:
+        result = store.integrity_check()
+    finally:
+        store.close()
+    show(ctx, {"database": str(store.path), "integrity_check": result})
+    if result != "ok":
+        raise CommandError(
+            f"store_unavailable: {store.path} fails integrity_check; restore the last backup", "store_unavailable"
+        )
 
 
 # --- worker and completion --------------------------------------------------------------------

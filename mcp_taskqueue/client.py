@@ -42,6 +42,8 @@ from mcp_taskqueue.errors import (
     LeaseLost,
     NotFound,
     StoreBusy,
+    StoreFull,
+    StoreLost,
     TaskQueueError,
     ValidationFailed,
 )
@@ -77,6 +79,8 @@ __all__ = [
     "LeaseLost",
     "NotFound",
     "StoreBusy",
+    "StoreFull",
+    "StoreLost",
     "SyncTaskQueueClient",
     "TaskQueueClient",
     "TaskQueueError",
@@ -106,7 +110,8 @@ class TransportFailed(TaskQueueError):
 
 
 ERRORS: dict[str, type[TaskQueueError]] = {
-    cls.code: cls for cls in (NotFound, Conflict, InvalidTransition, LeaseLost, ValidationFailed, StoreBusy)
+    cls.code: cls
+    for cls in (NotFound, Conflict, InvalidTransition, LeaseLost, ValidationFailed, StoreBusy, StoreFull, StoreLost)
 }
 # "Error executing tool claim_task: lease_lost: ..." -> ("claim_task", "lease_lost", "...")
 TOOL_ERROR = re.compile(r"^Error executing tool (?P<tool>[\w.-]+): (?:(?P<code>[a-z_]+): )?(?P<message>.*)$", re.S)

@@ -46,3 +46,21 @@ class StoreBusy(TaskQueueError):
     """The database stayed locked by other processes past our retry bound."""
 
     code = "store_busy"
+
+
+class StoreLost(TaskQueueError):
+    """The database file was deleted or replaced under the running process; writes are refused."""
+
+    code = "store_lost"
+
+
+class StoreFull(TaskQueueError):
+    """The disk holding the database is full; nothing was written. Retry once space is freed."""
+
+    code = "store_full"
+
+
+class StoreUnavailable(TaskQueueError):
+    """The database cannot be opened (folder, permissions, read-only or damaged file)."""
+
+    code = "store_unavailable"

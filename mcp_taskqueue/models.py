@@ -26,6 +26,10 @@ MAX_LEASE_SECONDS = 24 * 3600
 DEFAULT_LEASE_SECONDS = 300
 MAX_ATTEMPTS = 100
 MAX_LIMIT = 200
+MAX_KEY = 200  # idempotency keys, cursors, times, filter values
+MAX_FILTER = 50  # values in a claim's kinds/tags filter
+# The largest legal call fits in this many bytes of JSON: the HTTP body cap, and a batch's budget.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_CLAIM = 50  # tasks one claim_task may lease at once
 
 
@@ -66,6 +70,11 @@ PRIORITY_BY_RANK = {rank: p for p, rank in PRIORITY_RANK.items()}
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$")]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 TaskId = Annotated[str, Field(min_length=1, max_length=64)]
+# Tool-argument bounds: advertised in the schema and checked before any item is validated (server/app.py).
+Title = Annotated[str, Field(max_length=MAX_TITLE)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+Key = Annotated[str, Field(max_length=MAX_KEY)]
 
 
 def invalid_text(value: Any, where: str = "") -> str | None:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,20 +40,31 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 @contextmanager
 def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
+    with http_server_process(db, transport, timeout=timeout) as (base, _proc):
+        yield base
+
+
+@contextmanager
+def http_server_process(
+    db: Path, transport: str = "http", *extra: str, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`http_server` with extra `serve` options and environment; yields (base URL, process)."""
     port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below) not a pipe: a chatty server must never block on a full pipe
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
         + ["--port", str(port), *extra],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=server_env(),
+        stderr=log,
+        env={**server_env(), **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+                log.seek(0)
+                raise RuntimeError(f"server exited early: {log.read().decode(errors='replace')}")
             try:
                 with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
                     if response.status == 200:
@@ -62,7 +74,7 @@ def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server on {base} did not become healthy")
             time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
@@ -70,5 +82,4 @@ def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+        log.close()

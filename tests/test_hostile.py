@@ -219,7 +219,7 @@ def test_tool_survives_hostile_arguments(tool: str, harness: tuple[Harness, Clie
         ("create_tasks", {"tasks": [{"title": "t"}] * (MAX_BATCH + 1)}, f"{MAX_BATCH}"),
         ("claim_task", {"worker": "w" * 101}, "worker"),
         ("claim_task", {"worker": "w", "lease_seconds": 10**12}, "lease_seconds"),
-        ("add_note", {"task_id": "x", "text": "n" * (MAX_TEXT + 1)}, f"limit is {MAX_TEXT}"),
+        ("add_note", {"task_id": "x", "text": "n" * (MAX_TEXT + 1)}, f"at most {MAX_TEXT}"),
         ("list_tasks", {"query": "q" * 1000}, "query"),
         ("list_tasks", {"cursor": "not-a-cursor"}, "cursor"),
         ("list_tasks", {"limit": 10**6}, "limit"),

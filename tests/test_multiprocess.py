@@ -118,10 +118,8 @@ async def test_a_lock_held_too_long_is_a_clear_store_busy_tool_error(
 ) -> None:
     """Past the bounded retries the client gets `store_busy`, never sqlite's `database is locked`."""
     from mcp_taskqueue.server.app import build_server
-    from mcp_taskqueue.store import database
 
-    monkeypatch.setattr(database, "BUSY_TIMEOUT_MS", 50)
-    monkeypatch.setattr(database, "BUSY_RETRIES", 2)
+    monkeypatch.setenv("TASKQUEUE_STORE_TIMEOUT", "0.3")
     db = tmp_path / "busy.db"
     server = build_server(db)
     other = sqlite3.connect(db, isolation_level=None)

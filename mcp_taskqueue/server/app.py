@@ -18,6 +18,7 @@ from mcp_taskqueue import __version__
 from mcp_taskqueue.models import invalid_text
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.board_app import board_apps
+from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.prompts import register_prompts
@@ -54,6 +55,22 @@ def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
     return names
 
 
+def oversized(arguments: dict[str, Any], properties: dict[str, Any]) -> str | None:
+    """The first argument longer than its advertised maxItems/maxLength, checked before any item is validated.
+
+    pydantic checks a list's length only after validating every item: 250 000 tasks sent to
+    `create_tasks` would each become a model before the 500-item limit is noticed.
+    """
+    for key, value in arguments.items():
+        if not isinstance(value, (list, str)):
+            continue
+        limit = limit_of(properties.get(key, {}), "maxItems" if isinstance(value, list) else "maxLength")
+        if limit is not None and len(value) > limit:
+            unit = "items" if isinstance(value, list) else "characters"
+            return f"{key}: at most {limit} {unit} (got {len(value)})"
+    return None
+
+
 class TaskQueueServer(MCPServer):
     """MCPServer whose argument errors read like our own errors: `... validation_failed: <field>: <problem>`.
 
@@ -61,6 +78,11 @@ class TaskQueueServer(MCPServer):
     one line per field. Unknown argument names are refused too: a misspelt `priorty` silently
     ignored would create the wrong task.
     """
+
+    def argument_schemas(self, name: str) -> dict[str, Any]:
+        """A tool's advertised argument properties ({} for an unknown tool)."""
+        tool = self._tool_manager.get_tool(name)
+        return dict(tool.parameters.get("properties", {})) if tool is not None else {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         tool = self._tool_manager.get_tool(name)
@@ -80,6 +102,9 @@ class TaskQueueServer(MCPServer):
             for key, value in arguments.items():
                 if isinstance(value, bool) and _wants_number(known.get(key, {})):
                     raise ToolError(f"{refuse} {key}: Input should be a number, not a boolean")
+            too_long = oversized(arguments, known)
+            if too_long:
+                raise ToolError(f"{refuse} {too_long}")
             # null for an optional argument means its default (several clients send null for every one)
             required = set(tool.parameters.get("required", []))
             nulls = frozenset(k for k, v in arguments.items() if v is None and k not in required)

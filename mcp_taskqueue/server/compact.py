@@ -13,6 +13,7 @@ from typing import Any
 from mcp.server import MCPServer
 
 # Keys that only restate what the name says, or that the server enforces anyway.
+TERSE_LENGTH = 200
 DROPPED_KEYS = frozenset(
     {"title", "pattern", "minLength", "maxLength", "additionalProperties", "maxItems", "minItems", "maximum", "minimum"}
 )
@@ -141,7 +142,15 @@ def compact_tool_schemas(
         tool.description = " ".join(tool.description.split())  # docstring indentation is not content
         if tool.annotations is not None and tool.annotations.idempotent_hint is False:
             tool.annotations.idempotent_hint = None  # false is the default: saying it costs bytes
+        original = tool.parameters.get("properties", {})
         tool.parameters = compact_schema(tool.parameters)
+        # A top-level text argument keeps its maxLength: clients see it, and the server and the HTTP layer
+        # refuse a longer value before validating anything else (server/body_limits.py). Names and ids
+        # (<= 200 characters) stay terse: their limits are enforced all the same.
+        for name, schema in tool.parameters.get("properties", {}).items():
+            found = [o["maxLength"] for o in (original[name], *original[name].get("anyOf", ())) if "maxLength" in o]
+            if found and min(found) > TERSE_LENGTH:
+                schema["maxLength"] = min(found)
         documented = (documented_inputs or {}).get(tool.name)
         inputs[tool.name] = compact_schema(documented) if documented is not None else tool.parameters
         output = tool.output_schema

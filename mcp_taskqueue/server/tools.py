@@ -25,22 +25,32 @@ from pydantic import BaseModel, Field
 
 from mcp_taskqueue.errors import TaskQueueError
 from mcp_taskqueue.models import (
+    MAX_BATCH,
     MAX_CLAIM,
+    MAX_CRITERIA,
+    MAX_DEPENDENCIES,
+    MAX_FILTER,
     MAX_LIMIT,
+    MAX_TAGS,
     ClaimResult,
     CreatedTasks,
+    Description,
     Event,
+    Key,
     Name,
     Priority,
     Project,
     ProjectList,
     QueueStats,
     Status,
+    Tag,
     Task,
     TaskChanges,
     TaskPage,
     TaskSpec,
     TaskState,
+    Text,
+    Title,
 )
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import WouldBlock, abandon_on, fail_fast
@@ -156,20 +166,22 @@ DOCUMENTED_INPUTS: dict[str, dict[str, Any]] = {"create_tasks": CreateTasksArgs.
 def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     @mcp.tool(annotations=WRITE)
     async def create_task(
-        title: Annotated[str, Field(description="Short imperative summary.")],
+        title: Annotated[Title, Field(description="Short imperative summary.")],
         project: Name = "default",
-        description: str = "",
+        description: Description = "",
         kind: Annotated[Name, Field(description="Free text; workers filter on it.")] = "task",
         priority: Priority = Priority.medium,
         payload: Annotated[dict[str, Any] | None, Field(description="JSON input for the worker.")] = None,
-        tags: list[str] | None = None,
-        depends_on: Annotated[list[str] | None, Field(description="Task ids that must complete first.")] = None,
-        parent_id: str | None = None,
-        acceptance_criteria: list[str] | None = None,
-        run_at: Annotated[str | None, Field(description="ISO-8601; not claimable before.")] = None,
+        tags: Annotated[list[Tag] | None, Field(max_length=MAX_TAGS)] = None,
+        depends_on: Annotated[
+            list[Key] | None, Field(max_length=MAX_DEPENDENCIES, description="Task ids to wait for.")
+        ] = None,
+        parent_id: Key | None = None,
+        acceptance_criteria: Annotated[list[Title] | None, Field(max_length=MAX_CRITERIA)] = None,
+        run_at: Annotated[Key | None, Field(description="ISO-8601; not claimable before.")] = None,
         max_attempts: int = 3,
         timeout_seconds: Annotated[int | None, Field(description="Default lease for each attempt.")] = None,
-        idempotency_key: Annotated[str | None, Field(description="Repeat calls return the first task.")] = None,
+        idempotency_key: Annotated[Key | None, Field(description="Repeat calls return the first task.")] = None,
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`)."""
@@ -180,7 +192,11 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     async def create_tasks(
         tasks: Annotated[
             list[dict[str, Any]],
-            Field(min_length=1, description="Each item takes create_task's arguments, plus an optional `ref`."),
+            Field(
+                min_length=1,
+                max_length=MAX_BATCH,
+                description="Each item takes create_task's arguments, plus an optional `ref`.",
+            ),
         ],
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, CreatedTasks]:
@@ -200,13 +216,13 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     async def list_tasks(
         project: ProjectArg = None,
         status: Status | None = None,
-        kind: str | None = None,
-        tag: str | None = None,
-        worker: str | None = None,
-        workflow_id: str | None = None,
-        query: Annotated[str | None, Field(description="Full-text words in title/description.")] = None,
+        kind: Key | None = None,
+        tag: Key | None = None,
+        worker: Key | None = None,
+        workflow_id: Key | None = None,
+        query: Annotated[Key | None, Field(description="Full-text words in title/description.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 20,
-        cursor: Annotated[str | None, Field(description="next_cursor of the previous page.")] = None,
+        cursor: Annotated[Key | None, Field(description="next_cursor of the previous page.")] = None,
     ) -> Annotated[CallToolResult, TaskPage]:
         """Compact task summaries in claim order (priority, then age), filtered; paginate with cursor."""
         page = await run_queue(
@@ -227,14 +243,14 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     async def update_task(
         task_id: TaskIdArg,
         expected_version: Annotated[int | None, Field(description="Refuse if the task's version differs.")] = None,
-        title: str | None = None,
-        description: str | None = None,
+        title: Title | None = None,
+        description: Description | None = None,
         kind: Name | None = None,
         priority: Priority | None = None,
         payload: dict[str, Any] | None = None,
-        tags: list[str] | None = None,
-        acceptance_criteria: list[str] | None = None,
-        run_at: str | None = None,
+        tags: Annotated[list[Tag] | None, Field(max_length=MAX_TAGS)] = None,
+        acceptance_criteria: Annotated[list[Title] | None, Field(max_length=MAX_CRITERIA)] = None,
+        run_at: Key | None = None,
         max_attempts: int | None = None,
         timeout_seconds: int | None = None,
         ctx: Context | None = None,
@@ -246,14 +262,14 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         return reply(TaskState.of(await run_queue(queue.update, task_id, fields, expected_version, actor(ctx))))
 
     @mcp.tool(annotations=WRITE)
-    async def add_note(task_id: TaskIdArg, text: str, ctx: Context | None = None) -> Annotated[CallToolResult, Event]:
+    async def add_note(task_id: TaskIdArg, text: Text, ctx: Context | None = None) -> Annotated[CallToolResult, Event]:
         """Append a note to a task's history (findings, decisions, hand-off context)."""
         return reply(await run_queue(queue.add_note, task_id, text, actor(ctx)))
 
     @mcp.tool(annotations=IDEMPOTENT)
     async def add_dependency(
         task_id: TaskIdArg,
-        depends_on: Annotated[str, Field(description="Id of the task to wait for.")],
+        depends_on: Annotated[Key, Field(description="Id of the task to wait for.")],
         ctx: Context | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Make task_id wait until depends_on completes. Refused if it would create a cycle."""
@@ -268,7 +284,7 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
 
     @mcp.tool(annotations=DESTRUCTIVE)
     async def cancel_task(
-        task_id: TaskIdArg, reason: str | None = None, ctx: Context | None = None
+        task_id: TaskIdArg, reason: Text | None = None, ctx: Context | None = None
     ) -> Annotated[CallToolResult, TaskState]:
         """Cancel an unfinished task; tasks depending on it are marked blocked_by it."""
         return reply(TaskState.of(await run_queue(queue.cancel, task_id, reason, actor(ctx))))
@@ -299,11 +315,13 @@ def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     async def claim_task(
         worker: WorkerArg,
         project: ProjectArg = None,
-        kinds: Annotated[list[str] | None, Field(description="Only these kinds.")] = None,
-        tags: Annotated[list[str] | None, Field(description="Only tasks with any of these tags.")] = None,
+        kinds: Annotated[list[Key] | None, Field(max_length=MAX_FILTER, description="Only these kinds.")] = None,
+        tags: Annotated[
+            list[Key] | None, Field(max_length=MAX_FILTER, description="Only tasks with any of these tags.")
+        ] = None,
         lease_seconds: Annotated[int | None, Field(ge=1, le=86400, description="Default 300.")] = None,
         max_tasks: Annotated[int | None, Field(ge=1, le=MAX_CLAIM, description="Default 1.")] = None,
-        idempotency_key: Annotated[str | None, Field(description="A retry with it returns the same leases.")] = None,
+        idempotency_key: Annotated[Key | None, Field(description="A retry with it returns the same leases.")] = None,
     ) -> Annotated[CallToolResult, ClaimResult]:
         """Atomically lease the highest-priority, oldest ready task to you; task is null when nothing is
         ready. Pass its lease_id to heartbeat (before the lease ends), then complete_task or fail_task."""
@@ -325,7 +343,7 @@ def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         worker: WorkerArg,
         lease_id: LeaseArg,
         progress: Annotated[float | None, Field(ge=0, le=1, description="Fraction done, 0..1.")] = None,
-        message: str | None = None,
+        message: Text | None = None,
         lease_seconds: Annotated[int | None, Field(ge=1, le=86400)] = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Extend your lease on a running task and report progress."""
@@ -355,7 +373,7 @@ def register_queue_tools(mcp: MCPServer, queue: TaskQueue) -> None:
         task_id: TaskIdArg,
         worker: WorkerArg,
         lease_id: LeaseArg,
-        error: Annotated[str, Field(description="What went wrong, for whoever retries.")],
+        error: Annotated[Text, Field(description="What went wrong, for whoever retries.")],
         retryable: bool | None = None,
     ) -> Annotated[CallToolResult, TaskState]:
         """Report a failed attempt. Retryable (default) with attempts left: retried after exponential
@@ -384,7 +402,7 @@ def register_project_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     @mcp.tool(annotations=WRITE)
     async def create_project(
         name: Name,
-        description: str = "",
+        description: Text = "",
         coverage_threshold: Annotated[float, Field(ge=0, le=100)] = 90.0,
         required_reviews: Annotated[int, Field(ge=0, le=20)] = 3,
         review_score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.8,
@@ -406,7 +424,7 @@ def register_project_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     @mcp.tool(annotations=IDEMPOTENT)
     async def update_project(
         name: Name,
-        description: str | None = None,
+        description: Text | None = None,
         coverage_threshold: Annotated[float | None, Field(ge=0, le=100)] = None,
         required_reviews: Annotated[int | None, Field(ge=0, le=20)] = None,
         review_score_threshold: Annotated[float | None, Field(ge=0, le=1)] = None,

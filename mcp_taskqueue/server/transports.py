@@ -1,39 +1,157 @@
-"""Serving the MCP server: stdio, or streamable HTTP at /mcp and SSE at /sse in one process."""
+"""Serving the MCP server: stdio, or streamable HTTP at /mcp and SSE at /sse in one process.
+
+HTTP limits (docs/reliability.md): request bodies up to `MAX_REQUEST_BYTES` (the largest legal
+call), at most `max_sessions` open sessions, at most `sessions_per_peer` from one client address,
+and a session with no request in flight for `session_idle_timeout` seconds is closed and freed.
+`/healthz` says the process is up without touching the store; `/readyz` says the store answers
+and takes writes.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
-from mcp_taskqueue.models import invalid_text
+from mcp_taskqueue.models import MAX_REQUEST_BYTES, invalid_text
 from mcp_taskqueue.server.board_routes import add_board_routes
+from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 
 log = logging.getLogger("mcp_taskqueue")
 
+# /readyz gets threads of its own: a crowd of writers waiting for a lock must not hold up the answer.
+_readiness_threads = anyio.CapacityLimiter(2)
 
-def add_health_route(mcp: MCPServer) -> None:
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line naming what and what to do."""
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Bounds on what HTTP clients can make the server hold (sessions, bodies)."""
+
+    max_sessions: int = 1000
+    session_idle_timeout: float = 300.0  # seconds without a request in flight before a session is closed
+    sessions_per_peer: int = 100
+    max_body_bytes: int = MAX_REQUEST_BYTES
+
+
+def add_health_routes(mcp: MCPServer) -> None:
+    """/healthz: the process answers (no store access). /readyz: the store answers and takes writes."""
+
     @mcp.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_request: Request) -> Response:
-        queue = mcp.queue  # type: ignore[attr-defined]
-        ok = await anyio.to_thread.run_sync(lambda: queue.store.integrity_check() == "ok")
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "version": __version__}, status_code=200 if ok else 503
-        )
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @mcp.custom_route("/readyz", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def readyz(_request: Request) -> Response:
+        store = mcp.queue.store  # type: ignore[attr-defined]
+        health = await anyio.to_thread.run_sync(store.health, limiter=_readiness_threads)
+        if health.ready:
+            return JSONResponse({"status": "ready", "version": __version__})
+        body = {"status": "not_ready", "error": health.kind, "reason": health.reason, "version": __version__}
+        return JSONResponse(body, status_code=503)
+
+
+@dataclass
+class _Session:
+    peer: str
+    in_flight: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class PeerSessionLimit:
+    """ASGI middleware: at most `limit` open streamable-HTTP sessions per client address.
+
+    It follows sessions the way the SDK's session manager does: a session is open from the
+    response that hands out its `mcp-session-id` until a DELETE, a 404 for it, or
+    `idle_timeout` seconds with no request in flight (when the SDK closes it too).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, path: str = "/mcp") -> None:
+        self.app = app
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.path = path
+        self.sessions: dict[str, _Session] = {}
+
+    def open_sessions(self, peer: str) -> int:
+        now = time.monotonic()
+        expired = [
+            sid for sid, s in self.sessions.items() if s.in_flight == 0 and now - s.last_seen > self.idle_timeout
+        ]
+        for sid in expired:
+            del self.sessions[sid]
+        return sum(1 for s in self.sessions.values() if s.peer == peer)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+            await self.app(scope, receive, send)
+            return
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        sid = Headers(scope=scope).get("mcp-session-id")
+        session = self.sessions.get(sid) if sid else None
+        if sid is None and scope["method"] == "POST" and self.open_sessions(peer) >= self.limit:
+            log.warning("refusing a new session from %s: %d sessions open from that address", peer, self.limit)
+            response = JSONResponse(
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {
+                        "code": -32000,
+                        "message": f"Too many open sessions from {peer} ({self.limit}); close unused sessions "
+                        f"(DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire",
+                    },
+                },
+                status_code=503,
+                headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
+            )
+            await response(scope, receive, send)
+            return
+        status = 0
+        opened: _Session | None = None
+
+        async def watch(message: Message) -> None:
+            nonlocal status, opened
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                new_sid = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                if sid is None and new_sid and new_sid not in self.sessions:
+                    opened = self.sessions[new_sid] = _Session(peer, in_flight=1)
+            await send(message)
+
+        if session is not None:
+            session.in_flight += 1
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            tracked = session or opened
+            if tracked is not None:
+                tracked.in_flight = max(0, tracked.in_flight - 1)
+                tracked.last_seen = time.monotonic()
+            if sid and (status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300)):
+                self.sessions.pop(sid, None)
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -64,21 +182,35 @@ def http_app(
     host: str = "127.0.0.1",
     sse: bool = True,
     streamable: bool = True,
+    limits: HttpLimits | None = None,
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
 ) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), health at /healthz, the
-    board at /. Host and Origin headers are checked on every bind address (`transport_security`)."""
-    add_health_route(mcp)
-    add_board_routes(mcp)
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /.
+    Host and Origin headers are checked on every bind address (`transport_security`)."""
+    limits = limits or HttpLimits()
     security = transport_security(host, allowed_hosts, allowed_origins)
-    if streamable:
-        app = mcp.streamable_http_app(host=host, transport_security=security)
-        if sse:
-            sse_app = mcp.sse_app(host=host, transport_security=security)
-            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", "") != "/healthz")
+    schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
+    add_health_routes(mcp)
+    add_board_routes(mcp)
+    if not streamable:
+        app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
+        app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
         return app
-    return mcp.sse_app(host=host, transport_security=security)
+    app = mcp.streamable_http_app(
+        host=host,
+        transport_security=security,
+        max_request_body_size=limits.max_body_bytes,
+        max_sessions=limits.max_sessions,
+        session_idle_timeout=limits.session_idle_timeout,
+    )
+    if sse:
+        sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
+        have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
+        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
+    app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
+    app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
+    return app
 
 
 def unparsable_reply(line: str) -> types.JSONRPCError | None:
@@ -146,11 +278,32 @@ async def run_stdio(mcp: MCPServer) -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, or StartupError naming the address and what to do."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another process is listening there (another mcp-taskqueue?); stop it or choose another --port"
+            if exc.errno == 98
+            else "check --host and --port"
+        )
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     mcp: MCPServer,
     transport: str = "stdio",
     host: str = "127.0.0.1",
     port: int = 8765,
+    limits: HttpLimits | None = None,
     *,
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
@@ -172,13 +325,15 @@ def serve(
         host=host,
         sse=True,
         streamable=transport == "http",
+        limits=limits,
         allowed_hosts=allowed_hosts,
         allowed_origins=allowed_origins,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    sock = bind(host, port)  # before the banner: the banner names a port we hold
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, port, str(mcp.queue.store.path))  # type: ignore[attr-defined]
-    anyio.run(server.serve)
+    print_banner(transport, host, int(sock.getsockname()[1]), str(mcp.queue.store.path))  # type: ignore[attr-defined]
+    anyio.run(lambda: server.serve(sockets=[sock]))
 
 
 def print_banner(transport: str, host: str, port: int, db: str) -> None:
@@ -188,7 +343,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
         lines += [
             f"  streamable HTTP: {base}/mcp",
             f"  SSE:             {base}/sse",
-            f"  health:          {base}/healthz",
+            f"  health:          {base}/healthz (process up), {base}/readyz (store answers)",
             f"  board:           {base}/",
             "",
             "Connect:",
@@ -198,5 +353,5 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             '{"command": "mcp-taskqueue", "args": ["serve"]}}}',
         ]
     else:
-        lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz"]
+        lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz, {base}/readyz"]
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -772,8 +772,27 @@ def verify_backup(path: str | os.PathLike[str]) -> str:
     return digest
 
 
-def restore(store: Store, source: str | os.PathLike[str], progress: Progress | None = None) -> str:
-    """Replace the store's contents with a verified backup; refuses a file that fails either check."""
+def restore(
+    store: Store, source: str | os.PathLike[str], progress: Progress | None = None, *, force: bool = False
+) -> str:
+    """Replace the store's contents with a verified backup; refuses a file that fails either check.
+
+    Refuses (Conflict) while any other process has the database open, naming them: restoring
+    under a running server rewinds work it has already acknowledged. `force` skips that check.
+    """
     digest = verify_backup(source)
+    if not force:
+        others = store.holders()
+        if others is None:
+            raise Conflict(
+                f"cannot tell whether other processes have {store.path} open on this system; "
+                "stop every server and worker using it, then pass --force"
+            )
+        if others:
+            raise Conflict(
+                f"{store.path} is open in {len(others)} other process(es): {', '.join(map(str, others))}; "
+                "stop them first (a restore under a running server rewinds work it already acknowledged), "
+                "or pass --force"
+            )
     store.restore_from(source, progress)
     return digest

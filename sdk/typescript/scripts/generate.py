@@ -31,6 +31,12 @@ from mcp_taskqueue.server.app import build_server
 OUT = Path(__file__).resolve().parent.parent / "src" / "generated.ts"
 Schema = dict[str, Any]
 
+# Arguments the tool schema leaves open (`object`) whose full schema the server serves as a resource:
+# (tool, argument) -> (resource, type name, what it is).
+SCHEMA_ARGUMENTS = {
+    ("create_workflow", "spec"): ("taskqueue://schemas/workflow", "WorkflowSpec", "create_workflow's spec"),
+}
+
 # Error kinds the client must know even before the server defines a class for them.
 CLIENT_KNOWN_ERRORS = {
     "rate_limited": ("RateLimited", "Too many requests (HTTP 429 or the server's rate limit): wait, then retry."),
@@ -98,8 +104,8 @@ class Generator:
             self.models.add(name)
         return name
 
-    def adopt(self, schema: Schema) -> None:
-        """Name every `$defs` entry of a top-level schema (dependencies first)."""
+    def adopt(self, schema: Schema, prefix: str = "") -> None:
+        """Name every `$defs` entry of a top-level schema (dependencies first; `prefix` + its name)."""
         defs: dict[str, Schema] = schema.get("$defs", {})
         self.local_defs = {}
         pending = dict(defs)
@@ -107,7 +113,8 @@ class Generator:
             for def_name, body in list(pending.items()):
                 refs = {r.split("/")[-1] for r in re.findall(r'"\$ref": "(#/\$defs/[^"]+)"', json.dumps(body))}
                 if refs - {def_name} <= {k.split("/")[-1] for k in self.local_defs}:
-                    self.local_defs[f"#/$defs/{def_name}"] = self.name_shape(def_name, self.resolved(body))
+                    name = prefix + pascal(def_name) if prefix else def_name
+                    self.local_defs[f"#/$defs/{def_name}"] = self.name_shape(name, self.resolved(body))
                     del pending[def_name]
                     break
             else:
@@ -243,8 +250,9 @@ class Generator:
         return lines
 
 
-async def describe_server() -> tuple[list[Any], list[str]]:
-    """tools/list and the resource URIs (fixed and templates) of a server with every toolset."""
+async def describe_server() -> tuple[list[Any], list[str], dict[str, Schema]]:
+    """tools/list, the resource URIs (fixed and templates) and the argument schemas served as
+    resources (SCHEMA_ARGUMENTS), from a server with every toolset."""
     with tempfile.TemporaryDirectory() as tmp:
         server = build_server(Path(tmp) / "generate.db", toolsets="all")
         # tools/list carries compact schemas (outline outputs, generic batch items); the server keeps
@@ -263,7 +271,11 @@ async def describe_server() -> tuple[list[Any], list[str]]:
             ]
             uris = [str(r.uri) for r in (await client.list_resources()).resources]
             uris += [t.uri_template for t in (await client.list_resource_templates()).resource_templates]
-    return tools, uris
+            schemas = {}
+            for uri, _, _ in SCHEMA_ARGUMENTS.values():
+                contents = (await client.read_resource(uri)).contents
+                schemas[uri] = json.loads("".join(getattr(part, "text", "") for part in contents))
+    return tools, uris, schemas
 
 
 def server_errors() -> list[tuple[str, str, str]]:
@@ -277,8 +289,12 @@ def server_errors() -> list[tuple[str, str, str]]:
     return sorted((code, name, text) for code, (name, text) in found.items())
 
 
-def render(tools: list[Any], uris: list[str]) -> str:
+def render(tools: list[Any], uris: list[str], schemas: dict[str, Schema]) -> str:
     gen = Generator()
+    refined: dict[tuple[str, str], str] = {}
+    for key, (uri, name, _) in SCHEMA_ARGUMENTS.items():
+        gen.adopt(schemas[uri], prefix=name)
+        refined[key] = gen.name_shape(name, gen.resolved(schemas[uri]))
     # input shapes: types only (the server validates arguments); outputs: types and zod schemas
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
@@ -290,6 +306,14 @@ def render(tools: list[Any], uris: list[str]) -> str:
         base = pascal(tool.name)
         gen.adopt(tool.input_schema)
         args = {**gen.resolved(tool.input_schema), "type": "object"}
+        for (tool_name, arg), type_name in refined.items():
+            if tool_name == tool.name and arg in args.get("properties", {}):
+                optional = arg not in args.get("required", [])
+                typed = {"$named": type_name}
+                args["properties"] = {
+                    **args["properties"],
+                    arg: {"anyOf": [typed, {"type": "null"}]} if optional else typed,
+                }
         inputs[tool.name] = gen.name_shape(f"{base}Args", args, model_only=True)
         gen.adopt(tool.output_schema or {})
         outputs[tool.name] = gen.name_shape(f"{base}Result", gen.resolved(tool.output_schema or {}), model_only=True)

@@ -9,6 +9,34 @@ export const SERVER_VERSION = "0.1.0";
 /** Most tasks one create_tasks call takes (createTasks splits larger lists into chunks). */
 export const MAX_BATCH = 500;
 
+export type WorkflowSpecName = string;
+
+export interface WorkflowSpecTask {
+  /** Local name, unique in the workflow. */
+  ref: string;
+  title: string;
+  description?: string;
+  kind?: WorkflowSpecName;
+  priority?: "critical" | "high" | "medium" | "low";
+  payload?: Record<string, unknown>;
+  tags?: Array<string>;
+  /** Refs of other tasks in this workflow, or ids of existing tasks. */
+  depends_on?: Array<string>;
+  acceptance_criteria?: Array<string>;
+  /** ISO-8601; not claimable before. */
+  run_at?: string;
+  max_attempts?: number;
+  timeout_seconds?: number;
+}
+
+/** A named graph of tasks that create_workflow creates in one transaction. Tasks name each other by their local `ref` in depends_on; depends_on may also hold ids of existing tasks. */
+export interface WorkflowSpec {
+  name: string;
+  project?: WorkflowSpecName;
+  description?: string;
+  tasks: Array<WorkflowSpecTask>;
+}
+
 /** What a caller supplies to create a task (one item of `create_tasks`). */
 export interface TaskSpec {
   title: string;
@@ -241,7 +269,7 @@ export interface CreateTaskArgs {
   /** JSON input for the worker. */
   payload?: Record<string, unknown> | null;
   tags?: Array<string> | null;
-  /** Task ids that must complete first. */
+  /** Task ids to wait for. */
   depends_on?: Array<string> | null;
   parent_id?: string | null;
   acceptance_criteria?: Array<string> | null;
@@ -481,7 +509,7 @@ export interface UpdateProjectArgs {
 }
 
 export interface CreateWorkflowArgs {
-  spec?: Record<string, unknown> | null;
+  spec?: WorkflowSpec | null;
   template?: string | null;
   parameters?: Record<string, unknown> | null;
 }
@@ -895,6 +923,21 @@ export class StoreBusy extends TaskQueueError {
   static override readonly code = "store_busy";
   override readonly code: string = "store_busy";
 }
+/** The disk holding the database is full; nothing was written. Retry once space is freed. */
+export class StoreFull extends TaskQueueError {
+  static override readonly code = "store_full";
+  override readonly code: string = "store_full";
+}
+/** The database file was deleted or replaced under the running process; writes are refused. */
+export class StoreLost extends TaskQueueError {
+  static override readonly code = "store_lost";
+  override readonly code: string = "store_lost";
+}
+/** The database cannot be opened (folder, permissions, read-only or damaged file). */
+export class StoreUnavailable extends TaskQueueError {
+  static override readonly code = "store_unavailable";
+  override readonly code: string = "store_unavailable";
+}
 /** Input that is malformed, too large, cyclic, or fails its schema. */
 export class ValidationFailed extends TaskQueueError {
   static override readonly code = "validation_failed";
@@ -909,5 +952,8 @@ export const ERROR_CLASSES: Record<string, new (message: string, tool?: string) 
   not_found: NotFound,
   rate_limited: RateLimited,
   store_busy: StoreBusy,
+  store_full: StoreFull,
+  store_lost: StoreLost,
+  store_unavailable: StoreUnavailable,
   validation_failed: ValidationFailed,
 };

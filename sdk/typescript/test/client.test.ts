@@ -186,6 +186,13 @@ describe("client over streamable HTTP", () => {
       state.tasks?.filter((t) => t.status === "ready").map((t) => t.id),
       [wf.refs["test"]],
     );
+    // the spec is typed from the server's workflow schema: a task without a title does not compile,
+    // and the server refuses it anyway
+    await assert.rejects(
+      // @ts-expect-error -- `title` is required by WorkflowSpecTask
+      ctx.tq.createWorkflow({ spec: { name: "bad", project: "wf", tasks: [{ ref: "a" }] } }),
+      (e: unknown) => e instanceof ValidationFailed,
+    );
     const cancelled = await ctx.tq.cancelWorkflow({ workflow_id: wf.id });
     assert.equal(cancelled.status, "cancelled");
     const ship = await ctx.tq.getTask({ task_id: wf.refs["ship"] ?? "" });

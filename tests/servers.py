@@ -40,7 +40,7 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 @contextmanager
 def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
-    with http_server_process(db, transport, timeout=timeout) as (base, _proc):
+    with http_server_process(db, transport, *extra, timeout=timeout) as (base, _proc):
         yield base
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts
+.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts browsers lighthouse board-baselines
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck test-ts
+test: $(STAMP) lint typecheck test-ts browsers lighthouse
 	$(BIN)/python -m pytest -q
 
 # --- Node 22 (from npm, into .cache/node22) and Chromium (Debian) for the TypeScript SDK's tests ---
@@ -55,6 +55,20 @@ $(SDK)/node_modules/.installed: $(NODE22)/node $(SDK)/package-lock.json
 # against the real Python server (HTTP, stdio, Chromium).
 test-ts: $(STAMP) $(SDK)/node_modules/.installed chromium
 	cd $(SDK) && $(NPM) run build && $(NPM) run typecheck && $(NPM) run lint && $(NPM) test
+
+# --- the board's browser tests (tests/browser): Debian's browsers, never downloaded ones; Lighthouse from npm ---
+browsers:
+	command -v chromium >/dev/null && command -v firefox-esr >/dev/null || $(APT) install -y chromium firefox-esr || ($(APT) update && $(APT) install -y chromium firefox-esr)
+
+LIGHTHOUSE := .cache/lighthouse/node_modules/.bin/lighthouse
+$(LIGHTHOUSE): $(NODE22)/node
+	$(NPM) install --prefix .cache/lighthouse --no-audit --no-fund --silent lighthouse@12
+
+lighthouse: $(LIGHTHOUSE)
+
+# Rewrite tests/browser/baselines/*.png on purpose (after a deliberate visual change); review the diff.
+board-baselines: $(STAMP) browsers
+	BOARD_BASELINES=update $(BIN)/python -m pytest -q tests/browser/test_quality.py -k baselines
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -38,18 +38,26 @@ def stdio_params(db: Path, *extra: str) -> StdioServerParameters:
 
 
 @contextmanager
-def http_server(db: Path, transport: str = "http", timeout: float = 30.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
-    """Run `serve --transport http|sse` on a free port; yields the base URL, kills it afterwards."""
-    with http_server_process(db, transport, *extra, timeout=timeout) as (base, _proc):
+def http_server(
+    db: Path, transport: str = "http", timeout: float = 30.0, port: int | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """Run `serve --transport http|sse` on a free port (or `port`), with `extra` serve options; yields the
+    base URL, kills it afterwards."""
+    with http_server_process(db, transport, *extra, timeout=timeout, port=port) as (base, _proc):
         yield base
 
 
 @contextmanager
 def http_server_process(
-    db: Path, transport: str = "http", *extra: str, timeout: float = 30.0, env: dict[str, str] | None = None
+    db: Path,
+    transport: str = "http",
+    *extra: str,
+    timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`http_server` with extra `serve` options and environment; yields (base URL, process)."""
-    port = free_port()
+    port = port or free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed below) not a pipe: a chatty server must never block on a full pipe
     proc = subprocess.Popen(
         [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]

@@ -22,6 +22,7 @@ let current = { route: null, refresh: null, wants: () => false, seen: new Map(),
 let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
+let dropped = false; // the feed broke: resync everything once it is back
 
 // --- small DOM helper: text is always text (no HTML from data) ---------------------------------
 function h(tag, attrs, ...children) {
@@ -140,7 +141,6 @@ async function runRefresh() {
 // --- the live feed ---------------------------------------------------------------------------
 function connect() {
   const source = new EventSource("/board/events");
-  let dropped = false;
   source.addEventListener("hello", () => {
     setConn("live", "Live");
     if (dropped) { metrics.resyncs += 1; dropped = false; scheduleRefresh(); announce("Reconnected; the board is up to date."); }

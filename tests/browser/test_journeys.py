@@ -1,0 +1,190 @@
+"""The board as its users meet it, in Chromium and Firefox: live updates while a real Worker
+runs, the critical path of a workflow, retry, cancel with confirmation, filters and search,
+reconnection after the server went away."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import anyio
+from playwright.sync_api import Browser, Page, Route, expect
+
+from mcp_taskqueue.models import Task
+from mcp_taskqueue.worker import Job, Worker
+from tests.browser.conftest import Site
+from tests.servers import http_server
+
+LIVE = 10_000  # ms: generous for a loaded 2-core machine; the measured figures are far lower
+
+
+def without_csp(route: Route) -> None:
+    """Serve the page without its CSP header: Firefox over BiDi runs Playwright's evaluate (and
+    so axe-core) as eval(), which the board's strict CSP forbids. Chromium keeps the real CSP."""
+    response = route.fetch()
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-security-policy"}
+    route.fulfill(response=response, headers=headers)
+
+
+def open_board(browser: Browser, site: Site, route: str = "#/p/demo", **context: Any) -> Page:
+    opened = browser.new_context(reduced_motion="reduce", **context)
+    if browser.browser_type.name == "firefox":
+        opened.route(site.base + "/", without_csp)
+    page = opened.new_page()
+    page.goto(site.base + "/" + route)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=LIVE)
+    return page
+
+
+def card(page: Page, column: str, title: str) -> Any:
+    return page.locator(f'section[data-column="{column}"] li.card', has_text=title)
+
+
+def test_watch_a_task_go_ready_running_completed_while_a_worker_runs(
+    browsers: dict[str, Browser], engine: str, fresh_site: Site
+) -> None:
+    page = open_board(browsers[engine], fresh_site, "#/p/live")
+    started = time.monotonic()
+    task = fresh_site.queue.create({"project": "live", "title": "Render the report", "kind": "render"})
+    expect(card(page, "ready", "Render the report")).to_be_visible(timeout=LIVE)
+    first_push = time.monotonic() - started
+
+    release = threading.Event()
+    worker = Worker("browser-worker", project="live", poll_interval=0.1, lease_seconds=30)
+
+    @worker.handler("render")
+    async def render(claimed: Task, job: Job) -> dict[str, Any]:
+        await job.progress(0.5, "half way")
+        while not release.is_set():
+            await anyio.sleep(0.05)
+        return {"pages": 3}
+
+    stats: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: stats.append(worker.run_sync(fresh_site.base + "/mcp", max_tasks=1, handle_signals=False)),
+        daemon=True,
+    )
+    thread.start()
+    running = card(page, "running", "Render the report")
+    expect(running).to_be_visible(timeout=LIVE)
+    expect(running).to_contain_text("browser-worker")
+    expect(running.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "50", timeout=LIVE)
+    expect(card(page, "ready", "Render the report")).to_have_count(0)
+    # the polite live region told screen-reader users
+    expect(page.locator("#announcer")).to_contain_text("now running", timeout=LIVE)
+    release.set()
+    expect(card(page, "completed", "Render the report")).to_be_visible(timeout=LIVE)
+    thread.join(timeout=30)
+    assert stats and stats[0].completed == 1
+    assert fresh_site.queue.get(task.id).result == {"pages": 3}
+    metrics = page.evaluate("window.boardMetrics")
+    assert metrics["changes"] >= 3 and metrics["updates"] >= 3  # pushed, never polled
+    assert first_push < 3.0, f"first live update took {first_push:.2f}s"
+
+
+def test_open_a_workflow_and_see_its_critical_path(browsers: dict[str, Browser], engine: str, site: Site) -> None:
+    page = open_board(browsers[engine], site, "#/")
+    page.get_by_role("link", name="Release 1.2").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Release 1.2")
+    path = [site.ids["workflow_refs"][ref] for ref in ("server", "tests", "ship")]
+    critical = page.locator('a.node[data-critical="true"]')
+    expect(critical).to_have_count(3)
+    assert sorted(critical.evaluate_all("nodes => nodes.map(n => n.dataset.taskId)")) == sorted(path)
+    expect(page.locator("ol.critical-path li")).to_have_text(
+        ["Build the server", "Integration tests", "Ship the release"]
+    )
+    expect(page.locator("path.edge.critical")).to_have_count(2)
+    # a node is a link to its task
+    page.locator(f'a.node[data-task-id="{path[0]}"]').click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Build the server")
+
+
+def test_retry_a_failed_task_and_see_it_return_to_ready(
+    browsers: dict[str, Browser], engine: str, fresh_site: Site
+) -> None:
+    page = open_board(browsers[engine], fresh_site)
+    failed = card(page, "failed", "Migrate the old database")
+    failed.get_by_role("button", name="Retry Migrate the old database").click()
+    expect(card(page, "ready", "Migrate the old database")).to_be_visible(timeout=LIVE)
+    expect(page.locator('section[data-column="failed"] .count')).to_have_text("0")
+    expect(page.locator("#announcer")).to_contain_text("Migrate the old database", timeout=LIVE)
+    assert fresh_site.queue.get(fresh_site.ids["Migrate the old database"]).status.value == "ready"
+
+
+def test_cancel_asks_first_and_keep_it_changes_nothing(browsers: dict[str, Browser], fresh_site: Site) -> None:
+    page = open_board(browsers["chromium"], fresh_site)
+    target = card(page, "ready", "Translate the README")
+    target.get_by_role("button", name="Cancel Translate the README").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Cancel “Translate the README”?")
+    dialog.get_by_role("button", name="Keep it").click()
+    expect(dialog).to_be_hidden()
+    assert fresh_site.queue.get(fresh_site.ids["Translate the README"]).status.value == "ready"
+    target.get_by_role("button", name="Cancel Translate the README").click()
+    page.get_by_role("dialog").get_by_role("button", name="Cancel task").click()
+    expect(card(page, "cancelled", "Translate the README")).to_be_visible(timeout=LIVE)
+    # release of a stuck lease asks too, and then the task is ready again
+    card(page, "running", "Refactor the parser").get_by_role("button", name="Release Refactor the parser").click()
+    page.get_by_role("dialog").get_by_role("button", name="Release lease").click()
+    expect(card(page, "ready", "Refactor the parser")).to_be_visible(timeout=LIVE)
+
+
+def test_filter_and_search(browsers: dict[str, Browser], engine: str, site: Site) -> None:
+    page = open_board(browsers[engine], site)
+    page.get_by_label("Search").fill("parser")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("li.card")).to_have_count(1)
+    expect(page.locator("li.card")).to_contain_text("Refactor the parser")
+    expect(page.locator(".summary")).to_have_text("1 task match the filters.")
+    page.get_by_role("link", name="Clear filters").click()
+    expect(page.locator("li.card")).to_have_count(16)
+    page.get_by_label("Kind").fill("code")
+    page.get_by_label("Status").select_option("completed")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("section.column")).to_have_count(1)
+    expect(page.locator("li.card h3")).to_have_text(["Fix the login bug", "Update dependencies"])
+    page.goto(site.base + "/#/p/demo?worker=agent-bob")
+    expect(page.locator("li.card")).to_have_count(1)
+    expect(page.locator("li.card")).to_contain_text("Triage new issues")
+
+
+def test_task_page_shows_everything_and_takes_a_note_and_a_priority(
+    browsers: dict[str, Browser], fresh_site: Site
+) -> None:
+    page = open_board(browsers["chromium"], fresh_site)
+    page.get_by_role("link", name="Fix the login bug").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Fix the login bug")
+    expect(page.locator("section", has=page.get_by_role("heading", name="Result"))).to_contain_text('"ok": true')
+    history = page.locator("table tbody tr")
+    expect(history).to_have_count(3)
+    page.get_by_role("textbox", name="Note").fill("Verified on staging")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.get_by_role("heading", name="Notes (1)")).to_be_visible(timeout=LIVE)
+    expect(history).to_have_count(4)
+    page.get_by_role("combobox", name="Priority").select_option("low")
+    page.get_by_role("button", name="Set priority").click()
+    expect(page.locator("dl.fields .p-low")).to_be_visible(timeout=LIVE)
+    assert fresh_site.queue.get(fresh_site.ids["Fix the login bug"]).priority.value == "low"
+
+
+def test_reconnects_and_resyncs_after_the_server_went_away(browsers: dict[str, Browser], tmp_path: Any) -> None:
+    from tests.browser.conftest import serve_demo
+
+    sites = serve_demo(tmp_path)
+    site = next(sites)
+    port = int(site.base.rsplit(":", 1)[1])
+    page = open_board(browsers["chromium"], site)
+    sites.close()  # the server stops
+    expect(page.locator("#conn")).to_have_attribute("data-state", "down", timeout=LIVE)
+    # a change while the page cannot hear about it
+    from mcp_taskqueue.queue import TaskQueue
+    from mcp_taskqueue.store import Store
+
+    queue = TaskQueue(Store(site.db))
+    queue.create({"project": "demo", "title": "Made while offline", "priority": "critical"})
+    with http_server(site.db, port=port):
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=20_000)
+        expect(card(page, "ready", "Made while offline")).to_be_visible(timeout=LIVE)
+        assert page.evaluate("window.boardMetrics.resyncs") >= 1

@@ -71,7 +71,10 @@ class CommandError(click.ClickException):
 
 
 # Command groups that live in their own modules, imported on first use: "name": "module:attribute".
-EXTERNAL_COMMANDS: dict[str, str] = {"top": "mcp_taskqueue.top:top"}
+EXTERNAL_COMMANDS: dict[str, str] = {
+    "notify": "mcp_taskqueue.notify_cli:notify",
+    "top": "mcp_taskqueue.top:top",
+}
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -239,7 +242,11 @@ def maps_to_tool(
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, type=int, show_default=True, help="0 picks a free port (see the banner).")
-@click.option("--toolsets", default=None, help="Comma-separated tool groups to expose (default: all).")
+@click.option(
+    "--toolsets",
+    default=None,
+    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+)
 @click.option("--log-level", default="WARNING", show_default=True)
 @click.option("--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback.")
 @click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
@@ -287,7 +294,7 @@ def serve(
     try:
         store = Store(root_options(ctx)["db"], timeout=store_timeout)
         try:
-            mcp = build_server(store, toolsets=toolsets)
+            mcp = build_server(store, toolsets=toolsets, dispatch=True)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
         run(

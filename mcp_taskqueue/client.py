@@ -67,6 +67,14 @@ from mcp_taskqueue.models import (
     WorkflowPage,
     WorkflowSummary,
 )
+from mcp_taskqueue.notify.models import (
+    DeletedNotifier,
+    NotifierDetail,
+    NotifierInfo,
+    NotifierList,
+    TestResult,
+)
+from mcp_taskqueue.webhooks import WebhookVerificationError, verify_webhook
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -88,6 +96,8 @@ __all__ = [
     "TransportFailed",
     "UnknownTool",
     "ValidationFailed",
+    "WebhookVerificationError",
+    "verify_webhook",
 ]
 
 
@@ -206,7 +216,8 @@ def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerPar
         return StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))
     from mcp_taskqueue.server.app import build_server  # only the in-memory mode needs the server
 
-    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets)
+    # In-process there is no context to save: every toolset, the opt-in ones included.
+    return build_server(None if target is None else str(Path(str(target)).expanduser()), toolsets=toolsets or "all")
 
 
 class TaskQueueClient:
@@ -615,6 +626,29 @@ class TaskQueueClient:
     ) -> PhaseState:
         args = {"task_id": task_id, "reviewer": reviewer, "score": score, "approved": approved, "comment": comment}
         return await self._typed(PhaseState, "add_review", args)
+
+    # --- notifications (docs/notifications.md) ----------------------------------------------------
+
+    async def create_notifier(
+        self, name: str, channel: str, target: str, events: Sequence[str], **fields: Any
+    ) -> NotifierInfo:
+        """Save a notifier; `fields` are create_notifier's other arguments (filters, secret, replace, ...)."""
+        args = {"name": name, "channel": channel, "target": target, "events": list(events), **fields}
+        return await self._typed(NotifierInfo, "create_notifier", args)
+
+    async def list_notifiers(self) -> NotifierList:
+        return await self._typed(NotifierList, "list_notifiers")
+
+    async def get_notifier(self, notifier_id: str) -> NotifierDetail:
+        """A notifier with its latest deliveries (the taskqueue://notifiers/{id} resource)."""
+        return NotifierDetail.model_validate(await self.read_resource(f"taskqueue://notifiers/{notifier_id}"))
+
+    async def delete_notifier(self, notifier: str) -> DeletedNotifier:
+        return await self._typed(DeletedNotifier, "delete_notifier", {"notifier": notifier})
+
+    async def test_notifier(self, notifier: str) -> TestResult:
+        """Send a sample event now; the receiver's answer (ok, status_code, latency_ms, error)."""
+        return await self._typed(TestResult, "test_notifier", {"notifier": notifier})
 
 
 def _spec_dict(item: TaskSpec | dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from mcp_taskqueue.models import (
     TaskSummary,
     json_depth,
 )
+from mcp_taskqueue.notify.events import enqueue_for_history
 from mcp_taskqueue.payload_schemas import PayloadSchemas, check_schema
 from mcp_taskqueue.store import Store, Tx
 from mcp_taskqueue.workflows import propagate_blocked
@@ -223,6 +224,7 @@ class TaskQueue:
             None if old is None else json.dumps(old, ensure_ascii=False, default=str),
             None if new is None else json.dumps(new, ensure_ascii=False, default=str),
         )
+        enqueue_for_history(tx, seq, now, actor, action, new)  # same transaction: no lost notification
 
     @staticmethod
     def _check_transition(row: Any, target: Status, action: str) -> None:

@@ -438,25 +438,24 @@ class Workflows:
         def op(tx: Tx) -> Workflow:
             now = self.queue.clock()
             row = self._row(tx, workflow_id)
-            if row["cancelled_at"] is None:
-                cancelled = []
-                for task in tx.workflow_tasks(workflow_id):
-                    if task["status"] in UNFINISHED:
-                        self.queue._set_status(
-                            tx,
-                            task,
-                            Status.cancelled,
-                            now,
-                            actor,
-                            "cancel",
-                            error=reason or f"workflow {workflow_id} cancelled",
-                            finished_at=now,
-                            lease_expires_at=None,
-                        )
-                        cancelled.append(task["seq"])
-                if cancelled:  # a workflow with nothing left to do keeps its completed/failed status
-                    self.queue.propagate_blocked(tx, cancelled, now, actor)
-                    tx.cancel_workflow_row(workflow_id, now)
+            unfinished = [t for t in tx.workflow_tasks(workflow_id) if t["status"] in UNFINISHED]
+            # A workflow with nothing left to do keeps its completed/failed status. Marked cancelled
+            # first, so its tasks' cancel events do not read as the workflow finishing (notifications).
+            if row["cancelled_at"] is None and unfinished:
+                tx.cancel_workflow_row(workflow_id, now)
+                for task in unfinished:
+                    self.queue._set_status(
+                        tx,
+                        task,
+                        Status.cancelled,
+                        now,
+                        actor,
+                        "cancel",
+                        error=reason or f"workflow {workflow_id} cancelled",
+                        finished_at=now,
+                        lease_expires_at=None,
+                    )
+                self.queue.propagate_blocked(tx, [t["seq"] for t in unfinished], now, actor)
             return workflow_view(tx, self._row(tx, workflow_id))
 
         return self.queue.store.write(op)

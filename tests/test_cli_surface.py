@@ -147,7 +147,7 @@ def test_workflow_list_status_filter(tmp_path: Path) -> None:
 async def test_cli_options_are_tool_arguments(tmp_path: Path) -> None:
     """Each command marked with maps_to_tool: every option/argument is an argument of that tool
     (by name or its declared rename), and every choice list is within the tool's enum."""
-    async with Client(build_server(tmp_path / "s.db")) as client:
+    async with Client(build_server(tmp_path / "s.db", toolsets="all")) as client:
         schemas = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
     global_names = set(GLOBAL_OPTIONS)
     checked = 0

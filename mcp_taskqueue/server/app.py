@@ -21,6 +21,7 @@ from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
+from mcp_taskqueue.server.notifier_tools import register_notifier_resources, with_dispatcher
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import DOCUMENTED_INPUTS, NULL_ARGUMENTS, REGISTRARS, TOOLSETS
@@ -39,13 +40,15 @@ and track it with get_workflow; advance_phase/add_review enforce the development
 
 # Toolsets that are SDK extensions (applied when the server is built) rather than plain registrars.
 EXTENSIONS: dict[str, Callable[[TaskQueue], Extension]] = {"board": board_apps}
+# Administration toolsets an agent doing the work does not need in its context: on when named or with 'all'.
+OPT_IN_TOOLSETS = ("notifications",)
 
 
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
-    """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset available."""
+    """'tasks,queue' -> ['tasks', 'queue']; None -> every toolset but OPT_IN_TOOLSETS; 'all' -> every one."""
     known = [name for name in TOOLSETS if name in REGISTRARS] + list(EXTENSIONS)
     if value is None:
-        return known
+        return [name for name in known if name not in OPT_IN_TOOLSETS]
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
         return known
@@ -146,9 +149,14 @@ def _wants_number(schema: dict[str, Any]) -> bool:
 
 
 def build_server(
-    queue: TaskQueue | Store | str | os.PathLike[str] | None = None, toolsets: str | Iterable[str] | None = None
+    queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
+    toolsets: str | Iterable[str] | None = None,
+    dispatch: bool = False,
 ) -> MCPServer:
-    """The MCP server for a queue (or a store, or a database path; None is the default store)."""
+    """The MCP server for a queue (or a store, or a database path; None is the default store).
+
+    `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
+    clients such as the CLI's do not, so a one-off command never sends)."""
     if not isinstance(queue, TaskQueue):
         queue = TaskQueue(queue if isinstance(queue, Store) else Store(queue))
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
@@ -163,7 +171,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         warn_on_duplicate_tools=False,
         log_level="WARNING",
-        lifespan=watcher.lifespan,
+        lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
         subscriptions=bus,
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
@@ -174,6 +182,7 @@ def build_server(
             REGISTRARS[name](mcp, queue)
     register_resources(mcp, queue)
     register_workflow_resources(mcp, queue)
+    register_notifier_resources(mcp, queue)
     register_completions(mcp, queue)
     register_prompts(mcp)
     # tools/list carries outlines; the full, typed output schemas stay here (docs/reference.md, SDK generators)

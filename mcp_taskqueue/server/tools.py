@@ -58,7 +58,7 @@ from mcp_taskqueue.store import WouldBlock, abandon_on, fail_fast
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-TOOLSETS = ("tasks", "queue", "projects", "workflows", "development")
+TOOLSETS = ("tasks", "queue", "projects", "workflows", "development", "notifications")
 
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -452,10 +452,17 @@ def register_workflow_toolsets(mcp: MCPServer, queue: TaskQueue, toolset: str) -
     workflow_tools.REGISTRARS[toolset](mcp, queue)
 
 
+def register_notification_tools(mcp: MCPServer, queue: TaskQueue) -> None:
+    from mcp_taskqueue.server.notifier_tools import register_notifier_tools  # imported late: it builds on this module
+
+    register_notifier_tools(mcp, queue)
+
+
 REGISTRARS: dict[str, Callable[[MCPServer, TaskQueue], None]] = {
     "tasks": register_task_tools,
     "queue": register_queue_tools,
     "projects": register_project_tools,
     "workflows": functools.partial(register_workflow_toolsets, toolset="workflows"),
     "development": functools.partial(register_workflow_toolsets, toolset="development"),
+    "notifications": register_notification_tools,
 }

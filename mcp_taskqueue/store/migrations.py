@@ -291,7 +291,75 @@ def m005_fencing(db: Database) -> None:
 
 
 @migrations()
-def m006_trigram_search(db: Database) -> None:
+def m006_notifications(db: Database) -> None:
+    """Notifiers, the outbox of their deliveries, and leases for one-owner background jobs.
+
+    Outbox rows are written in the transaction of the change that caused them, so a crash can
+    lose neither (docs/notifications.md). The dispatcher reads due rows through outbox_due and
+    keeps each task's deliveries in order through outbox_key; both hold pending rows only.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE notifiers (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL UNIQUE,
+            channel TEXT NOT NULL,
+            target TEXT NOT NULL,
+            events TEXT NOT NULL,
+            filters TEXT NOT NULL DEFAULT '{}',
+            threshold INTEGER,
+            templates TEXT NOT NULL DEFAULT '{}',
+            options TEXT NOT NULL DEFAULT '{}',
+            secret TEXT,
+            previous_secret TEXT,
+            previous_secret_until REAL,
+            consecutive_failures INTEGER NOT NULL DEFAULT 0,
+            circuit_open_until REAL,
+            depth_above INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE notifier_events (
+            event TEXT NOT NULL,
+            notifier_seq INTEGER NOT NULL REFERENCES notifiers(seq),
+            PRIMARY KEY (event, notifier_seq)
+        );
+
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            notifier_seq INTEGER NOT NULL REFERENCES notifiers(seq),
+            event TEXT NOT NULL,
+            order_key TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            created_at REAL NOT NULL,
+            last_attempt_at REAL,
+            last_status_code INTEGER,
+            last_latency_ms REAL,
+            last_error TEXT,
+            delivered_at REAL
+        );
+        CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE status = 'pending';
+        CREATE INDEX outbox_key ON outbox(notifier_seq, order_key, seq) WHERE status = 'pending';
+        CREATE INDEX outbox_notifier ON outbox(notifier_seq, seq);
+
+        CREATE TABLE singleton_leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        );
+        """,
+    )
+
+
+@migrations()
+def m007_trigram_search(db: Database) -> None:
     """Substring search in every script: a trigram index beside the word index of m001.
 
     FTS5's `unicode61` keeps a run of Chinese, Japanese or Thai characters (written without spaces)
@@ -326,7 +394,7 @@ def m006_trigram_search(db: Database) -> None:
 
 
 @migrations()
-def m007_due_by_priority(db: Database) -> None:
+def m008_due_by_priority(db: Database) -> None:
     """Time-driven promotion in claim order: due work and expired leases found per priority.
 
     The sweep used to take the 500 earliest-due pending tasks (and the 100 earliest-expired leases),

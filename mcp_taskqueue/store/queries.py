@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mcp_taskqueue.store.board_queries import BoardQueries
+from mcp_taskqueue.store.outbox import OutboxQueries
 from mcp_taskqueue.store.workflow_queries import WorkflowQueries
 
 TASK_COLUMNS = (
@@ -61,7 +62,7 @@ def quote_term(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
-class Tx(WorkflowQueries, BoardQueries):
+class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
     """One open transaction on the store's connection."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:

@@ -242,6 +242,29 @@ export const WorkflowSummarySchema: z.ZodType<WorkflowSummary> = z.looseObject({
   created_at: z.string(),
 });
 
+export interface NotifierInfo {
+  id: string;
+  name: string;
+  channel: string;
+  target: string;
+  events: Array<string>;
+  filters?: Record<string, Array<string>>;
+  threshold?: number;
+  has_secret: boolean;
+  deliveries?: Record<string, number>;
+}
+export const NotifierInfoSchema: z.ZodType<NotifierInfo> = z.looseObject({
+  id: z.string(),
+  name: z.string(),
+  channel: z.string(),
+  target: z.string(),
+  events: z.array(z.string()),
+  filters: z.record(z.string(), z.array(z.string())).optional(),
+  threshold: z.number().int().optional(),
+  has_secret: z.boolean(),
+  deliveries: z.record(z.string(), z.number().int()).optional(),
+});
+
 export interface ShowBoardArgs {
   /** Project name. */
   project?: string | null;
@@ -661,6 +684,69 @@ export const AddReviewResultSchema: z.ZodType<AddReviewResult> = z.looseObject({
   next_requires: z.string().optional(),
 });
 
+export interface CreateNotifierArgs {
+  name: string;
+  channel: "webhook" | "slack" | "discord" | "email" | "twilio" | "fcm";
+  /** URL, or emails. */
+  target: string;
+  events: Array<"task.completed" | "task.failed" | "task.dead" | "task.lease_expired" | "task.blocked" | "workflow.completed" | "workflow.failed" | "review.requested" | "queue.depth">;
+  /** {projects?,kinds?,tags?}: name lists. */
+  filters?: Record<string, Array<string>> | null;
+  /** For queue.depth: ready tasks. */
+  threshold?: number | null;
+  /** Jinja2, by key. */
+  templates?: Record<string, string> | null;
+  /** Per channel. */
+  options?: Record<string, unknown> | null;
+  /** Write-only key, token or password. */
+  secret?: string | null;
+  replace?: boolean | null;
+}
+
+export interface ListNotifiersArgs {
+}
+
+export interface ListNotifiersResult {
+  notifiers: Array<NotifierInfo>;
+}
+export const ListNotifiersResultSchema: z.ZodType<ListNotifiersResult> = z.looseObject({
+  notifiers: z.array(NotifierInfoSchema),
+});
+
+export interface DeleteNotifierArgs {
+  /** Notifier id or name. */
+  notifier: string;
+}
+
+export interface DeleteNotifierResult {
+  id: string;
+  dropped_pending: number;
+}
+export const DeleteNotifierResultSchema: z.ZodType<DeleteNotifierResult> = z.looseObject({
+  id: z.string(),
+  dropped_pending: z.number().int(),
+});
+
+export interface TestNotifierArgs {
+  /** Notifier id or name. */
+  notifier: string;
+}
+
+export interface TestNotifierResult {
+  ok: boolean;
+  status_code?: number;
+  latency_ms: number;
+  error?: string;
+  response?: string;
+}
+export const TestNotifierResultSchema: z.ZodType<TestNotifierResult> = z.looseObject({
+  ok: z.boolean(),
+  status_code: z.number().int().optional(),
+  latency_ms: z.number(),
+  error: z.string().optional(),
+  response: z.string().optional(),
+});
+
 // Tools whose arguments or result have a shape named above.
 export type CreateTaskResult = TaskState;
 export type GetTaskResult = Task;
@@ -676,6 +762,7 @@ export type ReleaseTaskResult = TaskState;
 export type CreateProjectResult = Project;
 export type UpdateProjectResult = Project;
 export type CancelWorkflowResult = WorkflowSummary;
+export type CreateNotifierResult = NotifierInfo;
 
 /** Every tool: its method name and annotations (retries follow readOnly/idempotent hints). */
 export const TOOLS = {
@@ -705,6 +792,10 @@ export const TOOLS = {
   cancel_workflow: { method: "cancelWorkflow", readOnly: false, idempotent: true, destructive: true, result: WorkflowSummarySchema },
   advance_phase: { method: "advancePhase", readOnly: false, idempotent: false, destructive: false, result: AdvancePhaseResultSchema },
   add_review: { method: "addReview", readOnly: false, idempotent: false, destructive: false, result: AddReviewResultSchema },
+  create_notifier: { method: "createNotifier", readOnly: false, idempotent: true, destructive: false, result: NotifierInfoSchema },
+  list_notifiers: { method: "listNotifiers", readOnly: true, idempotent: false, destructive: false, result: ListNotifiersResultSchema },
+  delete_notifier: { method: "deleteNotifier", readOnly: false, idempotent: true, destructive: true, result: DeleteNotifierResultSchema },
+  test_notifier: { method: "testNotifier", readOnly: false, idempotent: false, destructive: false, result: TestNotifierResultSchema },
 } as const;
 
 /** Tool name -> argument and result types. */
@@ -735,6 +826,10 @@ export interface ToolTypes {
   cancel_workflow: { args: CancelWorkflowArgs; result: WorkflowSummary };
   advance_phase: { args: AdvancePhaseArgs; result: AdvancePhaseResult };
   add_review: { args: AddReviewArgs; result: AddReviewResult };
+  create_notifier: { args: CreateNotifierArgs; result: NotifierInfo };
+  list_notifiers: { args: ListNotifiersArgs; result: ListNotifiersResult };
+  delete_notifier: { args: DeleteNotifierArgs; result: DeleteNotifierResult };
+  test_notifier: { args: TestNotifierArgs; result: TestNotifierResult };
 }
 export type ToolName = keyof ToolTypes;
 
@@ -879,10 +974,31 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
   addReview(args: AddReviewArgs, options?: O): Promise<AddReviewResult> {
     return this.callTool("add_review", args, options);
   }
+
+  /** Send events to a webhook, Slack, Discord, email, twilio (SMS) or fcm (push). Private addresses need allowing. replace=true updates by name. */
+  createNotifier(args: CreateNotifierArgs, options?: O): Promise<NotifierInfo> {
+    return this.callTool("create_notifier", args, options);
+  }
+
+  /** Notifiers and their delivery counts; taskqueue://notifiers/{id} lists deliveries. */
+  listNotifiers(args: ListNotifiersArgs = {}, options?: O): Promise<ListNotifiersResult> {
+    return this.callTool("list_notifiers", args, options);
+  }
+
+  /** Remove a notifier and its deliveries (undelivered ones are dropped). */
+  deleteNotifier(args: DeleteNotifierArgs, options?: O): Promise<DeleteNotifierResult> {
+    return this.callTool("delete_notifier", args, options);
+  }
+
+  /** Send a sample task.completed now; returns the receiver's answer. */
+  testNotifier(args: TestNotifierArgs, options?: O): Promise<TestNotifierResult> {
+    return this.callTool("test_notifier", args, options);
+  }
 }
 
 /** Resource URIs the server offers (templates with `${string}` for their parameters). */
 export type ResourceUri =
+  | `taskqueue://notifiers/${string}`
   | `taskqueue://projects/${string}`
   | `taskqueue://projects`
   | `taskqueue://schemas/${string}`

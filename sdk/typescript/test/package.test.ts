@@ -48,6 +48,7 @@ describe("package", () => {
       assert.ok(files.includes(needed), `ships ${needed}`);
     }
     assert.ok(files.includes("dist/browser/index.js") && files.includes("dist/esm/react.d.ts"));
+    assert.ok(files.includes("README.md") && files.includes("package.json"));
     assert.ok(!files.some((f) => f.startsWith("test/") || f.startsWith("node_modules/")));
     const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
       version: string;

@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make run HOST=0.0.0.0 PORT=9000 DB=/path/tasks.db  (DB empty: $$TASKQUEUE_DB, else the default store)
+HOST ?= 127.0.0.1
+PORT ?= 8765
+DB ?=
 
-.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts browsers lighthouse board-baselines
+.PHONY: run test lint typecheck bench stress clean install node22 chromium sdk-generate test-ts wheel conformance doc-tools \
+	browsers lighthouse board-baselines
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +20,23 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	@echo "mcp-taskqueue is installed in $(VENV); put it on PATH with:  . $(VENV)/bin/activate"
 
 run: $(STAMP)
-	$(BIN)/mcp-taskqueue serve --transport http --host 127.0.0.1 --port 8765
+	$(BIN)/mcp-taskqueue serve --transport http --host '$(HOST)' --port '$(PORT)' $(if $(DB),--db '$(DB)')
+
+# sdist and wheel into dist/ (the wheel carries prompts/ and schemas/; see setup.py)
+wheel: $(STAMP)
+	$(BIN)/python -m build --outdir dist
 
 lint: $(STAMP)
-	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts
-	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts
+	$(BIN)/ruff check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts setup.py
+	$(BIN)/ruff format --check mcp_taskqueue tests benchmarks examples sdk/typescript/scripts setup.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck test-ts browsers lighthouse
+test: $(STAMP) lint typecheck test-ts browsers lighthouse conformance doc-tools
 	$(BIN)/python -m pytest -q
 
 # --- Node 22 (from npm, into .cache/node22) and Chromium (Debian) for the TypeScript SDK's tests ---
@@ -39,6 +49,20 @@ $(NODE22)/node:
 	npm install --prefix .cache/node22 --no-audit --no-fund node@22
 
 node22: $(NODE22)/node
+
+# The official MCP conformance suite (server scenarios), run by tests/test_conformance.py.
+CONFORMANCE_VERSION := 0.1.16
+CONFORMANCE := .cache/conformance/node_modules/@modelcontextprotocol/conformance/dist/index.js
+
+$(CONFORMANCE): $(NODE22)/node
+	$(NPM) install --no-audit --no-fund --silent --prefix .cache/conformance \
+		@modelcontextprotocol/conformance@$(CONFORMANCE_VERSION)
+
+conformance: $(CONFORMANCE)
+
+# Command-line tools the docs' examples use (tests/test_docs.py runs them).
+doc-tools:
+	@command -v jq >/dev/null || $(APT) install -y -q jq
 
 chromium:
 	command -v chromium >/dev/null || $(APT) install -y chromium || ($(APT) update && $(APT) install -y chromium)

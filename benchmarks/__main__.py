@@ -79,18 +79,18 @@ def missed_profiles(workdir: Path, sections: list[Section], count: int) -> list[
     out = []
     if missed & {store_limit.GROUP, peers.GROUP}:
         out.append(
-            f"### Profile: TaskQueue.claim + complete, {count:,} tasks\n\n```\n"
+            f"### Profile: TaskQueue.claim + complete, {count:,} tasks\n\n```text\n"
             + profiles.store_claim_complete(workdir, count)
             + "\n```"
         )
         out.append(
-            f"### Profile: TaskQueue.create, {count:,} tasks\n\n```\n"
+            f"### Profile: TaskQueue.create, {count:,} tasks\n\n```text\n"
             + profiles.store_enqueue(workdir, count)
             + "\n```"
         )
     if mcp_floor.GROUP in missed:
         out.append(
-            f"### Profile: claim_task + complete_task in memory, {count // 3:,} round trips\n\n```\n"
+            f"### Profile: claim_task + complete_task in memory, {count // 3:,} round trips\n\n```text\n"
             + profiles.mcp_in_memory(workdir, count // 3)
             + "\n```"
         )

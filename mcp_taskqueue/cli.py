@@ -241,7 +241,13 @@ def maps_to_tool(
 @main.command()
 @click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, type=int, show_default=True, help="0 picks a free port (see the banner).")
+@click.option(
+    "--port",
+    default=8765,
+    type=click.IntRange(0, 65535),
+    show_default=True,
+    help="0 picks a free port (see the banner).",
+)
 @click.option(
     "--toolsets",
     default=None,
@@ -659,7 +665,16 @@ def workflow_create(ctx: click.Context, spec: Any, template: str | None, pairs: 
         if not isinstance(loaded, dict):
             raise click.BadParameter("must be a JSON object (name, project, tasks)", param_hint="SPEC")
     params = parse_args(pairs) if template is not None else None
-    show(ctx, with_client(ctx, lambda tq: tq.create_workflow(loaded, template=template, parameters=params)))
+
+    async def create(tq: Any) -> Any:
+        with progress_bar("creating tasks") as update:
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                update(int(done), int(total or done))
+
+            return await tq.create_workflow(loaded, template=template, parameters=params, progress=on_progress)
+
+    show(ctx, with_client(ctx, create))
 
 
 @maps_to_tool("get_workflow")

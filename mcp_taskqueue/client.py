@@ -32,6 +32,7 @@ import anyio.abc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
 from mcp.server import MCPServer
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, CallToolResult
 from pydantic import BaseModel, ValidationError
@@ -375,22 +376,37 @@ class TaskQueueClient:
             attempt += 1
 
     async def call(
-        self, tool: str, arguments: dict[str, Any] | None = None, *, send_nulls: bool = False
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        progress: ProgressFnT | None = None,
+        *,
+        send_nulls: bool = False,
     ) -> dict[str, Any]:
-        """Call any tool by name; its structured output as a dict, or its error raised. Arguments that
-        are None are left out (the tool's default), unless `send_nulls` (update_task: null clears)."""
+        """Call any tool by name; its structured output as a dict, or its error raised. `progress`
+        is awaited with (done, total, message) as the server reports progress (long batches).
+        Arguments that are None are left out (the tool's default), unless `send_nulls` (update_task:
+        null clears)."""
         args = {k: v for k, v in (arguments or {}).items() if v is not None or send_nulls}
         safe = tool in RETRY_SAFE_TOOLS or (tool == "claim_task" and "idempotency_key" in args)
         try:
-            result = await self._with_retry(tool, safe, lambda client: client.call_tool(tool, args))
+            result = await self._with_retry(
+                tool, safe, lambda client: client.call_tool(tool, args, progress_callback=progress)
+            )
         except MCPError as exc:
             raise error_from_tool(tool, f"Error executing tool {tool}: {exc.message}") from exc
         return _structured(tool, result)
 
     async def _typed(
-        self, model: type[M], tool: str, arguments: dict[str, Any] | None = None, *, send_nulls: bool = False
+        self,
+        model: type[M],
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        progress: ProgressFnT | None = None,
+        *,
+        send_nulls: bool = False,
     ) -> M:
-        data = await self.call(tool, arguments, send_nulls=send_nulls)
+        data = await self.call(tool, arguments, progress, send_nulls=send_nulls)
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -417,10 +433,12 @@ class TaskQueueClient:
         """Create one task (fields as in `TaskSpec`: project, kind, priority, payload, depends_on, ...)."""
         return await self._typed(TaskState, "create_task", {"title": title, **fields})
 
-    async def create_tasks(self, tasks: Iterable[TaskSpec | dict[str, Any]]) -> CreatedTasks:
+    async def create_tasks(
+        self, tasks: Iterable[TaskSpec | dict[str, Any]], progress: ProgressFnT | None = None
+    ) -> CreatedTasks:
         """Create up to 500 tasks atomically; items may name each other's `ref` in depends_on."""
         items = [_spec_dict(t) for t in tasks]
-        return await self._typed(CreatedTasks, "create_tasks", {"tasks": items})
+        return await self._typed(CreatedTasks, "create_tasks", {"tasks": items}, progress)
 
     async def create_many(
         self, tasks: Iterable[TaskSpec | dict[str, Any]], batch_size: int = MAX_BATCH
@@ -595,12 +613,13 @@ class TaskQueueClient:
         *,
         template: str | None = None,
         parameters: dict[str, Any] | None = None,
+        progress: ProgressFnT | None = None,
         **arguments: Any,
     ) -> CreatedWorkflow:
         """Create a workflow from an inline spec (name, project, tasks with refs) or a template;
-        `refs` maps each ref to its new task id."""
+        `refs` maps each ref to its new task id. `progress` hears (done, total, message)."""
         args = {"spec": spec, "template": template, "parameters": parameters, **arguments}
-        return await self._typed(CreatedWorkflow, "create_workflow", args)
+        return await self._typed(CreatedWorkflow, "create_workflow", args, progress)
 
     async def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> Workflow:
         """Status, progress, running/blocked tasks and critical path (and the tasks, unless excluded)."""

@@ -13,7 +13,6 @@ input; a pattern RE2 cannot run (backreferences, lookaround) is refused at regis
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -26,9 +25,10 @@ from jsonschema.exceptions import ValidationError as SchemaViolation
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from mcp_taskqueue.data_files import shipped_dir
 from mcp_taskqueue.errors import NotFound, ValidationFailed
 
-SCHEMAS_DIR = Path(os.environ.get("TASKQUEUE_SCHEMAS_DIR") or Path(__file__).resolve().parents[1] / "schemas")
+SCHEMAS_DIR = shipped_dir("schemas")
 MAX_REPORTED = 20  # violations listed in one error; the rest are counted
 
 

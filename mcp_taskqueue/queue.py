@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mcp_taskqueue import progress
 from mcp_taskqueue.errors import Conflict, InvalidTransition, LeaseLost, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.models import (
@@ -447,9 +448,12 @@ class TaskQueue:
             if item.ref:
                 by_ref[item.ref] = (seq, row["id"], row["status"])
             created[index] = self._task(tx, row)
+            if len(created) % progress.EVERY == 0:
+                progress.report(len(created), len(items))
         for index, (seq, parent_ref) in later_parents.items():
             tx.set_parent_id(seq, by_ref[parent_ref][1])
             created[index] = self._task(tx, tx.get_task_by_seq(seq))
+        progress.report(len(items), len(items))
         return [created[i] for i in range(len(items))]
 
     def _prepare(self, item: TaskSpec, index: int) -> dict[str, Any]:

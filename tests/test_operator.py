@@ -268,6 +268,31 @@ def test_max_sessions_is_a_whole_server_bound_and_frees_up(tmp_path: Path) -> No
         assert proc.poll() is None
 
 
+def test_sse_streams_are_capped_per_peer_and_free_up_when_closed(tmp_path: Path) -> None:
+    """The other transport: an SSE session lives as long as its GET /sse stream."""
+    with http_server_process(tmp_path / "sse.db", "http", "--sessions-per-peer", "2") as (base, _proc):
+        streams = [urllib.request.urlopen(base + "/sse", timeout=10) for _ in range(2)]
+        try:
+            for stream in streams:
+                assert stream.status == 200 and stream.readline().startswith(b"event: endpoint")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(base + "/sse", timeout=10)
+            assert refused.value.code == 503
+            assert b"Too many open sessions from 127.0.0.1" in refused.value.read()
+            streams.pop().close()
+            deadline = time.monotonic() + 10
+            while True:  # the server notices the closed connection shortly
+                try:
+                    streams.append(urllib.request.urlopen(base + "/sse", timeout=10))
+                    break
+                except urllib.error.HTTPError as exc:
+                    assert exc.code == 503 and time.monotonic() < deadline
+                    time.sleep(0.2)
+        finally:
+            for stream in streams:
+                stream.close()
+
+
 # --- 4. the store notices when its file is gone or damaged ---------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,10 +25,13 @@ from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
 from mcp_taskqueue.server.notifier_tools import register_notifier_resources, with_dispatcher
 from mcp_taskqueue.server.prompts import register_prompts
+from mcp_taskqueue.server.reporting import CallReports, register_reporting
 from mcp_taskqueue.server.resources import register_resources
 from mcp_taskqueue.server.tools import DOCUMENTED_INPUTS, NULL_ARGUMENTS, REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
+
+log = logging.getLogger("mcp_taskqueue.server")
 
 INSTRUCTIONS = """\
 A durable task queue shared by agents. Plan work as tasks (create_task, create_tasks with \
@@ -82,12 +87,28 @@ class TaskQueueServer(MCPServer):
     ignored would create the wrong task.
     """
 
+    reports: CallReports
+
     def argument_schemas(self, name: str) -> dict[str, Any]:
         """A tool's advertised argument properties ({} for an unknown tool)."""
         tool = self._tool_manager.get_tool(name)
         return dict(tool.parameters.get("properties", {})) if tool is not None else {}
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        return await self.reports.run(context, name, lambda: self._logged_call(name, arguments, context))
+
+    async def _logged_call(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
+        log.debug("%s called with %s", name, ", ".join(sorted(arguments)) or "no arguments")  # names, not values
+        start = time.perf_counter()
+        try:
+            result = await self._checked_call(name, arguments, context)
+        except ToolError as exc:
+            log.info("%s refused after %.0f ms: %s", name, (time.perf_counter() - start) * 1000, str(exc)[:300])
+            raise
+        log.info("%s done in %.0f ms", name, (time.perf_counter() - start) * 1000)
+        return result
+
+    async def _checked_call(self, name: str, arguments: dict[str, Any], context: Any) -> Any:
         tool = self._tool_manager.get_tool(name)
         nulls: frozenset[str] = frozenset()
         if tool is not None:
@@ -176,6 +197,7 @@ def build_server(
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
+    mcp.reports = register_reporting(mcp)
     mcp.watcher = watcher  # type: ignore[attr-defined]
     for name in names:
         if name in REGISTRARS:

@@ -83,7 +83,11 @@ def scan(body: bytes, schemas: Schemas, max_values: int = MAX_JSON_VALUES) -> tu
 
 
 class RequestBudget:
-    """ASGI middleware: large POST bodies are read and scanned one at a time before the app sees them."""
+    """ASGI middleware: large POST bodies are read and scanned, one at a time, before the app sees them.
+
+    Only the reading and scanning take turns; once a body passes, the app serves it as usual (a
+    long-lived POST, such as a `subscriptions/listen` stream, holds nothing here).
+    """
 
     def __init__(self, app: ASGIApp, schemas: Schemas, max_body: int, threshold: int = 256 * 1024) -> None:
         self.app = app
@@ -100,7 +104,7 @@ class RequestBudget:
         if length is not None and length.isdigit() and int(length) <= self.threshold:
             await self.app(scope, receive, send)
             return
-        async with self.limiter:
+        async with self.limiter:  # reading and scanning only: the app's own work runs concurrently
             body = bytearray()
             more = True
             while more:
@@ -113,18 +117,18 @@ class RequestBudget:
                     await Response("Request body too large", status_code=413)(scope, receive, send)
                     return
             request_id, reason = await anyio.to_thread.run_sync(scan, bytes(body), self.schemas)
-            if reason is not None:
-                error = {"code": -32602, "message": f"validation_failed: {reason}; nothing was done"}
-                payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
-                await Response(payload, status_code=413, media_type="application/json")(scope, receive, send)
-                return
-            sent = False
+        if reason is not None:
+            error = {"code": -32602, "message": f"validation_failed: {reason}; nothing was done"}
+            payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+            await Response(payload, status_code=413, media_type="application/json")(scope, receive, send)
+            return
+        sent = False
 
-            async def replay() -> Message:
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": bytes(body), "more_body": False}
-                return await receive()
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
 
-            await self.app(scope, replay, send)
+        await self.app(scope, replay, send)

@@ -12,10 +12,11 @@ from typing import Any
 
 from mcp.server import MCPServer
 
-# Keys that only restate what the name says, or that the server enforces anyway.
+# Keys that only restate what the name says, or that the server enforces anyway (maxItems and long
+# texts' maxLength stay: the HTTP layer enforces and advertises them, server/body_limits.py).
 TERSE_LENGTH = 200
 DROPPED_KEYS = frozenset(
-    {"title", "pattern", "minLength", "maxLength", "additionalProperties", "maxItems", "minItems", "maximum", "minimum"}
+    {"title", "pattern", "minLength", "maxLength", "additionalProperties", "minItems", "maximum", "minimum"}
 )
 
 

@@ -30,6 +30,7 @@ from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, Subs
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
+from mcp_taskqueue.server.reporting import connection_of
 from mcp_taskqueue.store import Store, Tx
 from mcp_taskqueue.store.database import ChangeFeed
 
@@ -70,8 +71,7 @@ class LegacySubscriptions:
 
     @staticmethod
     def _key(session: ServerSession) -> object:
-        # ServerSession is per request; its connection is what lives as long as the client.
-        return getattr(session, "_connection", session)
+        return connection_of(session)
 
     async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
         uri = str(params.uri)

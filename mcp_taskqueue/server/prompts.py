@@ -7,7 +7,6 @@ the template text. `{name}` is replaced by an argument; `{project_clause}` and
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,9 @@ from mcp.server.mcpserver.prompts.base import Message, Prompt, PromptArgument
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, InputRequiredResult
 
-PROMPTS_DIR = Path(os.environ.get("TASKQUEUE_PROMPTS_DIR") or Path(__file__).resolve().parents[2] / "prompts")
+from mcp_taskqueue.data_files import shipped_dir
+
+PROMPTS_DIR = shipped_dir("prompts")
 
 
 @dataclass

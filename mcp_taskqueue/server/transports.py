@@ -9,6 +9,7 @@ and takes writes.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -36,6 +37,7 @@ from mcp_taskqueue import __version__
 from mcp_taskqueue.models import MAX_REQUEST_BYTES, invalid_text
 from mcp_taskqueue.server.board_routes import add_board_routes
 from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
+from mcp_taskqueue.server.event_store import RETRY_MILLISECONDS, BoundedEventStore
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -89,12 +91,37 @@ class PeerSessionLimit:
     `idle_timeout` seconds with no request in flight (when the SDK closes it too).
     """
 
-    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, path: str = "/mcp") -> None:
+    def __init__(self, app: ASGIApp, limit: int, idle_timeout: float, max_streams: int, path: str = "/mcp") -> None:
         self.app = app
         self.limit = limit
         self.idle_timeout = idle_timeout
+        self.max_streams = max_streams
         self.path = path
         self.sessions: dict[str, _Session] = {}
+        self.streams: dict[str, int] = {}  # open SSE streams (/sse) per client address
+
+    def refusal(self, what: str, hint: str) -> JSONResponse:
+        log.warning("refusing %s", what)
+        error = {"code": -32000, "message": f"Too many open sessions {what}; {hint}"}
+        return JSONResponse(
+            {"jsonrpc": "2.0", "id": None, "error": error},
+            status_code=503,
+            headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
+        )
+
+    async def sse_stream(self, peer: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """An SSE session lives as long as its GET /sse stream: count those per address and in all."""
+        if self.streams.get(peer, 0) >= self.limit or sum(self.streams.values()) >= self.max_streams:
+            count = self.streams.get(peer, 0)
+            await self.refusal(f"from {peer} ({count} SSE streams)", "close unused connections")(scope, receive, send)
+            return
+        self.streams[peer] = self.streams.get(peer, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.streams[peer] -= 1
+            if not self.streams[peer]:
+                del self.streams[peer]
 
     def open_sessions(self, peer: str) -> int:
         now = time.monotonic()
@@ -106,28 +133,19 @@ class PeerSessionLimit:
         return sum(1 for s in self.sessions.values() if s.peer == peer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].rstrip("/") != self.path:
+        path = scope["path"].rstrip("/") if scope["type"] == "http" else ""
+        peer = (scope.get("client") or ("unknown", 0))[0]
+        if path == "/sse" and scope["method"] == "GET":
+            await self.sse_stream(peer, scope, receive, send)
+            return
+        if path != self.path:
             await self.app(scope, receive, send)
             return
-        peer = (scope.get("client") or ("unknown", 0))[0]
         sid = Headers(scope=scope).get("mcp-session-id")
         session = self.sessions.get(sid) if sid else None
         if sid is None and scope["method"] == "POST" and self.open_sessions(peer) >= self.limit:
-            log.warning("refusing a new session from %s: %d sessions open from that address", peer, self.limit)
-            response = JSONResponse(
-                {
-                    "jsonrpc": "2.0",
-                    "id": None,
-                    "error": {
-                        "code": -32000,
-                        "message": f"Too many open sessions from {peer} ({self.limit}); close unused sessions "
-                        f"(DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire",
-                    },
-                },
-                status_code=503,
-                headers={"Retry-After": str(max(1, int(self.idle_timeout)))},
-            )
-            await response(scope, receive, send)
+            hint = f"close unused sessions (DELETE /mcp) or wait {self.idle_timeout:g} s for idle ones to expire"
+            await self.refusal(f"from {peer} ({self.limit})", hint)(scope, receive, send)
             return
         status = 0
         opened: _Session | None = None
@@ -195,20 +213,27 @@ def http_app(
     add_board_routes(mcp)
     if not streamable:
         app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
-        app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
-        return app
-    app = mcp.streamable_http_app(
-        host=host,
-        transport_security=security,
-        max_request_body_size=limits.max_body_bytes,
-        max_sessions=limits.max_sessions,
-        session_idle_timeout=limits.session_idle_timeout,
+    else:
+        app = mcp.streamable_http_app(
+            host=host,
+            transport_security=security,
+            # An event store makes POST streams resumable: a priming event with an id, a retry: hint.
+            event_store=BoundedEventStore(),
+            retry_interval=RETRY_MILLISECONDS,
+            max_request_body_size=limits.max_body_bytes,
+            max_sessions=limits.max_sessions,
+            session_idle_timeout=limits.session_idle_timeout,
+        )
+        if sse:
+            sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
+            have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
+            app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
+    app.add_middleware(
+        PeerSessionLimit,
+        limit=limits.sessions_per_peer,
+        idle_timeout=limits.session_idle_timeout,
+        max_streams=limits.max_sessions,
     )
-    if sse:
-        sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
-        have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
-        app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
-    app.add_middleware(PeerSessionLimit, limit=limits.sessions_per_peer, idle_timeout=limits.session_idle_timeout)
     app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
     return app
 
@@ -279,18 +304,23 @@ async def run_stdio(mcp: MCPServer) -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port, or StartupError naming the address and what to do."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    """A listening socket on host:port (0: any free port), or StartupError naming the address and what to do."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host") from None
+    # IPv4 first, as uvicorn does for 'localhost'.
+    family, kind, proto, _, address = sorted(infos, key=lambda info: info[0] != socket.AF_INET)[0]
+    sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
         sock.listen(2048)
     except OSError as exc:
         sock.close()
         hint = (
             "another process is listening there (another mcp-taskqueue?); stop it or choose another --port"
-            if exc.errno == 98
+            if exc.errno == errno.EADDRINUSE
             else "check --host and --port"
         )
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
@@ -332,13 +362,41 @@ def serve(
     sock = bind(host, port)  # before the banner: the banner names a port we hold
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    print_banner(transport, host, int(sock.getsockname()[1]), str(mcp.queue.store.path))  # type: ignore[attr-defined]
-    anyio.run(lambda: server.serve(sockets=[sock]))
+    bound_port = int(sock.getsockname()[1])
+    db = str(mcp.queue.store.path)  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        # The banner once the server answers: a user who reads it can connect right away.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: server.serve(sockets=[sock]))
+            while not server.started:
+                if server.should_exit:
+                    return
+                await anyio.sleep(0.05)
+            print_banner(transport, host, bound_port, db)
+
+    try:
+        anyio.run(run)
+    finally:
+        sock.close()
+
+
+def reachable_host(host: str) -> str:
+    """A host a client can connect to: a wildcard address becomes loopback; IPv6 is bracketed."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def print_banner(transport: str, host: str, port: int, db: str) -> None:
-    base = f"http://{host}:{port}"
+    """What is listening where, and how to connect (to stderr, once the server is up)."""
+    base = f"http://{reachable_host(host)}:{port}"
     lines = [f"mcp-taskqueue {__version__} listening on {base}", f"  store:           {db}"]
+    if host in ("", "0.0.0.0", "::"):
+        lines.append(f"  other machines:  http://{socket.gethostname()}:{port} (listening on every interface)")
+    desktop = json.dumps({"mcpServers": {"taskqueue": {"command": "mcp-taskqueue", "args": ["serve", "--db", db]}}})
     if transport == "http":
         lines += [
             f"  streamable HTTP: {base}/mcp",
@@ -349,8 +407,7 @@ def print_banner(transport: str, host: str, port: int, db: str) -> None:
             "Connect:",
             f"  Claude Code:    claude mcp add --transport http taskqueue {base}/mcp",
             f"  MCP Inspector:  npx @modelcontextprotocol/inspector --cli {base}/mcp --transport http --method tools/list",
-            '  Claude Desktop: add to claude_desktop_config.json: {"mcpServers": {"taskqueue": '
-            '{"command": "mcp-taskqueue", "args": ["serve"]}}}',
+            f"  Claude Desktop: add to claude_desktop_config.json (stdio, same store): {desktop}",
         ]
     else:
         lines += [f"  SSE: {base}/sse", f"  health: {base}/healthz, {base}/readyz"]

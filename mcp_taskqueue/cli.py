@@ -57,6 +57,8 @@ EXIT_CODES = {
     "startup": 9,
     "transport": 6,
     "unknown_tool": 7,
+    "forbidden": 8,
+    "rate_limited": 9,
 }
 PRIORITIES = tuple(p.value for p in Priority)
 STATUSES = tuple(s.value for s in Status)
@@ -74,6 +76,8 @@ class CommandError(click.ClickException):
 EXTERNAL_COMMANDS: dict[str, str] = {
     "notify": "mcp_taskqueue.notify_cli:notify",
     "top": "mcp_taskqueue.top:top",
+    "token": "mcp_taskqueue.cli_service:token_group",
+    "config": "mcp_taskqueue.cli_service:config_group",
 }
 
 
@@ -239,23 +243,19 @@ def maps_to_tool(
 
 
 @main.command()
-@click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), default="stdio", show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    default=8765,
-    type=click.IntRange(0, 65535),
-    show_default=True,
-    help="0 picks a free port (see the banner).",
-)
+@click.option("--transport", type=click.Choice(["stdio", "http", "sse"]), help="[default: stdio, or the config's]")
+@click.option("--host", help="[default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), help="0 picks a free port (see the banner) [default: 8765]")
 @click.option(
     "--toolsets",
     default=None,
     help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
 )
-@click.option("--log-level", default="WARNING", show_default=True)
-@click.option("--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback.")
-@click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
+@click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
+@click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
+@click.option("--log-level", help="INFO logs every request [default: WARNING]")
+@click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
+@click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
 @click.option(
     "--store-timeout",
     type=click.FloatRange(min=0.01),
@@ -274,54 +274,32 @@ def maps_to_tool(
 @click.pass_context
 def serve(
     ctx: click.Context,
-    transport: str,
-    host: str,
-    port: int,
+    /,
+    no_auth: bool,
     toolsets: str | None,
-    log_level: str,
-    allowed_hosts: str | None,
-    allowed_origins: str | None,
     store_timeout: float | None,
     max_sessions: int,
     sessions_per_peer: int,
     session_idle_timeout: float,
+    **flags: Any,
 ) -> None:
-    """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents)."""
-    # Logs go to stderr: in stdio mode stdout carries only protocol messages.
-    logging.basicConfig(
-        stream=sys.stderr, level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    from mcp_taskqueue.server.app import build_server
-    from mcp_taskqueue.server.transports import HttpLimits, StartupError
-    from mcp_taskqueue.server.transports import serve as run
-    from mcp_taskqueue.store import Store
+    """Serve the queue over MCP (stdio for IDEs and desktop clients; http for many agents).
 
+    Settings come from --config/--profile, TASKQUEUE_* and these options (docs/deployment.md).
+    A non-loopback --host needs tokens (mcp-taskqueue token create) or OAuth, or --no-auth."""
+    from mcp_taskqueue.cli_service import serve as run
+    from mcp_taskqueue.server.transports import HttpLimits
+
+    keys = {
+        "log_level": "logging.level",
+        "log_format": "logging.format",
+        "log_file": "logging.file",
+        "auth": "auth.mode",
+    }
+    given = {keys.get(k, f"server.{k}"): v for k, v in flags.items()}
+    given["server.toolsets"] = toolsets.split(",") if toolsets else None
     limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
-    try:
-        store = Store(root_options(ctx)["db"], timeout=store_timeout)
-        try:
-            mcp = build_server(store, toolsets=toolsets, dispatch=True)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-        run(
-            mcp,
-            transport,
-            host,
-            port,
-            limits,
-            allowed_hosts=_csv(allowed_hosts),
-            allowed_origins=_csv(allowed_origins),
-        )
-    except (TaskQueueError, StartupError) as exc:
-        # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
-        if log_level.upper() == "DEBUG":
-            raise
-        code = getattr(exc, "code", "startup")
-        raise CommandError(f"{code}: {exc}", code) from None
-
-
-def _csv(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
+    run(ctx, no_auth, store_timeout, limits, **given)
 
 
 # --- the one path: a TaskQueueClient on the local file or the --url server ------------------------

@@ -22,7 +22,7 @@ import random
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server import MCPServer
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -39,9 +40,11 @@ from pydantic import BaseModel, ValidationError
 
 from mcp_taskqueue.errors import (
     Conflict,
+    Forbidden,
     InvalidTransition,
     LeaseLost,
     NotFound,
+    RateLimited,
     StoreBusy,
     StoreFull,
     StoreLost,
@@ -122,7 +125,18 @@ class TransportFailed(TaskQueueError):
 
 ERRORS: dict[str, type[TaskQueueError]] = {
     cls.code: cls
-    for cls in (NotFound, Conflict, InvalidTransition, LeaseLost, ValidationFailed, StoreBusy, StoreFull, StoreLost)
+    for cls in (
+        NotFound,
+        Conflict,
+        InvalidTransition,
+        LeaseLost,
+        ValidationFailed,
+        StoreBusy,
+        StoreFull,
+        StoreLost,
+        Forbidden,
+        RateLimited,
+    )
 }
 # "Error executing tool claim_task: lease_lost: ..." -> ("claim_task", "lease_lost", "...")
 TOOL_ERROR = re.compile(r"^Error executing tool (?P<tool>[\w.-]+): (?:(?P<code>[a-z_]+): )?(?P<message>.*)$", re.S)
@@ -239,8 +253,11 @@ class TaskQueueClient:
         max_backoff: float = 5.0,
         read_timeout: float | None = None,
         toolsets: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.target = target
+        # Bearer token for an HTTP server with auth (mcp-taskqueue token create); default $TASKQUEUE_TOKEN.
+        self.token = token if token is not None else os.environ.get("TASKQUEUE_TOKEN") or None
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -316,7 +333,17 @@ class TaskQueueClient:
         target = self._resolved
         assert target is not None
         try:
-            async with Client(target, read_timeout_seconds=self.read_timeout) as client:
+            async with AsyncExitStack() as stack:
+                if isinstance(target, str) and self.token:
+                    headers = {"Authorization": f"Bearer {self.token}"}
+                    import httpx2
+
+                    timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults for MCP over HTTP
+                    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
+                    connect: Any = streamable_http_client(target, http_client=http)
+                else:
+                    connect = target
+                client = await stack.enter_async_context(Client(connect, read_timeout_seconds=self.read_timeout))
                 task_status.started(client)
                 started = True
                 await closed.wait()

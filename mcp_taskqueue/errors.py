@@ -48,6 +48,18 @@ class StoreBusy(TaskQueueError):
     code = "store_busy"
 
 
+class Forbidden(TaskQueueError):
+    """The caller's token does not carry the scope or project this action needs."""
+
+    code = "forbidden"
+
+
+class RateLimited(TaskQueueError):
+    """The caller spent its budget for this kind of call; it may try again after the wait named."""
+
+    code = "rate_limited"
+
+
 class StoreLost(TaskQueueError):
     """The database file was deleted or replaced under the running process; writes are refused."""
 

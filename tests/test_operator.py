@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -389,8 +390,8 @@ def test_port_zero_binds_a_free_port_and_the_banner_names_it(tmp_path: Path) -> 
     )
     try:
         assert proc.stderr is not None
-        first = proc.stderr.readline().decode()
-        port = int(first.rsplit(":", 1)[1])
+        first = proc.stderr.readline().decode()  # the banner's first line, or the JSON `listening` record
+        port = int(re.search(r"listening on http://[^\s\"]+:(\d+)", first)[1])  # type: ignore[index]
         assert port > 0
         assert get_json(f"http://127.0.0.1:{port}/healthz")[0] == 200
         assert get_json(f"http://127.0.0.1:{port}/readyz")[0] == 200

@@ -145,7 +145,7 @@ def test_fail_fast_waits_normally_after_a_committed_write(queue: TaskQueue) -> N
 
 
 def test_search_is_driven_by_the_text_indexes(queue: TaskQueue) -> None:
-    """Substring search in any script (m007 trigram index) still looks tasks up by rowid, never walks them."""
+    """Substring search in any script (m008 trigram index) still looks tasks up by rowid, never walks them."""
     queue.create_many([{"title": f"task {i}"} for i in range(200)])
     queue.store.db.execute("ANALYZE")
     plan = " | ".join(

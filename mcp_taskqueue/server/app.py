@@ -27,6 +27,7 @@ from mcp_taskqueue.server.notifier_tools import register_notifier_resources, wit
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.reporting import CallReports, register_reporting
 from mcp_taskqueue.server.resources import register_resources
+from mcp_taskqueue.server.service import ServiceOptions, auth_kwargs, install_middleware
 from mcp_taskqueue.server.tools import DOCUMENTED_INPUTS, NULL_ARGUMENTS, REGISTRARS, TOOLSETS
 from mcp_taskqueue.server.workflow_resources import register_completions, register_workflow_resources
 from mcp_taskqueue.store import Store
@@ -172,10 +173,13 @@ def _wants_number(schema: dict[str, Any]) -> bool:
 def build_server(
     queue: TaskQueue | Store | str | os.PathLike[str] | None = None,
     toolsets: str | Iterable[str] | None = None,
+    service: ServiceOptions | None = None,
     dispatch: bool = False,
 ) -> MCPServer:
     """The MCP server for a queue (or a store, or a database path; None is the default store).
 
+    `service` switches on what a shared HTTP server needs (server/service.py): auth, rate limits,
+    metrics. Without it every caller is the local user, as on stdio.
     `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
     clients such as the CLI's do not, so a one-off command never sends)."""
     if not isinstance(queue, TaskQueue):
@@ -194,6 +198,7 @@ def build_server(
         log_level="WARNING",
         lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
         subscriptions=bus,
+        **auth_kwargs(service, queue),
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],
     )
     register_subscriptions(mcp, legacy)
@@ -210,5 +215,6 @@ def build_server(
     # tools/list carries outlines; the full, typed output schemas stay here (docs/reference.md, SDK generators)
     inputs, outputs = compact_tool_schemas(mcp, DOCUMENTED_INPUTS)
     mcp.input_schemas, mcp.output_schemas = inputs, outputs  # type: ignore[attr-defined]
+    install_middleware(mcp, queue, service)
     mcp.queue = queue  # type: ignore[attr-defined]
     return mcp

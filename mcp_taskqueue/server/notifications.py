@@ -15,6 +15,7 @@ Lease extensions without progress are not history events, so they are not notifi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class ResourceWatcher:
         self._projects: dict[str, str] = {}
         self._polling = False
         self._users = 0
+        self._last_poll: float | None = None
 
     # --- reading the file (in a worker thread) ---------------------------------------------
 
@@ -194,8 +196,13 @@ class ResourceWatcher:
 
     async def poll_once(self) -> Changes:
         changes = await anyio.to_thread.run_sync(self.collect)
+        self._last_poll = time.monotonic()
         await self.publish(changes)
         return changes
+
+    def seconds_since_poll(self) -> float | None:
+        """How stale the feed is: seconds since it last read the store (None before the first read)."""
+        return None if self._last_poll is None else time.monotonic() - self._last_poll
 
     async def publish(self, changes: Changes) -> None:
         for uri in sorted(changes.uris):

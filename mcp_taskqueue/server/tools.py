@@ -24,6 +24,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_taskqueue.errors import TaskQueueError
+from mcp_taskqueue.identity import CURRENT_IDENTITY
 from mcp_taskqueue.models import (
     MAX_BATCH,
     MAX_CLAIM,
@@ -302,7 +303,11 @@ def _spec(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def actor(ctx: Context | None) -> str | None:
-    """Who is acting, for the history: the connected client's name, when it gave one."""
+    """Who is acting, for the history: the token's name over authenticated HTTP (server/auth.py),
+    else the connected client's name, when it gave one."""
+    identity = CURRENT_IDENTITY.get()
+    if identity is not None and identity.authenticated:
+        return identity.name
     try:
         params = ctx.session.client_params if ctx is not None else None
     except (AttributeError, RuntimeError, ValueError):

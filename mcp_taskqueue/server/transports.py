@@ -34,10 +34,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.logs import json_logging
 from mcp_taskqueue.models import MAX_REQUEST_BYTES, invalid_text
 from mcp_taskqueue.server.board_routes import add_board_routes
 from mcp_taskqueue.server.body_limits import RequestBudget, Schemas
 from mcp_taskqueue.server.event_store import RETRY_MILLISECONDS, BoundedEventStore
+from mcp_taskqueue.server.service import install_http, wrap_app
 
 log = logging.getLogger("mcp_taskqueue")
 
@@ -204,13 +206,15 @@ def http_app(
     allowed_hosts: list[str] | None = None,
     allowed_origins: list[str] | None = None,
 ) -> Starlette:
-    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /.
+    """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /,
+    /metrics (server/service.py adds it, with auth, rate limits and request metrics when configured).
     Host and Origin headers are checked on every bind address (`transport_security`)."""
     limits = limits or HttpLimits()
     security = transport_security(host, allowed_hosts, allowed_origins)
     schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
     add_health_routes(mcp)
     add_board_routes(mcp)
+    install_http(mcp)
     if not streamable:
         app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
     else:
@@ -235,7 +239,7 @@ def http_app(
         max_streams=limits.max_sessions,
     )
     app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
-    return app
+    return wrap_app(mcp, app)
 
 
 def unparsable_reply(line: str) -> types.JSONRPCError | None:
@@ -373,7 +377,17 @@ def serve(
                 if server.should_exit:
                     return
                 await anyio.sleep(0.05)
-            print_banner(transport, host, bound_port, db)
+            if json_logging():  # machines read JSON logs: one record instead of the banner for people
+                # at WARNING so it shows at the default level: scripts read the bound port from it (--port 0)
+                log.warning(
+                    "mcp-taskqueue %s listening on http://%s:%s",
+                    __version__,
+                    reachable_host(host),
+                    bound_port,
+                    extra={"event": "listening"},
+                )
+            else:
+                print_banner(transport, host, bound_port, db)
 
     try:
         anyio.run(run)

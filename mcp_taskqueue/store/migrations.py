@@ -359,7 +359,32 @@ def m006_notifications(db: Database) -> None:
 
 
 @migrations()
-def m007_trigram_search(db: Database) -> None:
+def m007_tokens(db: Database) -> None:
+    """Bearer tokens for the HTTP transports: only a SHA-256 of each token is kept, never the token.
+
+    A revoked token keeps its row (revoked_at set) so its name stays in the history's meaning.
+    """
+    run_script(
+        db,
+        """
+        CREATE TABLE tokens (
+            seq INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            projects TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL
+        );
+        CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
+        """,
+    )
+
+
+@migrations()
+def m008_trigram_search(db: Database) -> None:
     """Substring search in every script: a trigram index beside the word index of m001.
 
     FTS5's `unicode61` keeps a run of Chinese, Japanese or Thai characters (written without spaces)
@@ -394,7 +419,7 @@ def m007_trigram_search(db: Database) -> None:
 
 
 @migrations()
-def m008_due_by_priority(db: Database) -> None:
+def m009_due_by_priority(db: Database) -> None:
     """Time-driven promotion in claim order: due work and expired leases found per priority.
 
     The sweep used to take the 500 earliest-due pending tasks (and the 100 earliest-expired leases),

@@ -1014,6 +1014,11 @@ export class Conflict extends TaskQueueError {
   static override readonly code = "conflict";
   override readonly code: string = "conflict";
 }
+/** The caller's token does not carry the scope or project this action needs. */
+export class Forbidden extends TaskQueueError {
+  static override readonly code = "forbidden";
+  override readonly code: string = "forbidden";
+}
 /** The task's current status does not allow this action. */
 export class InvalidTransition extends TaskQueueError {
   static override readonly code = "invalid_transition";
@@ -1029,7 +1034,7 @@ export class NotFound extends TaskQueueError {
   static override readonly code = "not_found";
   override readonly code: string = "not_found";
 }
-/** Too many requests (HTTP 429 or the server's rate limit): wait, then retry. */
+/** The caller spent its budget for this kind of call; it may try again after the wait named. */
 export class RateLimited extends TaskQueueError {
   static override readonly code = "rate_limited";
   override readonly code: string = "rate_limited";
@@ -1063,6 +1068,7 @@ export class ValidationFailed extends TaskQueueError {
 /** Error code -> class, for turning a tool error's text into a typed error. */
 export const ERROR_CLASSES: Record<string, new (message: string, tool?: string) => TaskQueueError> = {
   conflict: Conflict,
+  forbidden: Forbidden,
   invalid_transition: InvalidTransition,
   lease_lost: LeaseLost,
   not_found: NotFound,

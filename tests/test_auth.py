@@ -1,0 +1,266 @@
+"""Identity and scopes over real HTTP servers: tokens from the CLI, scopes on /mcp, SSE and the CLI's
+--url, the token's name as the actor, project limits, revocation, and start-up refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+
+from tests.mcp_calls import call, call_error
+from tests.servers import free_port, server_env
+from tests.service_servers import cli, make_token, mcp_client, serve
+
+
+def test_token_create_prints_once_and_stores_only_a_hash(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    done = cli(db, "token", "create", "--name", "build-agent", "--scopes", "read,write,claim", "--project", "web")
+    assert done.returncode == 0, done.stderr
+    token = max((w for w in done.stdout.split() if w.startswith("tq_")), key=len)
+    assert len(token) >= 40  # 256 random bits, URL-safe
+    assert "not shown again" in done.stderr
+    raw = db.read_bytes() + (db.with_suffix(".db-wal").read_bytes() if db.with_suffix(".db-wal").exists() else b"")
+    assert token.encode() not in raw
+    with sqlite3.connect(db) as conn:
+        [(name, scopes, projects, stored)] = conn.execute("SELECT name, scopes, projects, token_hash FROM tokens")
+    assert (name, json.loads(scopes), json.loads(projects)) == ("build-agent", ["read", "write", "claim"], ["web"])
+    assert stored != token and len(stored) == 64
+
+    listed = cli(db, "--format", "json", "token", "list")
+    assert listed.returncode == 0
+    [row] = json.loads(listed.stdout)
+    assert row["name"] == "build-agent" and row["projects"] == "web" and token not in listed.stdout
+
+    again = cli(db, "token", "create", "--name", "build-agent", "--scopes", "read")
+    assert again.returncode == 4 and "exists" in again.stderr
+    bad = cli(db, "token", "create", "--name", "x", "--scopes", "read,fly")
+    assert bad.returncode == 2 and "fly" in bad.stderr
+
+    revoked = cli(db, "--format", "json", "token", "revoke", "build-agent")
+    assert revoked.returncode == 0 and json.loads(revoked.stdout)["revoked_at"]
+    assert json.loads(cli(db, "--format", "json", "token", "list").stdout) == []
+    assert cli(db, "token", "revoke", "build-agent").returncode == 3
+
+
+@pytest.mark.anyio
+async def test_scopes_hold_on_streamable_http_and_sse_and_change_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    reader = make_token(db, "reader", "read")
+    writer = make_token(db, "writer", "read,write")
+    admin = make_token(db, "boss", "admin")
+    with serve(db) as server:
+        # no token: 401 with the SDK's WWW-Authenticate, on both transports
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(server.base + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            assert (await http.get(server.base + "/sse", timeout=5)).status_code == 401
+            bad = await http.post(
+                server.base + "/mcp", json={}, headers={"Authorization": "Bearer tq_not-a-real-token"}
+            )
+            assert bad.status_code == 401
+
+        for transport in ("http", "sse"):
+            async with mcp_client(server.base, reader, transport) as client:
+                assert (await call(client, "list_tasks"))["tasks"] == []
+                text = await call_error(client, "create_task", title="sneaky")
+                assert "forbidden" in text and "'write'" in text and "reader" in text
+                assert "forbidden" in await call_error(client, "claim_task", worker="reader")
+                assert "forbidden" in await call_error(client, "create_project", name="p")
+            async with mcp_client(server.base, writer, transport) as client:
+                assert "forbidden" in await call_error(client, "update_project", name="default")
+                assert "forbidden" in await call_error(client, "claim_task", worker="w")
+        async with mcp_client(server.base, admin) as client:
+            # nothing above changed anything
+            assert (await call(client, "list_tasks"))["tasks"] == []
+            assert (await call(client, "list_projects"))["projects"] == []
+
+
+@pytest.mark.anyio
+async def test_the_token_name_is_the_actor_worker_and_reviewer(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    agent = make_token(db, "build-agent", "read,write,claim")
+    thief = make_token(db, "thief", "read,write,claim,review")
+    with serve(db) as server:
+        async with mcp_client(server.base, agent) as client:
+            created = await call(client, "create_task", title="build it")
+            claimed = await call(client, "claim_task", worker="anything-i-like")
+            task = claimed["task"]
+            assert task["id"] == created["id"]
+            assert task["worker"] == "build-agent/anything-i-like"
+        async with mcp_client(server.base, thief) as client:
+            # typing the holder's name does not make you the holder
+            for name in ("build-agent/anything-i-like", "build-agent"):
+                # even with the stolen lease_id
+                text = await call_error(
+                    client, "complete_task", task_id=task["id"], worker=name, lease_id=task["lease_id"]
+                )
+                assert "lease_lost" in text or "not leased to you" in text
+            history = await client.read_resource(f"taskqueue://tasks/{task['id']}/history")
+        events = json.loads(history.contents[0].text)["events"]  # type: ignore[union-attr]
+        actors = {e["action"]: e.get("actor") for e in events}
+        assert actors["created"] == "build-agent"
+        assert actors["claimed"] == "build-agent/anything-i-like"
+        async with mcp_client(server.base, agent) as client:
+            done = await call(
+                client, "complete_task", task_id=task["id"], worker="anything-i-like", lease_id=task["lease_id"]
+            )
+            assert done["status"] == "completed"
+
+
+@pytest.mark.anyio
+async def test_project_limited_token_stays_in_its_project(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    web = make_token(db, "web-agent", "read,write,claim", "web")
+    admin = make_token(db, "boss", "admin")
+    with serve(db) as server:
+        async with mcp_client(server.base, admin) as client:
+            other = await call(client, "create_task", title="secret", project="payroll")
+        async with mcp_client(server.base, web) as client:
+            mine = await call(client, "create_task", title="homepage")  # no project: its only project
+            assert (await call(client, "get_task", task_id=mine["id"]))["project"] == "web"
+            assert "forbidden" in await call_error(client, "create_task", title="x", project="payroll")
+            assert "forbidden" in await call_error(client, "get_task", task_id=other["id"])
+            assert "forbidden" in await call_error(client, "cancel_task", task_id=other["id"])
+            assert "forbidden" in await call_error(client, "list_tasks", project="payroll")
+            assert "forbidden" in await call_error(client, "list_projects")
+            listed = await call(client, "list_tasks")  # no project: its own
+            assert [t["id"] for t in listed["tasks"]] == [mine["id"]]
+            claimed = await call(client, "claim_task", worker="w")
+            assert claimed["task"]["id"] == mine["id"]
+            with pytest.raises(Exception, match="forbidden"):
+                await client.read_resource(f"taskqueue://tasks/{other['id']}")
+            with pytest.raises(Exception, match="forbidden"):
+                await client.read_resource("taskqueue://stats")
+        async with mcp_client(server.base, admin) as client:
+            still = await call(client, "get_task", task_id=other["id"])
+            assert still["status"] == "ready" and still["version"] == 1
+
+
+@pytest.mark.anyio
+async def test_cli_url_carries_the_token_and_its_scopes(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    reader = make_token(db, "reader", "read")
+    writer = make_token(db, "writer", "read,write")
+    with serve(db) as server:
+        url = server.base + "/mcp"
+        refused = cli(tmp_path / "other.db", "--url", url, "task", "add", "x", env={"TASKQUEUE_TOKEN": reader})
+        assert refused.returncode == 8 and "forbidden" in refused.stderr
+        anonymous = cli(tmp_path / "other.db", "--url", url, "task", "list", env={"TASKQUEUE_TOKEN": ""})
+        assert anonymous.returncode != 0
+        made = cli(
+            tmp_path / "other.db", "--url", url, "--format", "json", "task", "add", "ok",
+            env={"TASKQUEUE_TOKEN": writer},
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        listed = cli(
+            tmp_path / "other.db", "--url", url, "--format", "json", "task", "list", env={"TASKQUEUE_TOKEN": reader}
+        )
+        assert [t["title"] for t in json.loads(listed.stdout)["tasks"]] == ["ok"]
+
+
+@pytest.mark.anyio
+async def test_revoked_token_is_refused_at_once_and_metrics_need_read(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    worker = make_token(db, "worker", "claim")
+    reader = make_token(db, "reader", "read")
+    web_reader = make_token(db, "web-reader", "read", "web")
+    with serve(db) as server:
+        async with httpx2.AsyncClient(base_url=server.base) as http:
+            assert (await http.get("/metrics")).status_code == 401
+            forbidden = await http.get("/metrics", headers={"Authorization": f"Bearer {worker}"})
+            assert forbidden.status_code == 403 and "read" in forbidden.json()["error_description"]
+            ok = await http.get("/metrics", headers={"Authorization": f"Bearer {reader}"})
+            assert ok.status_code == 200 and "taskqueue_tasks" in ok.text
+            assert (await http.get("/healthz")).status_code == 200  # probes never need a token
+            # the board's JSON routes ask the same identity (403 on plain HTTP routes)
+            assert (await http.get("/board/api/board")).status_code == 403
+            as_reader = {"Authorization": f"Bearer {reader}"}
+            assert (await http.get("/board/api/board", headers=as_reader)).status_code == 200
+            assert (
+                await http.get("/board/api/board", headers={"Authorization": f"Bearer {worker}"})
+            ).status_code == 403
+            limited = await http.get("/board/api/board", headers={"Authorization": f"Bearer {web_reader}"})
+            assert limited.status_code == 403 and "project" in limited.json()["message"]
+        async with mcp_client(server.base, reader) as client:
+            await call(client, "list_tasks")
+        assert cli(db, "token", "revoke", "reader").returncode == 0
+        revoked_at = time.monotonic()
+        async with httpx2.AsyncClient(base_url=server.base) as http:
+            while (await http.get("/metrics", headers={"Authorization": f"Bearer {reader}"})).status_code != 401:
+                assert time.monotonic() - revoked_at < 3, "a revoked token must stop working within a second"
+                await anyio.sleep(0.1)
+    # nothing secret in the server's log
+    assert reader not in server.log.read_text() and worker not in server.log.read_text()
+
+
+def test_public_address_without_auth_refuses_to_start_unless_no_auth(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    port = free_port()
+    base = [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", "http"]
+    refused = subprocess.run(
+        [*base, "--host", "0.0.0.0", "--port", str(port), "--auth", "none"],
+        capture_output=True, text=True, env=server_env(), timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--no-auth" in refused.stderr
+    no_tokens = subprocess.run(
+        [*base, "--host", "0.0.0.0", "--port", str(port)], capture_output=True, text=True, env=server_env(), timeout=60
+    )
+    assert no_tokens.returncode == 2 and "token create" in no_tokens.stderr
+    with serve(db, "--no-auth", "--log-format", "json", host="0.0.0.0") as server:
+        records = server.log_records()
+        assert any(r["event"] == "auth_disabled" and r["level"] == "WARNING" for r in records)
+
+
+@pytest.mark.anyio
+async def test_stdio_stays_unauthenticated_even_with_tokens(tmp_path: Path) -> None:
+    from mcp import Client
+
+    from tests.servers import stdio_params
+
+    db = tmp_path / "tasks.db"
+    make_token(db, "someone", "read")
+    async with Client(stdio_params(db)) as client:
+        created = await call(client, "create_task", title="local work")
+        assert created["status"] == "ready"
+    assert os.path.exists(db)
+
+
+@pytest.mark.anyio
+async def test_distinct_reviewers_cannot_be_faked_by_typing_names(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    author = make_token(db, "author", "read,write,review")
+    alice = make_token(db, "alice", "read,review")
+    bob = make_token(db, "bob", "read,review")
+    report = {"passed": 10, "failed": 0}
+    with serve(db) as server:
+        async with mcp_client(server.base, author) as client:
+            task = await call(client, "create_task", title="feature", project="app")
+            steps = [
+                {"to": "planning"},
+                {"to": "implementation", "design_doc": "docs/design.md"},
+                {"to": "test_creation"},
+                {"to": "testing", "coverage": 95.0},
+                {"to": "review", "test_report": report, "by": "someone-else"},
+            ]
+            for step in steps:
+                await call(client, "advance_phase", task_id=task["id"], **step)
+        async with mcp_client(server.base, alice) as client:
+            for name in ("alice", "carol", "dave"):  # one token, three typed names: one reviewer
+                state = await call(client, "add_review", task_id=task["id"], reviewer=name, score=0.9)
+            assert state["approvals"] == 1 and state["approved_by"] == ["alice"]
+        async with mcp_client(server.base, author) as client:
+            # the author advanced the phases (as "author", whatever `by` said), so cannot review
+            text = await call_error(client, "add_review", task_id=task["id"], reviewer="x", score=1.0)
+            assert "author" in text, text
+        async with mcp_client(server.base, bob) as client:
+            state = await call(client, "add_review", task_id=task["id"], reviewer="alice", score=0.95)
+            assert state["approvals"] == 2 and sorted(state["approved_by"]) == ["alice", "bob"]

@@ -23,7 +23,7 @@ install: $(STAMP)
 	@echo "mcp-taskqueue is installed in $(VENV); put it on PATH with:  . $(VENV)/bin/activate"
 
 run: $(STAMP)
-	$(BIN)/mcp-taskqueue serve --transport http --host '$(HOST)' --port '$(PORT)' $(if $(DB),--db '$(DB)')
+	$(BIN)/mcp-taskqueue serve --transport http --log-format text --host '$(HOST)' --port '$(PORT)' $(if $(DB),--db '$(DB)')
 
 # sdist and wheel into dist/ (the wheel carries prompts/ and schemas/; see setup.py)
 wheel: $(STAMP)

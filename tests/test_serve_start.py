@@ -74,8 +74,11 @@ def serve_command(*args: str) -> list[str]:
 
 def test_banner_after_bind_names_a_reachable_url_and_the_store(tmp_path: Path) -> None:
     db = tmp_path / "wild.db"
-    with started(serve_command("--host", "0.0.0.0", "--port", "0", "--db", str(db))) as proc:
+    # all interfaces need a token or an explicit --no-auth (issue 13); the banner is the text log format's
+    args = ("--host", "0.0.0.0", "--no-auth", "--log-format", "text", "--port", "0", "--db", str(db))
+    with started(serve_command(*args)) as proc:
         banner = read_banner(proc)
+        banner = banner[next(i for i, line in enumerate(banner) if "listening on" in line) :]  # after warnings
         match = re.match(r"mcp-taskqueue \S+ listening on (http://127\.0\.0\.1:(\d+))$", banner[0])
         assert match, banner[0]
         assert int(match[2]) > 0 and not any("0.0.0.0" in line for line in banner)
@@ -106,14 +109,14 @@ def test_taken_port_is_one_line_and_non_zero(tmp_path: Path) -> None:
 
 def test_unresolvable_host_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        serve_command("--host", "no-such-host.invalid", "--port", "0", "--db", str(tmp_path / "h.db")),
+        serve_command("--host", "no-such-host.invalid", "--no-auth", "--port", "0", "--db", str(tmp_path / "h.db")),
         capture_output=True,
         text=True,
         timeout=120,
         env=server_env(),
     )
     assert result.returncode == 9 and "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
+    lines = [line for line in result.stderr.splitlines() if "no-auth" not in line]  # the --no-auth warning aside
     assert len(lines) == 1 and lines[0].startswith("error: startup: cannot listen on no-such-host.invalid:0: "), lines
     assert lines[0].endswith("check --host"), lines
 

@@ -70,10 +70,14 @@ class LocalSource:
     async def changes(self) -> AsyncIterator[None]:
         # the server's watcher: PRAGMA data_version per poll, events read only after a commit
         watcher = ResourceWatcher(self.store, InMemorySubscriptionBus(), LegacySubscriptions())
+        first = True
         while True:
             found = await watcher.poll_once()
-            if found.uris or found.list_changed:
+            # The first poll only sets the feed's starting point: one resync then catches whatever
+            # committed between the first view and that point, which no later poll reports.
+            if first or found.uris or found.list_changed:
                 yield
+            first = False
             await anyio.sleep(watcher.poll_seconds)
 
     async def close(self) -> None:

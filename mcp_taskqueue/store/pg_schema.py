@@ -1,7 +1,7 @@
 """The PostgreSQL schema, as numbered migrations applied in order (the SQLite ones are in migrations.py).
 
 Same tables and meanings as the SQLite schema, in PostgreSQL's own terms: identity columns for
-seq, `JSONB` for user JSON, `double precision` epoch seconds, a generated `tsvector` plus a
+seq, `json` for user JSON (kept as written; p005), `double precision` epoch seconds, a generated `tsvector` plus a
 pg_trgm index for search, and partial indexes that match the claim (`FOR UPDATE SKIP LOCKED`).
 Never edit a migration that has shipped: append a new one.
 
@@ -267,6 +267,25 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             revoked_at DOUBLE PRECISION
         );
         CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
+        """,
+    ),
+    (
+        "p005_json_as_written",
+        """
+        -- User JSON comes back byte for byte as it was written (key order, duplicate keys, number
+        -- spelling), as on SQLite: JSONB would reorder keys. No query looks inside these columns.
+        ALTER TABLE tasks ALTER COLUMN payload TYPE json USING payload::json,
+            ALTER COLUMN result TYPE json USING result::json,
+            ALTER COLUMN tags TYPE json USING tags::json,
+            ALTER COLUMN acceptance_criteria TYPE json USING acceptance_criteria::json,
+            ALTER COLUMN blocked_by TYPE json USING blocked_by::json;
+        ALTER TABLE projects ALTER COLUMN settings TYPE json USING settings::json;
+        ALTER TABLE events ALTER COLUMN old TYPE json USING old::json,
+            ALTER COLUMN new TYPE json USING new::json;
+        ALTER TABLE workflows ALTER COLUMN parameters TYPE json USING parameters::json,
+            ALTER COLUMN refs TYPE json USING refs::json;
+        ALTER TABLE development ALTER COLUMN evidence TYPE json USING evidence::json;
+        ALTER TABLE payload_schemas ALTER COLUMN schema TYPE json USING schema::json;
         """,
     ),
 ]

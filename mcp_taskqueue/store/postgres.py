@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -42,6 +43,9 @@ RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetecte
 MIGRATION_LOCK = 7_157_001
 GRAPH_LOCK = 7_157_002
 COMPACT_EVERY_SECONDS = 5.0
+# Every connection names its process (`application_name`), so a restore can see the servers on a database.
+APPLICATION = "mcp-taskqueue"
+THIS_PROCESS = f"{APPLICATION} pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
 def redact(url: str) -> str:
@@ -88,8 +92,16 @@ class JsonText(Loader):
         return json.dumps(json.loads(bytes(data)), ensure_ascii=False, separators=(",", ":"))
 
 
+class JsonAsWritten(Loader):
+    """`json` columns come back as the very text that was written (the store writes it compact)."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
 def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("jsonb", JsonText)
+    conn.adapters.register_loader("json", JsonAsWritten)
 
 
 class Connection:
@@ -168,7 +180,7 @@ class PgChangeFeed:
     """`LISTEN taskqueue` on a connection of its own: what every server's commits touched."""
 
     def __init__(self, url: str) -> None:
-        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn = psycopg.connect(url, autocommit=True, application_name=THIS_PROCESS)
         self._conn.execute(f"LISTEN {CHANNEL}")
         self._lock = threading.Lock()
 
@@ -211,7 +223,7 @@ class PostgresStore:
                 url,
                 min_size=1,
                 max_size=max_connections,
-                kwargs={"autocommit": True, "row_factory": rows},
+                kwargs={"autocommit": True, "row_factory": rows, "application_name": THIS_PROCESS},
                 configure=configure,
                 timeout=self.timeout,
                 open=True,
@@ -289,9 +301,24 @@ class PostgresStore:
         health = self.health()
         return "ok" if health.ready else health.reason
 
+    def other_users(self) -> list[str] | None:
+        """Connections of other mcp-taskqueue processes (servers, workers, CLIs) to this database."""
+        with self._pool.connection() as conn:
+            found = conn.execute(
+                "SELECT application_name, coalesce(host(client_addr), 'a local socket'), count(*) "
+                "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name LIKE %s AND application_name <> %s GROUP BY 1, 2 ORDER BY 1, 2",
+                (f"{APPLICATION} %", THIS_PROCESS),
+            ).fetchall()
+        return [f"{name.removeprefix(APPLICATION + ' ')} (from {addr}, {n} connection(s))" for name, addr, n in found]
+
     def backup_to(self, target: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
-        """`pg_dump --format=custom` of the whole database to `target`."""
+        """`pg_dump --format=custom` of the whole database to `target` (progress: 0 of 1, then 1 of 1)."""
+        if progress is not None:
+            progress(0, 1)
         _run_tool("pg_dump", "--format=custom", "--no-owner", f"--file={target}", f"--dbname={self.url}")
+        if progress is not None:
+            progress(1, 1)
 
     def restore_from(self, source: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
         """`pg_restore --clean` of a `backup_to` file into this database, then every server is told."""

@@ -9,8 +9,9 @@ Counts by (project, status, priority) are kept by a trigger as *delta rows* (+1/
 updating one counter row: a single counter row per status would serialise every claim and
 completion on its row lock. Readers sum the deltas; `compact_counts` folds them now and then.
 
-Every committed history event and project change is announced with `NOTIFY taskqueue` (sent at
-commit, in commit order), which is the change feed of every server on the database.
+The change feed of every server on the database: history events carry the id of the transaction
+that wrote them (`xid`), read back once every transaction up to it has ended (p006); project
+changes and restores, which are rare, are announced with `NOTIFY taskqueue`.
 """
 
 from __future__ import annotations
@@ -286,6 +287,19 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             ALTER COLUMN refs TYPE json USING refs::json;
         ALTER TABLE development ALTER COLUMN evidence TYPE json USING evidence::json;
         ALTER TABLE payload_schemas ALTER COLUMN schema TYPE json USING schema::json;
+        """,
+    ),
+    (
+        "p006_feed_by_xid",
+        """
+        -- The change feed reads events by the transaction that wrote them instead of being told by a
+        -- NOTIFY per event: a transaction that notifies takes one database-wide lock for its whole
+        -- commit (WAL flush included), which serialised every claim and completion (16 workers ran
+        -- slower than 1). Project changes and restores, which are rare, still NOTIFY.
+        ALTER TABLE events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+        CREATE INDEX events_xid ON events(xid);
+        DROP TRIGGER events_notify ON events;
+        DROP FUNCTION notify_event();
         """,
     ),
 ]

@@ -38,6 +38,10 @@ TWO_ENGINES = frozenset(
         "test_roadmap_example",
         "test_auth",
         "test_containment",
+        "test_notify",
+        "test_notify_channels",
+        "test_notify_delivery",
+        "test_notify_surface",
     }
 )
 

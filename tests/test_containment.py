@@ -67,6 +67,11 @@ def tool_attempts(ids: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
         ("cancel_workflow", {"workflow_id": workflow}),
         ("advance_phase", {"task_id": other, "to": "planning"}),
         ("add_review", {"task_id": other, "score": 1.0}),
+        # notifiers watch every project (their filters are settings, not limits): refused outright
+        ("create_notifier", {"name": "spy", "channel": "webhook", "target": "https://example.com/h", "events": ["*"]}),
+        ("list_notifiers", {}),
+        ("delete_notifier", {"notifier": "n-1"}),
+        ("test_notifier", {"notifier": "n-1"}),
     ]
 
 

@@ -36,6 +36,8 @@ TWO_ENGINES = frozenset(
         "test_cli",
         "test_client",
         "test_roadmap_example",
+        "test_auth",
+        "test_containment",
         "test_notify",
         "test_notify_channels",
         "test_notify_delivery",

@@ -307,9 +307,13 @@ function confirmAction(title, text, yes) {
     document.getElementById("confirm-text").textContent = text;
     document.getElementById("confirm-yes").textContent = yes;
     const opener = document.activeElement;
+    const label = opener && opener.getAttribute("aria-label");
     dialog.returnValue = "";
     dialog.addEventListener("close", () => {
+      // a live update may have redrawn the opener meanwhile: then focus its new twin
+      const again = opener && !opener.isConnected && label ? view.querySelector(`button[aria-label="${CSS.escape(label)}"]`) : null;
       if (opener && opener.isConnected) opener.focus();
+      else if (again) again.focus();
       resolve(dialog.returnValue === "yes");
     }, { once: true });
     dialog.showModal();

@@ -205,6 +205,8 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     """The serve command's body: settings, logs, tracing, auth mode, then run until interrupted."""
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.logs import configure_logging
+    from mcp_taskqueue.notify.dispatcher import Dispatcher
+    from mcp_taskqueue.notify.transport import allow_configured_hosts
     from mcp_taskqueue.server.app import build_server
     from mcp_taskqueue.server.auth import OAuthSettings
     from mcp_taskqueue.server.service import ServiceOptions, StartupRefused, resolve_auth
@@ -213,6 +215,7 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     from mcp_taskqueue.store import open_store
 
     settings, _ = settings_for(ctx, **flags)
+    allow_configured_hosts(settings.notifications.allow_hosts)
     log_settings = settings.logging
     configure_logging(
         log_settings.level, log_settings.format, log_settings.file, log_settings.max_bytes, log_settings.backups
@@ -241,10 +244,11 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
                 metrics_public=settings.metrics.public,
             )
         try:
-            mcp = build_server(store, toolsets=server.toolsets, service=service, dispatch=True)
+            mcp = build_server(store, toolsets=server.toolsets, service=service)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-        run(mcp, server.transport, server.host, server.port, limits)
+        with Dispatcher(store):  # sends notifications for the server's whole life, on every transport
+            run(mcp, server.transport, server.host, server.port, limits)
     except (TaskQueueError, StartupError) as exc:
         # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
         if log_settings.level == "DEBUG":

@@ -36,6 +36,13 @@ TWO_ENGINES = frozenset(
         "test_cli",
         "test_client",
         "test_roadmap_example",
+        "test_auth",
+        "test_containment",
+        "test_notify",
+        "test_notify_channels",
+        "test_notify_delivery",
+        "test_notify_surface",
+        "test_notify_safety",
     }
 )
 

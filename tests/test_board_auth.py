@@ -135,7 +135,9 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
             "/board/api/column/ready?project=demo",
             "/board/api/board?project=demo&q=database",
             f"/board/api/tasks/{demo_task}",
+            "/board/api/tasks/no-such-task",  # unknown ids are refused alike: nothing to probe
             f"/board/api/workflows/{demo_flow}",
+            "/board/api/workflows/no-such-workflow",
             "/board/api/workflows?project=demo",
             "/board/api/charts?project=demo",
         ):
@@ -144,6 +146,7 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
             assert "ops" in refused.json()["message"], path
         no = http.post(f"/board/api/tasks/{demo_task}/retry", json={})
         assert no.status_code == 403 and queue.get(demo_task).status.value == "failed"
+        assert http.post("/board/api/tasks/no-such-task/retry", json={}).status_code == 403
         # limited to two projects: name one
         both = http.get("/board/api/board", headers=bearer(two))
         assert both.status_code == 403 and "give one" in both.json()["message"]

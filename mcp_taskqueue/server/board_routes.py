@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -35,10 +35,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.board import ACTION_SCOPES, Board, Filters
-from mcp_taskqueue.errors import Forbidden, TaskQueueError, ValidationFailed
+from mcp_taskqueue.errors import Forbidden, NotFound, TaskQueueError, ValidationFailed
 from mcp_taskqueue.identity import SCOPES, Identity
 
 log = logging.getLogger("mcp_taskqueue.board")
+T = TypeVar("T")
 
 STATIC_TYPES = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
 ERROR_STATUS = {"not_found": 404, "validation_failed": 400, "unauthorized": 401, "forbidden": 403, "store_busy": 503}
@@ -80,10 +81,23 @@ class Viewer:
         actor = identity.name if identity.authenticated else "board"
         return cls(actor, identity.scopes, identity.projects, identity.authenticated)
 
-    def check(self, project: str) -> None:
-        """Forbidden unless this viewer may see `project`."""
+    def check(self, project: str | None) -> None:
+        """Forbidden unless this viewer may see `project` (None: an unknown task or workflow)."""
         if self.projects is not None and project not in self.projects:
             raise Forbidden(f"token {self.actor!r} may only see project(s) {', '.join(sorted(self.projects))}")
+
+    def see(self, read: Callable[[], T], project_of: Callable[[T], str]) -> T:
+        """`read()` if what it finds is in a project this viewer may see. For a project-limited
+        token an unknown id is refused like another project's, so ids cannot be probed."""
+        try:
+            found = read()
+        except NotFound:
+            if self.projects is None:
+                raise
+            self.check(None)
+            raise
+        self.check(project_of(found))
+        return found
 
     def project(self, name: str | None) -> str | None:
         """The project a read is about: `name` (checked); none given means every project, or for a
@@ -250,16 +264,6 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
 
-    def task_detail(request: Request, viewer: Viewer) -> Any:
-        detail = board.task(request.path_params["task_id"])
-        viewer.check(detail.task.project)
-        return detail
-
-    def workflow_drawing(request: Request, viewer: Viewer) -> Any:
-        drawing = board.workflow(request.path_params["workflow_id"])
-        viewer.check(drawing.workflow.project)
-        return drawing
-
     reading("/board/api/me", lambda _request, viewer: viewer.describe())
     reading("/board/api/projects", lambda _request, viewer: {"projects": board.projects(only=viewer.projects)})
     reading(
@@ -276,14 +280,24 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             request.path_params["key"], filters_of(request, viewer), **page_of(request)
         ),
     )
-    reading("/board/api/tasks/{task_id}", task_detail)
+    reading(
+        "/board/api/tasks/{task_id}",
+        lambda request, viewer: viewer.see(
+            lambda: board.task(request.path_params["task_id"]), lambda d: d.task.project
+        ),
+    )
     reading(
         "/board/api/workflows",
         lambda request, viewer: board.workflows.list(
             project=viewer.project(request.query_params.get("project") or None), **page_of(request)
         ),
     )
-    reading("/board/api/workflows/{workflow_id}", workflow_drawing)
+    reading(
+        "/board/api/workflows/{workflow_id}",
+        lambda request, viewer: viewer.see(
+            lambda: board.workflow(request.path_params["workflow_id"]), lambda d: d.workflow.project
+        ),
+    )
     reading(
         "/board/api/charts",
         lambda request, viewer: board.charts(
@@ -314,7 +328,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
 
         def run(viewer: Viewer) -> Any:
             if viewer.projects is not None:
-                viewer.check(board.queue.get(task_id).project)
+                viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
             return board.act(action, task_id, viewer.actor, body)
 
         return await answer(request, ACTION_SCOPES[action], run)

@@ -17,6 +17,7 @@ from mcp_taskqueue.cli import CommandError, local_store, maps_to_tool, root_opti
 from mcp_taskqueue.errors import TaskQueueError
 from mcp_taskqueue.notify.events import EVENTS
 from mcp_taskqueue.notify.notifiers import Notifiers
+from mcp_taskqueue.notify.transport import allow_configured_hosts
 
 CHANNELS = ("webhook", "slack", "discord", "email", "twilio", "fcm")
 
@@ -50,6 +51,13 @@ def read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
     if secret_file:
         return Path(secret_file).read_text(encoding="utf-8").strip()
     return None
+
+
+def use_settings(ctx: click.Context) -> None:
+    """The config's `notifications.allow_hosts` apply here as in the server (with the environment's)."""
+    from mcp_taskqueue.cli_service import settings_for
+
+    allow_configured_hosts(settings_for(ctx)[0].notifications.allow_hosts)
 
 
 def shown(ctx: click.Context, info: Any, title: str | None = None) -> None:
@@ -118,6 +126,7 @@ def notify_add(
 ) -> None:
     """Create (or with --replace change) a notifier."""
 
+    use_settings(ctx)
     filters = {k: list(v) for k, v in (("projects", projects), ("kinds", kinds), ("tags", tags)) if v}
     fields = {
         "filters": filters or None,
@@ -168,6 +177,7 @@ def notify_remove(ctx: click.Context, notifier: str) -> None:
 def notify_test(ctx: click.Context, notifier: str) -> None:
     """Send a sample event now and show the receiver's answer; exits 1 when it did not accept it."""
 
+    use_settings(ctx)
     result = with_client(ctx, lambda tq: tq.test_notifier(notifier))
     show(ctx, result)
     if not result.ok:

@@ -42,6 +42,7 @@ TWO_ENGINES = frozenset(
         "test_notify_channels",
         "test_notify_delivery",
         "test_notify_surface",
+        "test_notify_safety",
     }
 )
 

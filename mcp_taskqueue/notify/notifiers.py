@@ -41,6 +41,9 @@ OPTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_OPTIONS = {"email": ("smtp_host", "from"), "twilio": ("account_sid", "from", "to")}
 NEEDS_SECRET = ("webhook", "twilio", "fcm")
+# Where a notifier's secret goes (as a password or token, or as the signing key): a secret never
+# follows a notifier to a new destination unless it is given again.
+DESTINATION_OPTIONS = ("smtp_host", "smtp_port", "starttls")
 TIMEOUT_ENV = "TASKQUEUE_NOTIFY_TIMEOUT"
 
 
@@ -53,9 +56,24 @@ def shown_target(channel: str, target: str) -> str:
     if channel == "email":
         return target
     parts = urlsplit(target)
+    host = (f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or "") + (
+        f":{parts.port}" if parts.port else ""
+    )  # never user:password@
     if channel == "webhook":
-        return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
-    return f"{parts.scheme}://{parts.netloc}/…"
+        return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+    return f"{parts.scheme}://{host}/…"
+
+
+def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as tools show them: custom header values may be credentials, so only their names."""
+    if isinstance(options.get("headers"), dict):
+        return {**options, "headers": {name: "…" for name in options["headers"]}}
+    return options
+
+
+def destination(channel: str, target: str, options: dict[str, Any]) -> tuple[Any, ...]:
+    """Where the secret goes: the URL, or for email the SMTP server (recipients never see the password)."""
+    return (channel, None if channel == "email" else target, *(options.get(k) for k in DESTINATION_OPTIONS))
 
 
 def delivery(row: Any) -> Delivery:
@@ -108,7 +126,7 @@ class Notifiers:
             "filters": filters,
             "threshold": row["threshold"],
             "templates": json.loads(row["templates"]),
-            "options": json.loads(row["options"]),
+            "options": shown_options(json.loads(row["options"])),
             "has_secret": bool(row["secret"]),
             "previous_secret_until": iso(row["previous_secret_until"]) if rotating else None,
             "circuit_open_until": iso(row["circuit_open_until"]) if (row["circuit_open_until"] or 0) > now else None,
@@ -185,7 +203,17 @@ class Notifiers:
                     list(events),
                 )
             else:
-                if secret and secret != row["secret"]:
+                moved = destination(row["channel"], row["target"], json.loads(row["options"])) != destination(
+                    channel, values["target"], values_options(values)
+                )
+                if moved and row["secret"] and not secret:
+                    raise ValidationFailed(
+                        "changing a notifier's channel, target or SMTP server needs its secret again "
+                        "(a stored secret never follows a notifier to a new destination)"
+                    )
+                if moved and secret:
+                    changes |= {"secret": secret, "previous_secret": None, "previous_secret_until": None}
+                elif secret and secret != row["secret"]:
                     changes |= {"secret": secret, "previous_secret": row["secret"]}
                     changes["previous_secret_until"] = now + ROTATION_SECONDS
                 tx.update_notifier(row["seq"], changes, list(events))

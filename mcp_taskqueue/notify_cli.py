@@ -8,6 +8,7 @@ a file, never from the command line (shell history) and never printed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,20 +161,23 @@ def notify_list(ctx: click.Context, notifier: str | None, status: str | None) ->
         show(ctx, detail.model_copy(update={"recent": recent}))
 
 
-@maps_to_tool("delete_notifier")
-@notify.command("remove")
-@click.argument("notifier")
-@click.pass_context
+def notifier_command(name: str, tool: str) -> Callable[[Callable[..., None]], click.Command]:
+    """`notify NAME NOTIFIER`: a command on one notifier (id or name) that fronts `tool`."""
+
+    def make(fn: Callable[..., None]) -> click.Command:
+        return maps_to_tool(tool)(notify.command(name)(click.argument("notifier")(click.pass_context(fn))))
+
+    return make
+
+
+@notifier_command("remove", "delete_notifier")
 def notify_remove(ctx: click.Context, notifier: str) -> None:
     """Delete a notifier and its delivery records (undelivered notifications are dropped)."""
 
     show(ctx, with_client(ctx, lambda tq: tq.delete_notifier(notifier)))
 
 
-@maps_to_tool("test_notifier")
-@notify.command("test")
-@click.argument("notifier")
-@click.pass_context
+@notifier_command("test", "test_notifier")
 def notify_test(ctx: click.Context, notifier: str) -> None:
     """Send a sample event now and show the receiver's answer; exits 1 when it did not accept it."""
 

@@ -11,9 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,9 +22,9 @@ from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store, open_store
 from tests.receivers import Receiver, http_receiver
-from tests.servers import free_port, server_env
+from tests.servers import free_port, server_env, stop, wait_healthy
 from tests.service_servers import cli
-from tests.test_notify import FAST
+from tests.test_notify import FAST, wait_until
 
 SECRET = "delivery-test-secret-0123456789"
 
@@ -48,33 +46,12 @@ def start_server(db: Path | str, transport: str = "http", *extra: str, allow: bo
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     if transport == "stdio":
         return proc
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "server exited early"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+        wait_healthy(proc, f"http://127.0.0.1:{port}")
+    except Exception:
         proc.kill()
-        proc.wait()
-
-
-def wait_until(predicate: Callable[[], bool], what: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.1)
+        raise
+    return proc
 
 
 def complete_one(queue: TaskQueue, title: str) -> str:
@@ -205,14 +182,14 @@ def test_two_servers_on_one_database_send_each_notification_once_and_the_survivo
         try:
             before = [complete_one(queue, f"before {i}") for i in range(6)]
             rx.wait_for(6, timeout=60)
-            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 6}, lambda: notifiers.get("hook"))
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 6}, timeout=60)
             owner = owner_pid()
             assert owner in servers  # one of the two sends; the other waits
             sent_before = [r.headers["webhook-id"] for r in rx.received]
             os.kill(owner, signal.SIGKILL)
             servers.pop(owner).wait()
             after = [complete_one(queue, f"after {i}") for i in range(6)]
-            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 12}, lambda: notifiers.get("hook"))
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 12}, timeout=60)
             (survivor,) = servers
             assert owner_pid() == survivor
         finally:

@@ -36,6 +36,8 @@ TWO_ENGINES = frozenset(
         "test_cli",
         "test_client",
         "test_roadmap_example",
+        "test_readiness",
+        "test_schema_safety",
     }
 )
 

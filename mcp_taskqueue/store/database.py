@@ -28,6 +28,7 @@ from sqlite_utils import Database
 
 from mcp_taskqueue.errors import StoreBusy, StoreFull, StoreLost, StoreUnavailable
 from mcp_taskqueue.store import files
+from mcp_taskqueue.store.abandon import check_abandoned
 from mcp_taskqueue.store.contract import ChangeBatch, Health, WouldBlock, is_postgres_url
 from mcp_taskqueue.store.migrations import migrations
 from mcp_taskqueue.store.queries import Tx
@@ -277,9 +278,14 @@ class Store:
 
     def _transaction(self, conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T], deadline: float) -> T:
         what = "take the write lock" if begin != "BEGIN" else "read"
+        writing = begin != "BEGIN"
+        if writing:
+            check_abandoned()
         self._run(conn, lambda: conn.execute(begin), deadline, what)
         try:
-            value = fn(Tx(conn, write=begin != "BEGIN"))
+            value = fn(Tx(conn, write=writing))
+            if writing:
+                check_abandoned()  # the caller went away while we waited or worked: roll back
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

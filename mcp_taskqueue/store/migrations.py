@@ -381,3 +381,21 @@ def m007_tokens(db: Database) -> None:
         CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
         """,
     )
+
+
+@migrations()
+def m008_due_by_priority(db: Database) -> None:
+    """Time-driven promotion in claim order: due work and expired leases found per priority.
+
+    The sweep used to take the 500 earliest-due pending tasks (and the 100 earliest-expired leases),
+    so behind a backlog of due `low` work a due `critical` task stayed pending and a claim handed out
+    `low`. With (priority, time) partial indexes the sweep takes each priority's due rows in turn, one
+    range lookup per priority, whatever the size of the backlog.
+    """
+    run_script(
+        db,
+        """
+        CREATE INDEX tasks_due_rank ON tasks(priority, run_at) WHERE status = 'pending' AND unmet_deps = 0;
+        CREATE INDEX tasks_lease_rank ON tasks(priority, lease_expires_at) WHERE status = 'running';
+        """,
+    )

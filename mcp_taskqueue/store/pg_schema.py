@@ -269,4 +269,12 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
         CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
         """,
     ),
+    (
+        # Due work and expired leases found per priority (critical first), as SQLite's m008.
+        "p005_due_by_priority",
+        """
+        CREATE INDEX tasks_due_rank ON tasks(priority, run_at) WHERE status = 'pending' AND unmet_deps = 0;
+        CREATE INDEX tasks_lease_rank ON tasks(priority, lease_expires_at) WHERE status = 'running';
+        """,
+    ),
 ]

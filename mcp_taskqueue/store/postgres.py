@@ -29,6 +29,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
 from mcp_taskqueue.errors import StoreBusy, StoreError, ValidationFailed
+from mcp_taskqueue.store.abandon import check_abandoned
 from mcp_taskqueue.store.contract import ChangeBatch, Health, WouldBlock
 from mcp_taskqueue.store.pg_schema import CHANNEL, PG_MIGRATIONS
 from mcp_taskqueue.store.queries import Tx, search_terms
@@ -150,7 +151,7 @@ class PgTx(Tx):
         return None if row is None else int(row[0])
 
     def sweep_due(self, now: float) -> bool:
-        if time.monotonic() - PgTx._last_compact > COMPACT_EVERY_SECONDS:
+        if self.write and time.monotonic() - PgTx._last_compact > COMPACT_EVERY_SECONDS:
             PgTx._last_compact = time.monotonic()
             self.compact_counts()
         return super().sweep_due(now)
@@ -243,11 +244,16 @@ class PostgresStore:
     def _run(self, fn: Callable[[Tx], T], write: bool) -> T:
         delay = 0.005
         for attempt in range(RETRIES + 1):
+            if write:
+                check_abandoned()
             try:
                 with self._pool.connection() as conn, conn.transaction():
                     if not write:
                         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    return fn(PgTx(Connection(conn), write=write))
+                    value = fn(PgTx(Connection(conn), write=write))
+                    if write:
+                        check_abandoned()  # the caller went away: leaving the block rolls back
+                    return value
             except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise StoreBusy(

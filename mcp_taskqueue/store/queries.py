@@ -45,19 +45,21 @@ TAG_CLAIM_SQL = (
 )
 # The sweep runs on every claim, so it must touch only due rows: the partial indexes hold exactly
 # those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
-# pending or running task.
+# pending or running task. Due work is taken one priority at a time (critical first) through
+# (priority, time) partial indexes: a backlog of due `low` work never hides a due `critical` task.
 EXPIRED_SQL = (
-    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks {tasks_lease} "
-    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?{skip_locked}"
+    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks {tasks_lease_rank} "
+    "WHERE status = 'running' AND priority = ? AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?{skip_locked}"
 )
 SWEEP_PROBE_SQL = (
     "SELECT EXISTS (SELECT 1 FROM tasks {tasks_lease} WHERE status = 'running' AND lease_expires_at < ?), "
     "EXISTS (SELECT 1 FROM tasks {tasks_due} WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
 )
 DUE_SQL = (
-    "SELECT seq, id, version FROM tasks {tasks_due} "
-    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?{skip_locked}"
+    "SELECT seq, id, version FROM tasks {tasks_due_rank} "
+    "WHERE status = 'pending' AND unmet_deps = 0 AND priority = ? AND run_at <= ? ORDER BY run_at LIMIT ?{skip_locked}"
 )
+PRIORITY_RANKS = range(4)  # critical .. low: the sweep serves the best first
 # Hard bound on the full-text query so a hostile one cannot make the search work hard.
 MAX_QUERY = 200
 
@@ -90,6 +92,8 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         return template.format(
             tasks_lease=self.hint("tasks_lease"),
             tasks_due=self.hint("tasks_due"),
+            tasks_lease_rank=self.hint("tasks_lease_rank"),
+            tasks_due_rank=self.hint("tasks_due_rank"),
             skip_locked=self.SKIP_LOCKED if self.write else "",
         )
 
@@ -369,12 +373,23 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
     # --- tasks: the claim path ------------------------------------------------------------
 
     def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        """Running tasks whose lease ran out; another sweeper's rows are skipped, never shared."""
-        return self.conn.execute(self.render(EXPIRED_SQL), (now, limit)).fetchall()
+        """Up to `limit` running tasks whose lease ran out, highest priority first (one range lookup
+        per priority); another sweeper's rows are skipped, never shared."""
+        return self._by_priority(EXPIRED_SQL, now, limit)
 
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
-        """Pending tasks with no unmet dependency whose run_at has come (skipping others' rows)."""
-        return self.conn.execute(self.render(DUE_SQL), (now, limit)).fetchall()
+        """Up to `limit` pending tasks with no unmet dependency whose run_at has come, highest
+        priority first (skipping others' rows)."""
+        return self._by_priority(DUE_SQL, now, limit)
+
+    def _by_priority(self, template: str, now: float, limit: int) -> list[sqlite3.Row]:
+        sql = self.render(template)
+        found: list[sqlite3.Row] = []
+        for rank in PRIORITY_RANKS:
+            if len(found) >= limit:
+                break
+            found += self.conn.execute(sql, (rank, now, limit - len(found))).fetchall()
+        return found
 
     @staticmethod
     def _claim_filters(project: str | None, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:

@@ -253,6 +253,10 @@ def maps_to_tool(
 )
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
+@click.option(
+    "--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback and --host."
+)
+@click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
 @click.option("--log-level", help="INFO logs every request [default: WARNING]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
@@ -298,6 +302,10 @@ def serve(
     }
     given = {keys.get(k, f"server.{k}"): v for k, v in flags.items()}
     given["server.toolsets"] = toolsets.split(",") if toolsets else None
+    for name in ("allowed_hosts", "allowed_origins"):  # comma-separated on the command line, lists in settings
+        value = given.pop(f"server.{name}")
+        if value is not None:
+            given[f"server.{name}"] = [part.strip() for part in value.split(",") if part.strip()]
     limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
     run(ctx, no_auth, store_timeout, limits, **given)
 

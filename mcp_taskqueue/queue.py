@@ -486,8 +486,9 @@ class TaskQueue:
         `ready` as soon as it is claimable. One read transaction when nothing is due."""
         now = self.clock()
         due, value = self.store.read(lambda tx: (tx.sweep_due(now), fn(tx)))
-        if not due or not self.promote_due():
+        if not due:
             return value
+        self.promote_due()  # False when another promoter got there first: read again either way
         return self.store.read(fn)
 
     def get(self, task_id: str) -> Task:

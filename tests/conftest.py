@@ -38,6 +38,8 @@ TWO_ENGINES = frozenset(
         "test_roadmap_example",
         "test_readiness",
         "test_schema_safety",
+        "test_search",
+        "test_cancellation",
     }
 )
 

@@ -93,4 +93,3 @@ async def test_a_payload_is_checked_before_the_write_lock_is_taken(db_path: Path
         assert time.monotonic() - started < 2.0, "the check waited for the write lock"
     assert "validation_failed" in message and "/sku" in message
     assert (await call(client, "queue_stats"))["total"] == 0
-

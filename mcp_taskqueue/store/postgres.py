@@ -43,6 +43,7 @@ RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetecte
 MIGRATION_LOCK = 7_157_001
 GRAPH_LOCK = 7_157_002
 COMPACT_EVERY_SECONDS = 5.0
+BODY = "(title || ' ' || description)"  # the searched text, spelt as the search indexes spell it
 
 
 def redact(url: str) -> str:
@@ -128,14 +129,22 @@ class PgTx(Tx):
         return ""  # PostgreSQL's planner takes no hints; the partial indexes match the queries
 
     def search_clause(self, text: str) -> tuple[str, list[Any]]:
-        """Each word matches a whole word (tsvector) or, for scripts without spaces and for word
-        parts, a substring (pg_trgm index): the same "every script" rule as SQLite's search."""
+        """Each term matches a whole word (tsvector) or a substring: through pg_trgm for ASCII, through
+        the one- and two-character pieces of `tasks_grams` for other scripts (p006): the same "every
+        script" rule as SQLite's search."""
         clauses: list[str] = []
         params: list[Any] = []
         for term in search_terms(text):
             like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append("(search @@ plainto_tsquery('simple', ?) OR (title || ' ' || description) ILIKE ?)")
-            params.extend([term, like])
+            if term.isascii():
+                clauses.append(f"(search @@ plainto_tsquery('simple', ?) OR {BODY} ILIKE ?)")
+                params.extend([term, like])
+            else:  # its non-ASCII pieces narrow through tasks_grams (p006), ILIKE checks the substring
+                clauses.append(
+                    f"(search @@ plainto_tsquery('simple', ?) OR (taskqueue_grams({BODY}) @> taskqueue_grams(?) "
+                    f"AND {BODY} ILIKE ?))"
+                )
+                params.extend([term, term, like])
         return "(" + " AND ".join(clauses) + ")", params
 
     def lock_dependency_graph(self) -> None:

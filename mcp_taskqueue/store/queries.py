@@ -64,9 +64,28 @@ PRIORITY_RANKS = range(4)  # critical .. low: the sweep serves the best first
 MAX_QUERY = 200
 
 
+MAX_TERMS = 16  # search terms used from one query; the rest are ignored
+# One IN over a UNION, not two INs joined by OR: the matches drive the lookup by rowid (an OR would
+# walk every task in claim order and test each against both lists).
+SEARCH_SQL = (
+    "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ? "
+    "UNION SELECT rowid FROM tasks_fts_trigram WHERE tasks_fts_trigram MATCH ?)"
+)
+SHORT_TERM_SQL = "SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ? LIMIT 500"
+NO_MATCH = '"\uffff\uffff\uffff"'  # a trigram of noncharacters: what a short term with no expansion finds
+# Letters, digits and combining marks (so Thai vowel signs and Indic matras stay inside their word).
+WORD = re.compile(r"[\w\u0300-\u036f\u0e31-\u0e3a\u0e47-\u0e4e\u0900-\u0dff]+")
+
+
 def search_terms(text: str) -> list[str]:
-    """The words of a free-text search (any script); the engine decides how each is matched."""
-    return re.findall(r"\w+", text)
+    """The terms of a free-text search (any script), each of which a match must contain; the
+    engine decides how each is matched (whole word, or substring in scripts without spaces)."""
+    return WORD.findall(text)[:MAX_TERMS]
+
+
+def quote_term(term: str) -> str:
+    """One FTS5 string token: any text, quotes doubled, so no input is a syntax error."""
+    return '"' + term.replace('"', '""') + '"'
 
 
 class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
@@ -351,11 +370,22 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         return self.conn.execute(sql, params).fetchall()
 
     def search_clause(self, text: str) -> tuple[str, list[Any]]:
-        """A WHERE term matching tasks whose title or description holds every word of `text`
-        (FTS5 on SQLite: each word quoted, so no input is a syntax error)."""
-        return "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)", [
-            " ".join('"' + term + '"' for term in search_terms(text))
-        ]
+        """A WHERE term matching tasks whose title or description holds every term of `text`: as
+        whole words in the word index (diacritics folded), or as substrings in the trigram index (any
+        script, also text written without spaces). A term shorter than three characters stands for
+        the indexed trigrams that start with it (at most 500, a range lookup in the vocabulary). Each
+        term is quoted, so no input is an FTS5 syntax error."""
+        terms = search_terms(text)
+        words = " ".join(quote_term(term) for term in terms)
+        groups: list[str] = []
+        for term in terms:
+            if len(term) >= 3:
+                groups.append(quote_term(term))
+                continue
+            folded = term.lower()
+            found = self.conn.execute(SHORT_TERM_SQL, (folded, folded + "\U0010ffff")).fetchall()
+            groups.append("(" + " OR ".join(quote_term(row[0]) for row in found) + ")" if found else NO_MATCH)
+        return SEARCH_SQL, [words, " AND ".join(groups)]
 
     def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
         """The newest `limit` events of a task, newest first."""

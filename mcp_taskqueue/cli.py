@@ -249,7 +249,7 @@ def maps_to_tool(
 @click.option(
     "--toolsets",
     default=None,
-    help="Comma-separated tool groups to expose (default: all but the opt-in notifications; 'all' for every one).",
+    help="Comma-separated tool groups to expose, e.g. tasks,queue [default: all].",
 )
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")

@@ -205,6 +205,7 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     """The serve command's body: settings, logs, tracing, auth mode, then run until interrupted."""
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.logs import configure_logging
+    from mcp_taskqueue.notify.dispatcher import Dispatcher
     from mcp_taskqueue.server.app import build_server
     from mcp_taskqueue.server.auth import OAuthSettings
     from mcp_taskqueue.server.service import ServiceOptions, StartupRefused, resolve_auth
@@ -241,18 +242,19 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
                 metrics_public=settings.metrics.public,
             )
         try:
-            mcp = build_server(store, toolsets=server.toolsets, service=service, dispatch=True)
+            mcp = build_server(store, toolsets=server.toolsets, service=service)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
-        run(
-            mcp,
-            server.transport,
-            server.host,
-            server.port,
-            limits,
-            allowed_hosts=server.allowed_hosts,
-            allowed_origins=server.allowed_origins,
-        )
+        with Dispatcher(store):  # sends notifications for the server's whole life, on every transport
+            run(
+                mcp,
+                server.transport,
+                server.host,
+                server.port,
+                limits,
+                allowed_hosts=server.allowed_hosts,
+                allowed_origins=server.allowed_origins,
+            )
     except (TaskQueueError, StartupError) as exc:
         # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
         if log_settings.level == "DEBUG":

@@ -232,7 +232,7 @@ def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerPar
     from mcp_taskqueue.server.app import build_server  # only the in-memory mode needs the server
     from mcp_taskqueue.store import is_postgres_url
 
-    # In-process there is no context to save: every toolset, the opt-in ones included.
+    # In-process there is no context to save: every toolset.
     if target is None or is_postgres_url(target):
         return build_server(None if target is None else str(target), toolsets=toolsets or "all")
     return build_server(str(Path(str(target)).expanduser()), toolsets=toolsets or "all")

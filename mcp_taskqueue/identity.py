@@ -24,7 +24,7 @@ SCOPES = ("read", "write", "claim", "review", "admin")
 TOKEN_PREFIX = "tq_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-__all__ = ["CURRENT_IDENTITY", "SCOPES", "Identity", "TokenRow", "Tokens", "hash_token", "parse_scopes"]
+__all__ = ["CURRENT_IDENTITY", "SCOPES", "Identity", "TokenRow", "Tokens", "hash_token", "parse_scopes", "revocations"]
 
 
 def hash_token(token: str) -> str:
@@ -71,6 +71,14 @@ class Identity:
 # Set by the server's guard around each MCP message: who the tools are acting for.
 CURRENT_IDENTITY: ContextVar[Identity | None] = ContextVar("taskqueue_identity", default=None)
 
+# How many revokes this process has made: a cache of verified tokens is void once it moves.
+_revoked = 0
+
+
+def revocations() -> int:
+    """A number that changes whenever this process revokes a token (caches compare it)."""
+    return _revoked
+
 
 class Tokens:
     """Create, list, revoke and verify bearer tokens kept in a store."""
@@ -111,8 +119,12 @@ class Tokens:
         return token_sql.list_tokens(self.store, include_revoked)
 
     def revoke(self, name: str) -> TokenRow:
-        """Revoke the active token called `name` (NotFound if none); it stops working at once."""
-        return token_sql.revoke_token(self.store, name, time.time())
+        """Revoke the active token called `name` (NotFound if none). Servers in this process refuse it
+        from the next request on; other processes within their cache time (server/auth.py)."""
+        global _revoked
+        row = token_sql.revoke_token(self.store, name, time.time())
+        _revoked += 1
+        return row
 
     def verify(self, token: str) -> TokenRow | None:
         """The active, unexpired token this secret belongs to, or None."""

@@ -40,6 +40,12 @@ TWO_ENGINES = frozenset(
         "test_schema_safety",
         "test_search",
         "test_cancellation",
+        "test_auth",
+        "test_containment",
+        "test_notify",
+        "test_notify_channels",
+        "test_notify_delivery",
+        "test_notify_surface",
     }
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ class Running:
         return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
 
 
-def cli(db: Path | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `mcp-taskqueue --db DB ARGS...` (no --db when None) to completion."""
+def cli(db: Path | str | None, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `mcp-taskqueue --db DB ARGS...` (no --db when None; DB a file or a postgresql:// URL) to completion."""
     return subprocess.run(
         [sys.executable, "-m", "mcp_taskqueue.cli", *(["--db", str(db)] if db else []), *args],
         capture_output=True,
@@ -44,7 +45,7 @@ def cli(db: Path | None, *args: str, env: dict[str, str] | None = None) -> subpr
     )
 
 
-def make_token(db: Path, name: str, scopes: str, *projects: str) -> str:
+def make_token(db: Path | str, name: str, scopes: str, *projects: str) -> str:
     args = ["--format", "json", "token", "create", "--name", name, "--scopes", scopes]
     for project in projects:
         args += ["--project", project]
@@ -55,15 +56,17 @@ def make_token(db: Path, name: str, scopes: str, *projects: str) -> str:
 
 @contextmanager
 def serve(
-    db: Path,
+    db: Path | str,
     *args: str,
     env: dict[str, str] | None = None,
     host: str = "127.0.0.1",
     timeout: float = 60.0,
 ) -> Iterator[Running]:
-    """`serve --transport http --host HOST --port FREE ARGS...`; yields once /healthz answers."""
+    """`serve --transport http --host HOST --port FREE ARGS...`; yields once /healthz answers.
+
+    The server's stderr goes to a file next to an SQLite DB (in a temporary folder for a URL)."""
     port = free_port()
-    log = db.parent / f"server-{port}.log"
+    log = (db.parent if isinstance(db, Path) else Path(tempfile.mkdtemp(prefix="tq-serve-"))) / f"server-{port}.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", "http"]
@@ -81,15 +84,19 @@ def serve(
 
 
 @asynccontextmanager
-async def mcp_client(base: str, token: str | None = None, transport: str = "http") -> AsyncIterator[Client]:
-    """An MCP client on /mcp (or /sse) sending `Authorization: Bearer token` when given."""
+async def mcp_client(
+    base: str, token: str | None = None, transport: str = "http", mode: Any = "auto"
+) -> AsyncIterator[Client]:
+    """An MCP client on /mcp (or /sse) sending `Authorization: Bearer token` when given.
+
+    `mode="legacy"` forces the initialize handshake (for `resources/subscribe`)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if transport == "sse":
-        async with Client(sse_client(base + "/sse", headers=headers)) as client:
+        async with Client(sse_client(base + "/sse", headers=headers), mode=mode) as client:
             yield client
         return
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-        Client(streamable_http_client(base + "/mcp", http_client=http)) as client,
+        Client(streamable_http_client(base + "/mcp", http_client=http), mode=mode) as client,
     ):
         yield client

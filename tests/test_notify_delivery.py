@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import Store
+from mcp_taskqueue.store import Store, open_store
 from tests.receivers import Receiver, http_receiver
 from tests.servers import free_port, server_env
 from tests.test_notify import FAST
@@ -28,28 +29,18 @@ from tests.test_notify import FAST
 SECRET = "delivery-test-secret-0123456789"
 
 
-def start_server(db: Path) -> subprocess.Popen[bytes]:
-    """`serve --transport http` with the dispatcher, polling fast; returns once /healthz answers."""
+def start_server(db: Path | str, transport: str = "http") -> subprocess.Popen[bytes]:
+    """`serve --transport TRANSPORT` with the dispatcher, polling fast, and no client ever connected;
+    for http and sse returns once /healthz answers (stdio: once started, its stdin held open)."""
     port = free_port()
     env = server_env() | {"TASKQUEUE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "TASKQUEUE_NOTIFY_POLL": "0.1"}
     env |= {"TASKQUEUE_NOTIFY_TIMEOUT": "120", "TASKQUEUE_NOTIFY_RETRY_BASE": "0.2"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcp_taskqueue.cli",
-            "--db",
-            str(db),
-            "serve",
-            "--transport",
-            "http",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    args = [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
+    if transport != "stdio":
+        args += ["--port", str(port)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    if transport == "stdio":
+        return proc
     deadline = time.monotonic() + 30
     while True:
         assert proc.poll() is None, "server exited early"
@@ -63,6 +54,22 @@ def start_server(db: Path) -> subprocess.Popen[bytes]:
             time.sleep(0.1)
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_until(predicate: Callable[[], bool], what: Callable[[], object], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.1)
+
+
 def complete_one(queue: TaskQueue, title: str) -> str:
     task = queue.create({"title": title})
     assert queue.claim("w", lease_seconds=600) is not None
@@ -71,10 +78,10 @@ def complete_one(queue: TaskQueue, title: str) -> str:
 
 
 def test_a_server_killed_between_commit_and_send_delivers_after_restart_under_the_same_id(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
-    db = tmp_path / "crash.db"
+    db = db_path
     first = threading.Event()
 
     def hang_first(request: object) -> tuple[int, float, dict[str, str]]:
@@ -83,7 +90,7 @@ def test_a_server_killed_between_commit_and_send_delivers_after_restart_under_th
             return 200, 60.0, {}  # the server dies while waiting for this answer
         return 200, 0.0, {}
 
-    store = Store(db)
+    store = open_store(db)
     try:
         notifiers = Notifiers(store)
         queue = TaskQueue(store)
@@ -156,3 +163,55 @@ def test_a_receiver_down_for_a_while_gets_everything_once_back_in_order_per_task
         per_task[r.verified["data"]["task"]["id"]].append(r.verified["type"])
     assert {t: per_task[t] for t in tasks} == {t: ["task.failed", "task.dead", "task.completed"] for t in tasks}
     assert len({r.headers["webhook-id"] for r in rx.received}) == 12
+
+
+@pytest.mark.parametrize("transport", ["sse", "stdio"])
+def test_the_dispatcher_runs_for_the_servers_life_with_no_client_connected(
+    db_path: Path | str, store: Store, queue: TaskQueue, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    notifiers = Notifiers(store)
+    with http_receiver(Receiver(secret=SECRET)) as rx:
+        notifiers.create("hook", "webhook", rx.url, ["task.completed"], secret=SECRET)
+        server = start_server(db_path, transport)
+        try:
+            task_id = complete_one(queue, "sent with nobody connected")
+            (got,) = rx.wait_for(1, timeout=60)
+        finally:
+            stop(server)
+    assert got.verify_error is None and got.verified["data"]["task"]["id"] == task_id
+
+
+def test_two_servers_on_one_database_send_each_notification_once_and_the_survivor_takes_over(
+    db_path: Path | str, store: Store, queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    notifiers = Notifiers(store)
+
+    def owner_pid() -> int | None:
+        row = store.read(lambda tx: tx.singleton_lease("notify-dispatcher"))
+        return None if row is None else int(row["owner"].split("/")[1])
+
+    with http_receiver(Receiver(secret=SECRET)) as rx:
+        notifiers.create("hook", "webhook", rx.url, ["task.completed"], secret=SECRET)
+        servers = {p.pid: p for p in (start_server(db_path), start_server(db_path))}
+        try:
+            before = [complete_one(queue, f"before {i}") for i in range(6)]
+            rx.wait_for(6, timeout=60)
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 6}, lambda: notifiers.get("hook"))
+            owner = owner_pid()
+            assert owner in servers  # one of the two sends; the other waits
+            sent_before = [r.headers["webhook-id"] for r in rx.received]
+            os.kill(owner, signal.SIGKILL)
+            servers.pop(owner).wait()
+            after = [complete_one(queue, f"after {i}") for i in range(6)]
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 12}, lambda: notifiers.get("hook"))
+            (survivor,) = servers
+            assert owner_pid() == survivor
+        finally:
+            for proc in servers.values():
+                stop(proc)
+    assert len(sent_before) == len(set(sent_before)) == 6  # one owner at a time: no duplicates
+    by_task = {r.verified["data"]["task"]["id"] for r in rx.received}
+    assert by_task == set(before) | set(after)
+    assert all(r.verify_error is None for r in rx.received)

@@ -12,7 +12,7 @@ from mcp import Client
 from mcp_taskqueue.client import TaskQueueClient
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
-from mcp_taskqueue.store import Store
+from mcp_taskqueue.store import open_store
 from tests.mcp_calls import call, call_error
 from tests.receivers import Receiver, http_receiver
 from tests.test_cli import cli, fails, ok
@@ -28,17 +28,21 @@ def allow_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def client(db_path: Path) -> AsyncIterator[Client]:
-    """The server with every toolset: `notifications` is opt-in."""
-    async with Client(build_server(db_path, toolsets="all")) as c:
+    """The server as `serve` builds it: every toolset, `notifications` included."""
+    async with Client(build_server(db_path)) as c:
         yield c
 
 
 @pytest.mark.anyio
-async def test_notifications_are_opt_in_and_whole_tools_list_stays_in_budget(db_path: Path, client: Client) -> None:
-    async with Client(build_server(db_path)) as default:
-        names = {t.name for t in (await default.list_tools()).tools}
-    assert not names & NOTIFIER_TOOLS
+async def test_notifications_are_on_by_default_and_tools_list_stays_in_budget(db_path: Path, client: Client) -> None:
+    async with Client(build_server(db_path, toolsets="tasks,queue")) as worker:
+        names = {t.name for t in (await worker.list_tools()).tools}
+    assert not names & NOTIFIER_TOOLS  # a plain worker's context leaves them out
     tools = (await client.list_tools()).tools
+    wire = json.dumps(
+        [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools], separators=(",", ":")
+    )
+    assert len(wire.encode()) < 32 * 1024, f"default tools/list is {len(wire.encode())} bytes"
     assert {t.name for t in tools} >= NOTIFIER_TOOLS
     for tool in tools:
         if tool.name in NOTIFIER_TOOLS:
@@ -137,7 +141,7 @@ def test_notify_commands(db_path: Path, tmp_path: Path, monkeypatch: pytest.Monk
     assert SECRET not in result.stdout + json.dumps(added)
     assert ok(db_path, "notify", "list")[0]["name"] == "ops"
     # a dead delivery, replayed by redeliver under its id
-    store = Store(db_path)
+    store = open_store(db_path)
     try:
         queue = TaskQueue(store)
         task = queue.create({"title": "t", "project": "web"})

@@ -87,7 +87,7 @@ def owner_gone(owner: str) -> bool:
 
 
 class Dispatcher:
-    """Sends the outbox of one store in a background thread; `start()` / `stop()`."""
+    """Sends the outbox of one store in a background thread; `start()` / `stop()`, or `with Dispatcher(store):`."""
 
     def __init__(
         self,
@@ -109,6 +109,13 @@ class Dispatcher:
         self.owning = False
 
     # --- life -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Dispatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="notify-dispatcher", daemon=True)
@@ -154,10 +161,8 @@ class Dispatcher:
     def _take_lease(self, tx: Tx) -> bool:
         now = self.clock()
         row = tx.singleton_lease(LEASE_NAME)
-        mine = row is None or row["owner"] == self.owner or row["expires_at"] < now or owner_gone(row["owner"])
-        if mine:
-            tx.put_singleton_lease(LEASE_NAME, self.owner, now + self.settings.lease_seconds)
-        return mine
+        gone = row["owner"] if row is not None and row["owner"] != self.owner and owner_gone(row["owner"]) else None
+        return tx.take_singleton_lease(LEASE_NAME, self.owner, now, now + self.settings.lease_seconds, gone)
 
     # --- one step ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
 from mcp_taskqueue.server.notifications import LegacySubscriptions, ResourceWatcher, register_subscriptions
-from mcp_taskqueue.server.notifier_tools import register_notifier_resources, with_dispatcher
+from mcp_taskqueue.server.notifier_tools import register_notifier_resources
 from mcp_taskqueue.server.prompts import register_prompts
 from mcp_taskqueue.server.reporting import CallReports, register_reporting
 from mcp_taskqueue.server.resources import register_resources
@@ -46,15 +46,13 @@ and track it with get_workflow; advance_phase/add_review enforce the development
 
 # Toolsets that are SDK extensions (applied when the server is built) rather than plain registrars.
 EXTENSIONS: dict[str, Callable[[TaskQueue], Extension]] = {"board": board_apps}
-# Administration toolsets an agent doing the work does not need in its context: on when named or with 'all'.
-OPT_IN_TOOLSETS = ("notifications",)
 
 
 def parse_toolsets(value: str | Iterable[str] | None) -> list[str]:
-    """'tasks,queue' -> ['tasks', 'queue']; None -> every toolset but OPT_IN_TOOLSETS; 'all' -> every one."""
+    """'tasks,queue' -> ['tasks', 'queue']; None or 'all' -> every toolset."""
     known = [name for name in TOOLSETS if name in REGISTRARS] + list(EXTENSIONS)
     if value is None:
-        return [name for name in known if name not in OPT_IN_TOOLSETS]
+        return known
     names = [n.strip() for n in (value.split(",") if isinstance(value, str) else value) if n.strip()]
     if names == ["all"]:
         return known
@@ -174,15 +172,14 @@ def build_server(
     queue: TaskQueue | Storage | str | os.PathLike[str] | None = None,
     toolsets: str | Iterable[str] | None = None,
     service: ServiceOptions | None = None,
-    dispatch: bool = False,
 ) -> MCPServer:
     """The MCP server for a queue (or a store, or a database path or `postgresql://` URL; None is
     the default store).
 
     `service` switches on what a shared HTTP server needs (server/service.py): auth, rate limits,
     metrics. Without it every caller is the local user, as on stdio.
-    `dispatch` runs the notification dispatcher while the server runs (`serve` does; in-process
-    clients such as the CLI's do not, so a one-off command never sends)."""
+    Notifications are sent by a `Dispatcher` that `serve` runs for the process's life, whatever the
+    transport; a server built here (in-process clients, the CLI's one-off commands) never sends."""
     if queue is None or isinstance(queue, (str, os.PathLike)):
         queue = TaskQueue(open_store(queue))
     elif not isinstance(queue, TaskQueue):
@@ -199,7 +196,7 @@ def build_server(
         instructions=INSTRUCTIONS,
         warn_on_duplicate_tools=False,
         log_level="WARNING",
-        lifespan=with_dispatcher(watcher.lifespan, queue.store) if dispatch else watcher.lifespan,
+        lifespan=watcher.lifespan,
         subscriptions=bus,
         **auth_kwargs(service, queue),
         extensions=[EXTENSIONS[name](queue) for name in names if name in EXTENSIONS],

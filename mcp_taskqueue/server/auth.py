@@ -21,6 +21,7 @@ before anything is changed, whether the caller's scopes and projects allow it:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -33,15 +34,15 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.shared.exceptions import MCPError
-from mcp_types import INVALID_REQUEST, CallToolResult, TextContent
+from mcp_types import INVALID_REQUEST, CallToolResult, CompleteResult, Completion, TextContent
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from mcp_taskqueue.errors import Forbidden, NotFound, RateLimited, TaskQueueError
-from mcp_taskqueue.identity import CURRENT_IDENTITY, SCOPES, Identity, Tokens
+from mcp_taskqueue.identity import CURRENT_IDENTITY, SCOPES, Identity, Tokens, revocations
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.ratelimit import RateLimiter
-from mcp_taskqueue.workflows import Workflows
+from mcp_taskqueue.workflows import Workflows, fill_template
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,13 @@ TOOL_SCOPES: dict[str, str] = {
 }
 # MCP methods anyone who authenticated may use: the handshake and discovery.
 OPEN_METHODS = frozenset({"initialize", "ping", "tools/list", "notifications/initialized", "logging/setLevel"})
+# The resources of one project: its tasks (and their history), workflows, the project, its schemas.
+PROJECT_RESOURCE = re.compile(
+    r"taskqueue://(?:(?P<kind>tasks)/(?P<key>[^/?#]+)(?:/history)?"
+    r"|(?P<kind2>workflows|projects|schemas)/(?P<key2>[^/?#]+))"
+)
+# Listings of what the server offers (no queue data): open to a project-limited token too.
+DISCOVERY_METHODS = frozenset({"server/discover", "resources/list", "resources/templates/list", "prompts/list"})
 WORKER_TOOLS = frozenset({"claim_task", "heartbeat", "complete_task", "fail_task", "release_task"})
 # Tools a project-limited token may call (each names its project or a task/workflow in it).
 PROJECT_AWARE_TOOLS = frozenset(TOOL_SCOPES) | {
@@ -87,8 +95,10 @@ class StoreTokenVerifier:
     """Tokens made by `mcp-taskqueue token create`, looked up by hash in the store.
 
     A valid token is remembered for `CACHE_SECONDS`, so a client sending many requests (or a flood
-    being refused with 429) costs a dict lookup, not a store read each; a revoked token is
-    therefore refused within that time. Unknown tokens are never remembered.
+    being refused with 429) costs a dict lookup, not a store read each. Unknown tokens are never
+    remembered. Revocation: a revoke made in this process (`Tokens.revoke`) empties the cache at
+    once (the next request reads the store); a revoke made by another process (`token revoke` on
+    the command line, another replica) is seen within `CACHE_SECONDS` (docs/deployment.md).
     """
 
     CACHE_SECONDS = 1.0
@@ -97,9 +107,14 @@ class StoreTokenVerifier:
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
         self._cache: dict[str, tuple[float, AccessToken]] = {}
+        self._generation = revocations()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         now = time.monotonic()
+        generation = revocations()
+        if generation != self._generation:
+            self._cache.clear()
+            self._generation = generation
         cached = self._cache.get(token)
         if cached is not None and cached[0] > now:
             return cached[1]
@@ -323,15 +338,18 @@ class Guard:
                 )
             if tool:
                 ctx = await self._check_tool(ctx, identity, tool)
-            elif ctx.method.startswith("resources/") and identity.projects is not None:
-                await self._check_resource(identity, (ctx.params or {}).get("uri"))
+            elif identity.projects is not None:
+                await self._check_message(identity, ctx.method, ctx.params or {})
         except TaskQueueError as exc:
             if tool:
                 return tool_error(tool, exc)
             raise MCPError(INVALID_REQUEST, f"{exc.code}: {exc}") from None
         # Not reset here: the Observer around this middleware reads it for the log, then resets it.
         CURRENT_IDENTITY.set(identity)
-        return await call_next(ctx)
+        result = await call_next(ctx)
+        if ctx.method == "completion/complete" and identity.projects is not None:
+            result = await self._contain_completion(identity, ctx.params or {}, result)
+        return result
 
     async def _check_tool(
         self, ctx: ServerRequestContext[Any, Any], identity: Identity, tool: str
@@ -389,19 +407,27 @@ class Guard:
                 args["tasks"] = items = [dict(i) if isinstance(i, dict) else i for i in items]
                 for item in items:
                     if isinstance(item, dict):
-                        item.setdefault("project", default_project())
+                        if item.get("project") is None:
+                            item["project"] = default_project()
                         check(item["project"])
+                await self._check_item_links(identity, [i for i in items if isinstance(i, dict)])
         elif tool == "create_workflow":
             spec = args.get("spec")
             if isinstance(spec, dict):
                 args["spec"] = spec = dict(spec)
-                spec.setdefault("project", default_project())
+                if spec.get("project") is None:
+                    spec["project"] = default_project()
                 check(spec["project"])
             else:
                 parameters = dict(args.get("parameters") or {})
-                parameters.setdefault("project", default_project())
+                if parameters.get("project") is None:
+                    parameters["project"] = default_project()
                 check(parameters["project"])
                 args["parameters"] = parameters
+                spec = self._template_spec(args.get("template"), parameters)
+            tasks = spec.get("tasks") if isinstance(spec, dict) else None
+            if isinstance(tasks, list):
+                await self._check_item_links(identity, [t for t in tasks if isinstance(t, dict)])
         for key in ("task_id", "depends_on", "parent_id"):
             values = args.get(key)
             for task_id in values if isinstance(values, list) else [values]:
@@ -410,6 +436,91 @@ class Guard:
         if isinstance(args.get("workflow_id"), str):
             check(await self._workflow_project(args["workflow_id"]))
         return args
+
+    async def _check_item_links(self, identity: Identity, items: list[dict[str, Any]]) -> None:
+        """Items of a batch or workflow may name existing tasks in `depends_on`/`parent_id` (besides
+        each other's `ref`): every existing task they name must be in the token's projects."""
+        refs = {item.get("ref") for item in items if isinstance(item.get("ref"), str)}
+        named: set[str] = set()
+        for item in items:
+            deps = item.get("depends_on")
+            for value in [*(deps if isinstance(deps, list) else []), item.get("parent_id")]:
+                if isinstance(value, str) and value and value not in refs:
+                    named.add(value)
+        for task_id in sorted(named):
+            project = await self._task_project(task_id)
+            if project is not None and not identity.allows_project(project):
+                raise Forbidden(
+                    f"token {identity.name!r} may only use project(s) {', '.join(sorted(identity.projects or ()))}; "
+                    f"task {task_id!r} is in another project"
+                )
+
+    @staticmethod
+    def _template_spec(template: Any, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The workflow a template makes from these parameters (None: the tool will refuse it anyway)."""
+        if not isinstance(template, str):
+            return None
+        try:
+            return fill_template(template, parameters)
+        except TaskQueueError:
+            return None
+
+    async def _check_message(self, identity: Identity, method: str, params: Mapping[str, Any]) -> None:
+        """A project-limited token's non-tool messages: resources, subscriptions, prompts."""
+        if method in DISCOVERY_METHODS or method.startswith("notifications/") or method in OPEN_METHODS:
+            return
+        if method.startswith("resources/"):
+            await self._check_resource(identity, params.get("uri"))
+        elif method == "subscriptions/listen":
+            wanted = params.get("notifications") or {}
+            uris = wanted.get("resourceSubscriptions", wanted.get("resource_subscriptions")) or []
+            for uri in uris if isinstance(uris, list) else [uris]:
+                await self._check_resource(identity, uri)
+        elif method == "prompts/get":
+            arguments = params.get("arguments") or {}
+            if isinstance(arguments.get("task_id"), str):
+                await self._check_task(identity, arguments["task_id"])
+            if arguments.get("project") not in (None, "") and not identity.allows_project(str(arguments["project"])):
+                raise Forbidden(f"token {identity.name!r} may not use project {arguments['project']!r}")
+        elif method != "completion/complete":  # completions are filtered on the way out
+            raise Forbidden(f"{method} spans every project; token {identity.name!r} is limited")
+
+    async def _check_task(self, identity: Identity, task_id: str) -> None:
+        project = await self._task_project(task_id)
+        if project is None or not identity.allows_project(project):
+            raise Forbidden(f"token {identity.name!r} may not use task {task_id!r}")
+
+    async def _contain_completion(self, identity: Identity, params: Mapping[str, Any], result: Any) -> Any:
+        """Completions name projects, tasks and workflows: keep only those in the token's projects."""
+        if isinstance(result, CompleteResult):
+            values = result.completion.values
+        elif isinstance(result, dict) and isinstance(result.get("completion"), dict):
+            values = list(result["completion"].get("values") or [])
+        else:
+            return result
+        argument = str((params.get("argument") or {}).get("name", ""))
+        ref = params.get("ref") or {}
+        if argument == "name" and str(ref.get("uri", "")).startswith("taskqueue://projects/"):
+            argument = "project"
+        kept: list[str] = []
+        for value in values:
+            if argument == "project":
+                project: str | None = value
+            elif argument in ("task_id", "parent_id", "depends_on"):
+                project = await self._task_project(value)
+            elif argument == "workflow_id":
+                project = await self._workflow_project(value)
+            elif argument == "name":  # a schema: '<project>:<kind>' belongs to that project
+                project = value.split(":", 1)[0] if ":" in value else next(iter(identity.projects or ()), None)
+            else:
+                project = None
+            if project is not None and identity.allows_project(project):
+                kept.append(value)
+        if isinstance(result, CompleteResult):
+            return result.model_copy(
+                update={"completion": Completion(values=kept, has_more=result.completion.has_more)}
+            )
+        return {**result, "completion": {**result["completion"], "values": kept, "total": None}}
 
     async def _task_project(self, task_id: str) -> str | None:
         try:
@@ -426,19 +537,25 @@ class Guard:
         return workflow.project
 
     async def _check_resource(self, identity: Identity, uri: Any) -> None:
-        """Project-limited tokens read only their projects' tasks, workflows and projects (and schemas)."""
+        """Project-limited tokens read only their projects' tasks, workflows and projects (and schemas).
+
+        The URI must have exactly one of the shapes below (anything else, `..` included, is refused),
+        so what is checked is what the resource template will read or a subscription will match."""
         text = str(uri or "")
-        parts = text.removeprefix("taskqueue://").split("/")
-        project: str | None
-        if text.startswith("taskqueue://schemas/"):
-            return
-        if text.startswith("taskqueue://tasks/") and len(parts) >= 2:
-            project = await self._task_project(parts[1])
-        elif text.startswith("taskqueue://workflows/") and len(parts) >= 2:
-            project = await self._workflow_project(parts[1])
-        elif text.startswith("taskqueue://projects/") and len(parts) >= 2:
-            project = parts[1]
-        else:
+        match = PROJECT_RESOURCE.fullmatch(text)
+        if match is None:
             raise Forbidden(f"{text or 'this resource'} spans every project; token {identity.name!r} is limited")
+        kind, key = match["kind"] or match["kind2"], match["key"] or match["key2"]
+        project: str | None
+        if kind == "schemas":
+            if ":" not in key:
+                return  # shipped schemas are the same for everyone; '<project>:<kind>' is that project's
+            project = key.split(":", 1)[0]
+        elif kind == "tasks":
+            project = await self._task_project(key)
+        elif kind == "workflows":
+            project = await self._workflow_project(key)
+        else:
+            project = key
         if project is None or not identity.allows_project(project):
             raise Forbidden(f"token {identity.name!r} may not read {text}")

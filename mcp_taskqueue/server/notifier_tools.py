@@ -1,4 +1,4 @@
-"""The `notifications` toolset, the `taskqueue://notifiers/{id}` resource, and the dispatcher's lifespan.
+"""The `notifications` toolset and the `taskqueue://notifiers/{id}` resource.
 
 Thin wrappers over notify/notifiers.py. Secrets go in (create_notifier's `secret`) and never
 come out. test_notifier's send, like every store call, runs in a worker thread.
@@ -6,28 +6,22 @@ come out. test_notifier's send, like every store call, runs in a worker thread.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-import anyio.to_thread
 from mcp.server import MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.events import NotificationEvent
 from mcp_taskqueue.notify.models import DeletedNotifier, NotifierInfo, NotifierList, TestResult
 from mcp_taskqueue.notify.notifiers import Channel, Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.resources import JSON, read_json
 from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, reply, run_queue
-from mcp_taskqueue.store import Storage
 
 NotifierArg = Annotated[str, Field(min_length=1, max_length=100, description="Notifier id or name.")]
 SEND = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 SAVE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
-Lifespan = Callable[[MCPServer[Any]], AbstractAsyncContextManager[Any]]
 
 
 def register_notifier_tools(mcp: MCPServer, queue: TaskQueue) -> None:
@@ -88,27 +82,3 @@ def register_notifier_resources(mcp: MCPServer, queue: TaskQueue) -> None:
     async def notifier(notifier_id: str) -> str:
         """A notifier (no secrets) with its latest 50 deliveries: status, attempts, last response code, latency."""
         return await read_json(lambda: notifiers.get(notifier_id))
-
-
-def with_dispatcher(lifespan: Lifespan, store: Storage) -> Lifespan:
-    """`lifespan`, plus the outbox dispatcher thread while the server runs (one per process)."""
-    users = 0
-    dispatcher: Dispatcher | None = None
-
-    @asynccontextmanager
-    async def combined(server: MCPServer[Any]) -> AsyncIterator[Any]:
-        nonlocal users, dispatcher
-        users += 1
-        if dispatcher is None:
-            dispatcher = Dispatcher(store)
-            dispatcher.start()
-        try:
-            async with lifespan(server) as state:
-                yield state
-        finally:
-            users -= 1
-            if users == 0 and dispatcher is not None:
-                stopping, dispatcher = dispatcher, None
-                await anyio.to_thread.run_sync(stopping.stop)
-
-    return combined

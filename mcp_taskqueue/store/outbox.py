@@ -42,10 +42,13 @@ class OutboxQueries:
     def insert_notifier(self, values: dict[str, Any], events: Sequence[str]) -> int:
         columns = ", ".join(values)
         marks = ", ".join("?" * len(values))
-        cur = self.conn.execute(f"INSERT INTO notifiers ({columns}) VALUES ({marks})", list(values.values()))
-        assert cur.lastrowid is not None
-        self.set_notifier_events(cur.lastrowid, events)
-        return cur.lastrowid
+        seq = int(
+            self.conn.execute(
+                f"INSERT INTO notifiers ({columns}) VALUES ({marks}) RETURNING seq", list(values.values())
+            ).fetchone()[0]
+        )
+        self.set_notifier_events(seq, events)
+        return seq
 
     def update_notifier(self, seq: int, values: dict[str, Any], events: Sequence[str] | None = None) -> None:
         assignments = ", ".join(f"{column} = ?" for column in values)
@@ -160,12 +163,18 @@ class OutboxQueries:
             "SELECT name, owner, expires_at FROM singleton_leases WHERE name = ?", (name,)
         ).fetchone()
 
-    def put_singleton_lease(self, name: str, owner: str, expires_at: float) -> None:
-        self.conn.execute(
+    def take_singleton_lease(self, name: str, owner: str, now: float, expires_at: float, gone: str | None) -> bool:
+        """Take or renew the lease `name` until `expires_at`, if it is free, expired, `owner`'s own, or held by
+        the owner `gone` (a dead process). One statement: of two servers racing for it, one wins, on either engine
+        (PostgreSQL re-checks the condition on the locked row)."""
+        row = self.conn.execute(
             "INSERT INTO singleton_leases (name, owner, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
-            (name, owner, expires_at),
-        )
+            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE singleton_leases.owner = excluded.owner OR singleton_leases.expires_at < ? "
+            "OR singleton_leases.owner = ? RETURNING owner",
+            (name, owner, expires_at, now, gone or owner),
+        ).fetchone()
+        return row is not None
 
     def drop_singleton_lease(self, name: str, owner: str) -> None:
         self.conn.execute("DELETE FROM singleton_leases WHERE name = ? AND owner = ?", (name, owner))

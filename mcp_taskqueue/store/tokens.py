@@ -1,10 +1,12 @@
-"""SQL for bearer tokens (table `tokens`, migration m006): rows in, rows out; hashing lives in identity.py."""
+"""SQL for bearer tokens (table `tokens`: SQLite m007, PostgreSQL p004): rows in, rows out; hashing
+lives in identity.py. The statements are the common dialect of both engines (`?` placeholders are
+translated for PostgreSQL by store/postgres.py), so tokens work on either store."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
+from typing import Any
 
 from mcp_taskqueue.errors import Conflict, NotFound
 from mcp_taskqueue.store.contract import Storage
@@ -26,7 +28,8 @@ class TokenRow:
     revoked_at: float | None
 
     @classmethod
-    def of(cls, row: sqlite3.Row) -> TokenRow:
+    def of(cls, row: Any) -> TokenRow:
+        """From a row of either engine (read by column name)."""
         projects = json.loads(row["projects"]) if row["projects"] is not None else None
         return cls(
             name=row["name"],
@@ -52,24 +55,23 @@ def insert_token(
     """Store a new token's hash; Conflict if an active token already has this name."""
 
     def run(tx: Tx) -> TokenRow:
-        conn = tx.conn
-        try:
-            conn.execute(
-                "INSERT INTO tokens (name, token_hash, prefix, scopes, projects, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    name,
-                    token_hash,
-                    prefix,
-                    json.dumps(scopes),
-                    json.dumps(projects) if projects is not None else None,
-                    now,
-                    expires_at,
-                ),
-            )
-        except sqlite3.IntegrityError:
-            raise Conflict(f"a token named {name!r} exists; revoke it first or choose another name") from None
-        row = conn.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = ?", (token_hash,)).fetchone()
+        # The partial unique index on active names refuses a second active token of one name; both
+        # engines report that as no row returned rather than as an engine-specific exception.
+        row = tx.conn.execute(
+            "INSERT INTO tokens (name, token_hash, prefix, scopes, projects, created_at, expires_at) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING {TOKEN_COLUMNS}",
+            (
+                name,
+                token_hash,
+                prefix,
+                json.dumps(scopes),
+                json.dumps(projects) if projects is not None else None,
+                now,
+                expires_at,
+            ),
+        ).fetchone()
+        if row is None:
+            raise Conflict(f"a token named {name!r} exists; revoke it first or choose another name")
         return TokenRow.of(row)
 
     return store.write(run)

@@ -41,7 +41,7 @@ from mcp_taskqueue.models import (
 )
 from mcp_taskqueue.notify.events import enqueue_for_history
 from mcp_taskqueue.payload_schemas import CheckedSchemas, PayloadSchemas, check_schema
-from mcp_taskqueue.store import Storage, Tx, rows
+from mcp_taskqueue.store import LockedElsewhere, Storage, Tx, no_foreign_wait, rows
 from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
 from mcp_taskqueue.workflows import propagate_blocked
 
@@ -483,12 +483,21 @@ class TaskQueue:
     def read_current(self, fn: Callable[[Tx], T]) -> T:
         """`store.read(fn)` after what time alone has done is applied: a read that finds a task due
         (its run_at or backoff passed, its lease ran out) promotes it first, so reads show a task as
-        `ready` as soon as it is claimable. One read transaction when nothing is due."""
+        `ready` as soon as it is claimable. One read transaction when nothing is due; a read never
+        waits for the write lock for this (if another connection holds it, the snapshot is returned
+        and the background promoter applies what is due once the lock is free)."""
         now = self.clock()
         due, value = self.store.read(lambda tx: (tx.sweep_due(now), fn(tx)))
         if not due:
             return value
-        self.promote_due()  # False when another promoter got there first: read again either way
+        try:
+            # A read never waits for another process's write lock: then the snapshot is the answer,
+            # and the promoter catches up once the lock is free. (This process's writers are waited
+            # for; on an event loop a WouldBlock reruns the whole read in a thread.)
+            with no_foreign_wait():
+                self.promote_due()  # False when another promoter got there first: read again either way
+        except LockedElsewhere:
+            return value
         return self.store.read(fn)
 
     def get(self, task_id: str) -> Task:

@@ -16,6 +16,7 @@ from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store.rows import iso
 from tests.conftest import Clock
+from tests.locks import write_lock_held
 from tests.mcp_calls import call
 from tests.servers import server_env
 from tests.test_subscriptions import next_update, settle
@@ -152,3 +153,19 @@ async def test_a_subscriber_hears_when_time_alone_makes_a_task_ready(db_path: Pa
             await settle(sub)
             assert uri in await next_update(sub, timeout=30)  # nobody called anything: time did it
         assert (await call(client, "get_task", task_id=task["id"]))["status"] == "ready"
+
+
+@pytest.mark.sqlite_only(
+    "the file-wide write lock is SQLite's; PostgreSQL's sweep skips rows others hold (SKIP LOCKED)"
+)
+def test_a_read_never_waits_for_the_write_lock_to_promote(db_path: Path, queue: TaskQueue) -> None:
+    """Something is due but another process holds the write lock: reads answer at once from their
+    snapshot, and show the task ready once the lock is free."""
+    task = queue.create({"title": "soon", "run_at": when(time.time() + 0.5)})
+    time.sleep(0.7)
+    with write_lock_held(db_path):
+        started = time.monotonic()
+        assert queue.get(task.id).status == "pending"
+        assert queue.stats().by_status["pending"] == 1
+        assert time.monotonic() - started < 1.0
+    assert queue.get(task.id).status == "ready"

@@ -68,6 +68,23 @@ def fail_fast() -> Iterator[None]:
         _inline.active = previous
 
 
+class LockedElsewhere(WouldBlock):
+    """Inside `no_foreign_wait`: another connection (another process) holds the write lock."""
+
+
+@contextmanager
+def no_foreign_wait() -> Iterator[None]:
+    """Like `fail_fast`, but this process's own writers are waited for (they hold the lock for
+    milliseconds); a write that would wait for another connection's lock raises `LockedElsewhere`
+    before writing. Inside `fail_fast` (on an event loop) it stays `fail_fast`."""
+    previous = getattr(_inline, "active", False)
+    _inline.active = previous if previous is True else "elsewhere"
+    try:
+        yield
+    finally:
+        _inline.active = previous
+
+
 def default_db_target() -> str | Path:
     """`$TASKQUEUE_DB` (a file path or a `postgresql://` URL), else the default file."""
     env = os.environ.get("TASKQUEUE_DB")
@@ -233,6 +250,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
+                if fast == "elsewhere":
+                    raise LockedElsewhere from exc
                 if fast:
                     raise WouldBlock from exc
                 if time.monotonic() + delay >= deadline:
@@ -246,7 +265,7 @@ class Store:
     @contextmanager
     def _writer(self, deadline: float) -> Iterator[sqlite3.Connection]:
         """The write connection, once this process's other writers are done with it (within `deadline`)."""
-        fast = getattr(_inline, "active", False)
+        fast = getattr(_inline, "active", False) is True  # "elsewhere": this process's writers are waited for
         acquired = self._lock.acquire(blocking=False) if fast else self._lock.acquire(timeout=self.timeout)
         if not acquired:
             if fast:

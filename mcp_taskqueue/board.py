@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from mcp_taskqueue.errors import ValidationFailed
 from mcp_taskqueue.inputs import decode_cursor, encode_cursor, parse_time
-from mcp_taskqueue.models import MAX_LIMIT, PRIORITY_BY_RANK, Event, Priority, Status, Task, Workflow, WorkflowSummary
+from mcp_taskqueue.models import (
+    MAX_LIMIT,
+    PRIORITY_BY_RANK,
+    Event,
+    Priority,
+    Status,
+    Task,
+    TaskSummary,
+    Workflow,
+    WorkflowSummary,
+)
 from mcp_taskqueue.queue import TaskQueue, check_query
 from mcp_taskqueue.store import Tx
 from mcp_taskqueue.store.board_queries import CARD_COLUMNS
@@ -46,18 +56,10 @@ MAX_CHART_EVENTS = 50_000
 NODE_WIDTH, NODE_HEIGHT, LAYER_GAP, ROW_GAP = 180, 56, 60, 20
 
 
-class Card(BaseModel):
-    """One task on the board: what a supervisor needs at a glance."""
+class Card(TaskSummary):
+    """One task on the board: its summary plus what a supervisor needs at a glance."""
 
-    id: str
-    title: str
-    status: Status
     column: str
-    priority: Priority
-    project: str
-    kind: str | None = None
-    worker: str | None = None
-    progress: float | None = None
     attempts: int = 0
     max_attempts: int = 3
     lease_expires_at: str | None = None
@@ -67,7 +69,6 @@ class Card(BaseModel):
     run_at: str | None = None
     workflow_id: str | None = None
     tags: list[str] = Field(default_factory=list)
-    version: int
     updated_at: str
 
 
@@ -281,10 +282,12 @@ class Board:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def projects(self, workflows_per_project: int = 5) -> list[ProjectCard]:
-        """Every project with its task counts and newest workflows."""
+    def projects(self, workflows_per_project: int = 5, only: Collection[str] | None = None) -> list[ProjectCard]:
+        """Every project (or those in `only`) with its task counts and newest workflows."""
         cards = []
         for project in self.queue.list_projects():
+            if only is not None and project.name not in only:
+                continue
             counts = {s.value: project.task_counts.get(s.value, 0) for s in Status}
             page = self.workflows.list(project=project.name, limit=workflows_per_project)
             cards.append(
@@ -423,6 +426,22 @@ class Board:
 
         return self.queue.store.read(op)
 
+    def visible_changes(self, change: Mapping[str, list[str]], projects: Collection[str]) -> dict[str, list[str]]:
+        """A live-feed change (`{"tasks", "projects", "workflows"}` ids and names) cut down to what
+        happened in `projects`: one read looks up the projects of the tasks and workflows named.
+        `"*"` (the project list changed) stays; deleted ids drop out."""
+
+        def op(tx: Tx) -> dict[str, list[str]]:
+            tasks = tx.projects_of("tasks", change.get("tasks", []))
+            workflows = tx.projects_of("workflows", change.get("workflows", []))
+            return {
+                "tasks": [i for i in change.get("tasks", []) if tasks.get(i) in projects],
+                "projects": [p for p in change.get("projects", []) if p == "*" or p in projects],
+                "workflows": [i for i in change.get("workflows", []) if workflows.get(i) in projects],
+            }
+
+        return self.queue.store.read(op)
+
     # --- actions (each one queue operation; the caller checks the actor's scope first) -------
 
     def cancel(self, task_id: str, actor: str, reason: str | None = None) -> Task:
@@ -446,6 +465,24 @@ class Board:
 
     def add_note(self, task_id: str, text: str, actor: str) -> Event:
         return self.queue.add_note(task_id, text, actor=actor)
+
+    def act(self, action: str, task_id: str, actor: str, body: Mapping[str, Any]) -> Task | Event:
+        """One of `ACTION_SCOPES`' actions with its JSON body: cancel `{reason?}`, retry, release,
+        priority `{priority, expected_version?}`, note `{text}`."""
+        if action == "cancel":
+            return self.cancel(task_id, actor, reason=body.get("reason"))
+        if action == "retry":
+            return self.retry(task_id, actor)
+        if action == "release":
+            return self.release(task_id, actor)
+        if action == "priority":
+            return self.set_priority(task_id, str(body.get("priority")), actor, body.get("expected_version"))
+        if action == "note":
+            text = body.get("text")
+            if not isinstance(text, str):
+                raise ValidationFailed("a note needs {'text': '...'}")
+            return self.add_note(task_id, text, actor)
+        raise ValidationFailed(f"no board action {action!r}; actions: {', '.join(ACTION_SCOPES)}")
 
 
 # Which scope each board action needs (tokens and scopes: PRODUCT.md "Identity").

@@ -206,6 +206,7 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     from mcp_taskqueue.identity import Tokens
     from mcp_taskqueue.logs import configure_logging
     from mcp_taskqueue.notify.dispatcher import Dispatcher
+    from mcp_taskqueue.notify.transport import allow_configured_hosts
     from mcp_taskqueue.server.app import build_server
     from mcp_taskqueue.server.auth import OAuthSettings
     from mcp_taskqueue.server.service import ServiceOptions, StartupRefused, resolve_auth
@@ -214,6 +215,7 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     from mcp_taskqueue.store import open_store
 
     settings, _ = settings_for(ctx, **flags)
+    allow_configured_hosts(settings.notifications.allow_hosts)
     log_settings = settings.logging
     configure_logging(
         log_settings.level, log_settings.format, log_settings.file, log_settings.max_bytes, log_settings.backups

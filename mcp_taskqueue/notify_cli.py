@@ -8,6 +8,7 @@ a file, never from the command line (shell history) and never printed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mcp_taskqueue.cli import CommandError, local_store, maps_to_tool, root_opti
 from mcp_taskqueue.errors import TaskQueueError
 from mcp_taskqueue.notify.events import EVENTS
 from mcp_taskqueue.notify.notifiers import Notifiers
+from mcp_taskqueue.notify.transport import allow_configured_hosts
 
 CHANNELS = ("webhook", "slack", "discord", "email", "twilio", "fcm")
 
@@ -50,6 +52,13 @@ def read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
     if secret_file:
         return Path(secret_file).read_text(encoding="utf-8").strip()
     return None
+
+
+def use_settings(ctx: click.Context) -> None:
+    """The config's `notifications.allow_hosts` apply here as in the server (with the environment's)."""
+    from mcp_taskqueue.cli_service import settings_for
+
+    allow_configured_hosts(settings_for(ctx)[0].notifications.allow_hosts)
 
 
 def shown(ctx: click.Context, info: Any, title: str | None = None) -> None:
@@ -118,6 +127,7 @@ def notify_add(
 ) -> None:
     """Create (or with --replace change) a notifier."""
 
+    use_settings(ctx)
     filters = {k: list(v) for k, v in (("projects", projects), ("kinds", kinds), ("tags", tags)) if v}
     fields = {
         "filters": filters or None,
@@ -151,23 +161,27 @@ def notify_list(ctx: click.Context, notifier: str | None, status: str | None) ->
         show(ctx, detail.model_copy(update={"recent": recent}))
 
 
-@maps_to_tool("delete_notifier")
-@notify.command("remove")
-@click.argument("notifier")
-@click.pass_context
+def notifier_command(name: str, tool: str) -> Callable[[Callable[..., None]], click.Command]:
+    """`notify NAME NOTIFIER`: a command on one notifier (id or name) that fronts `tool`."""
+
+    def make(fn: Callable[..., None]) -> click.Command:
+        return maps_to_tool(tool)(notify.command(name)(click.argument("notifier")(click.pass_context(fn))))
+
+    return make
+
+
+@notifier_command("remove", "delete_notifier")
 def notify_remove(ctx: click.Context, notifier: str) -> None:
     """Delete a notifier and its delivery records (undelivered notifications are dropped)."""
 
     show(ctx, with_client(ctx, lambda tq: tq.delete_notifier(notifier)))
 
 
-@maps_to_tool("test_notifier")
-@notify.command("test")
-@click.argument("notifier")
-@click.pass_context
+@notifier_command("test", "test_notifier")
 def notify_test(ctx: click.Context, notifier: str) -> None:
     """Send a sample event now and show the receiver's answer; exits 1 when it did not accept it."""
 
+    use_settings(ctx)
     result = with_client(ctx, lambda tq: tq.test_notifier(notifier))
     show(ctx, result)
     if not result.ok:

@@ -10,6 +10,7 @@ its `/board/events` stream. Nothing polls the board itself.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,7 +100,12 @@ class RemoteSource:
         import httpx2
 
         self.base = board_base(url)
-        self.http = httpx2.AsyncClient(base_url=self.base, timeout=httpx2.Timeout(10.0, read=30.0))
+        token = os.environ.get("TASKQUEUE_TOKEN")  # a server with tokens: as for every --url command
+        self.http = httpx2.AsyncClient(
+            base_url=self.base,
+            timeout=httpx2.Timeout(10.0, read=30.0),
+            headers={"Authorization": f"Bearer {token}"} if token else None,
+        )
         self.errors: tuple[type[Exception], ...] = (httpx2.HTTPError,)
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:

@@ -192,15 +192,16 @@ async def test_revoked_token_is_refused_at_once_and_metrics_need_read(db_path: P
             ok = await http.get("/metrics", headers={"Authorization": f"Bearer {reader}"})
             assert ok.status_code == 200 and "taskqueue_tasks" in ok.text
             assert (await http.get("/healthz")).status_code == 200  # probes never need a token
-            # the board's JSON routes ask the same identity (403 on plain HTTP routes)
-            assert (await http.get("/board/api/board")).status_code == 403
+            # the board's JSON routes ask the same identity: 401 without a token, 403 without the scope
+            assert (await http.get("/board/api/board")).status_code == 401
             as_reader = {"Authorization": f"Bearer {reader}"}
             assert (await http.get("/board/api/board", headers=as_reader)).status_code == 200
             assert (
                 await http.get("/board/api/board", headers={"Authorization": f"Bearer {worker}"})
             ).status_code == 403
-            limited = await http.get("/board/api/board", headers={"Authorization": f"Bearer {web_reader}"})
-            assert limited.status_code == 403 and "project" in limited.json()["message"]
+            # a project-limited token sees its project's board only (tests/test_board_auth.py has the rest)
+            limited = await http.get("/board/api/board?project=ops", headers={"Authorization": f"Bearer {web_reader}"})
+            assert limited.status_code == 403 and "web" in limited.json()["message"]
         async with mcp_client(server.base, reader) as client:
             await call(client, "list_tasks")
         assert cli(db, "token", "revoke", "reader").returncode == 0

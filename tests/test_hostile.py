@@ -30,6 +30,7 @@ from mcp_taskqueue.models import (
     MAX_TEXT,
     MAX_TITLE,
 )
+from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
@@ -64,6 +65,13 @@ PLAUSIBLE_NAMES = {
     "title": ["a title", "another"],
     "text": ["a note"],
     "error": ["it broke"],
+    # notifiers: a seeded one and a missing one; a target the guard allows here (127.0.0.1) and one it refuses
+    "notifier": ["n1", "nope"],
+    "channel": ["webhook", "slack"],
+    "target": ["http://127.0.0.1:9/hook", "http://10.0.0.1/x"],
+    "events": [["task.completed"], ["task.failed", "task.dead"]],
+    "secret": ["s3cret-signing-key"],
+    "threshold": [None],
 }
 
 scalar = st.one_of(
@@ -110,13 +118,16 @@ class Harness:
         queue.claim("holder")
         self.ready = queue.create({"title": "ready one", "tags": ["x"]}).id
         self.ids = [self.ready, self.running, done, "nope", ""]
+        Notifiers(queue.store).create("n1", "webhook", "http://127.0.0.1:9/hook", ["task.completed"], secret="k" * 20)
         queue.store.close()
         self.conn = sqlite3.connect(db)
 
     def fingerprint(self) -> tuple[Any, ...]:
         row = self.conn.execute(
             "SELECT (SELECT count(*) FROM tasks), (SELECT total(version) FROM tasks), "
-            "(SELECT count(*) FROM events), (SELECT count(*) FROM projects), (SELECT count(*) FROM dependencies)"
+            "(SELECT count(*) FROM events), (SELECT count(*) FROM projects), (SELECT count(*) FROM dependencies), "
+            "(SELECT count(*) FROM notifiers), (SELECT total(updated_at) FROM notifiers), "
+            "(SELECT count(*) FROM notifier_events), (SELECT count(*) FROM outbox)"
         ).fetchone()
         return tuple(row)
 
@@ -125,7 +136,9 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path: Path) -> Iterator[tuple[Harness, Client]]:
+def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Harness, Client]]:
+    # notifiers may target 127.0.0.1 (port 9: nothing listens, so test_notifier answers at once)
+    monkeypatch.setenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
     db = tmp_path / "hostile.db"
     with start_blocking_portal("asyncio") as portal:
         h = Harness(db, portal)
@@ -205,6 +218,15 @@ def test_tool_survives_hostile_arguments(tool: str, harness: tuple[Harness, Clie
     assert not stats.is_error and stats.structured_content["total"] >= 3  # type: ignore[index]
 
 
+NOTIFIER = {
+    "name": "n2",
+    "channel": "webhook",
+    "target": "http://127.0.0.1:9/",
+    "events": ["task.failed"],
+    "secret": "k",
+}
+
+
 @pytest.mark.parametrize(
     ("tool", "args", "limit"),
     [
@@ -223,6 +245,12 @@ def test_tool_survives_hostile_arguments(tool: str, harness: tuple[Harness, Clie
         ("list_tasks", {"query": "q" * 1000}, "query"),
         ("list_tasks", {"cursor": "not-a-cursor"}, "cursor"),
         ("list_tasks", {"limit": 10**6}, "limit"),
+        ("create_notifier", {**NOTIFIER, "options": {"headers": {"x": "y" * 20_000}}}, "10000"),
+        ("create_notifier", {**NOTIFIER, "filters": {"tags": [f"t{i}" for i in range(51)]}}, "limit is 50"),
+        ("create_notifier", {**NOTIFIER, "templates": {"body": "{{ x"}}, "template 'body' is refused"),
+        ("create_notifier", {**NOTIFIER, "secret": "s" * 501}, "secret"),
+        ("create_notifier", {**NOTIFIER, "target": "http://169.254.169.254/latest"}, "metadata"),
+        ("delete_notifier", {"notifier": "n" * 101}, "notifier"),
     ],
 )
 def test_size_limits_are_enforced_with_a_precise_error(

@@ -4,15 +4,14 @@ down for a while gets everything once it is back, in order per task."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,51 +22,36 @@ from mcp_taskqueue.notify.notifiers import Notifiers
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store, open_store
 from tests.receivers import Receiver, http_receiver
-from tests.servers import free_port, server_env
-from tests.test_notify import FAST
+from tests.servers import free_port, server_env, stop, wait_healthy
+from tests.service_servers import cli
+from tests.test_notify import FAST, wait_until
 
 SECRET = "delivery-test-secret-0123456789"
 
 
-def start_server(db: Path | str, transport: str = "http") -> subprocess.Popen[bytes]:
+def start_server(db: Path | str, transport: str = "http", *extra: str, allow: bool = True) -> subprocess.Popen[bytes]:
     """`serve --transport TRANSPORT` with the dispatcher, polling fast, and no client ever connected;
-    for http and sse returns once /healthz answers (stdio: once started, its stdin held open)."""
+    for http and sse returns once /healthz answers (stdio: once started, its stdin held open).
+    `allow`: 127.0.0.1 is allowed through the environment (else only what `extra`'s --config says)."""
     port = free_port()
-    env = server_env() | {"TASKQUEUE_WEBHOOK_ALLOW_HOSTS": "127.0.0.1", "TASKQUEUE_NOTIFY_POLL": "0.1"}
+    env = server_env() | {"TASKQUEUE_NOTIFY_POLL": "0.1"}
     env |= {"TASKQUEUE_NOTIFY_TIMEOUT": "120", "TASKQUEUE_NOTIFY_RETRY_BASE": "0.2"}
-    args = [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
+    if allow:
+        env["TASKQUEUE_WEBHOOK_ALLOW_HOSTS"] = "127.0.0.1"
+    else:
+        env.pop("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", None)
+    args = [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport, *extra]
     if transport != "stdio":
         args += ["--port", str(port)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     if transport == "stdio":
         return proc
-    deadline = time.monotonic() + 30
-    while True:
-        assert proc.poll() is None, "server exited early"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.1)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+        wait_healthy(proc, f"http://127.0.0.1:{port}")
+    except Exception:
         proc.kill()
-        proc.wait()
-
-
-def wait_until(predicate: Callable[[], bool], what: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.1)
+        raise
+    return proc
 
 
 def complete_one(queue: TaskQueue, title: str) -> str:
@@ -198,14 +182,14 @@ def test_two_servers_on_one_database_send_each_notification_once_and_the_survivo
         try:
             before = [complete_one(queue, f"before {i}") for i in range(6)]
             rx.wait_for(6, timeout=60)
-            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 6}, lambda: notifiers.get("hook"))
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 6}, timeout=60)
             owner = owner_pid()
             assert owner in servers  # one of the two sends; the other waits
             sent_before = [r.headers["webhook-id"] for r in rx.received]
             os.kill(owner, signal.SIGKILL)
             servers.pop(owner).wait()
             after = [complete_one(queue, f"after {i}") for i in range(6)]
-            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 12}, lambda: notifiers.get("hook"))
+            wait_until(lambda: notifiers.get("hook").deliveries == {"delivered": 12}, timeout=60)
             (survivor,) = servers
             assert owner_pid() == survivor
         finally:
@@ -215,3 +199,41 @@ def test_two_servers_on_one_database_send_each_notification_once_and_the_survivo
     by_task = {r.verified["data"]["task"]["id"] for r in rx.received}
     assert by_task == set(before) | set(after)
     assert all(r.verify_error is None for r in rx.received)
+
+
+def test_the_config_files_allow_hosts_let_the_cli_and_the_server_reach_a_private_receiver(
+    db_path: Path | str, store: Store, queue: TaskQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TASKQUEUE_WEBHOOK_ALLOW_HOSTS", raising=False)
+    monkeypatch.setenv("HOOK_SECRET", SECRET)
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[logging]\nlevel = 'WARNING'\n", encoding="utf-8")
+    allowing = tmp_path / "mcp-taskqueue.toml"
+    allowing.write_text('[notifications]\nallow_hosts = ["10.0.0.0/8", "127.0.0.1"]\n', encoding="utf-8")
+    with http_receiver(Receiver(secret=SECRET)) as rx:
+        add = [
+            "notify",
+            "add",
+            "hook",
+            "-c",
+            "webhook",
+            "-t",
+            rx.url,
+            "-e",
+            "task.completed",
+            "--secret-env",
+            "HOOK_SECRET",
+        ]
+        refused = cli(db_path, "--config", str(plain), *add)
+        assert refused.returncode == 2 and "loopback/private" in refused.stderr, refused.stderr
+        added = cli(db_path, *add, "--config", str(allowing))
+        assert added.returncode == 0, added.stderr
+        tested = cli(db_path, "--format", "json", "--config", str(allowing), "notify", "test", "hook")
+        assert tested.returncode == 0 and json.loads(tested.stdout)["status_code"] == 200, tested.stdout
+        server = start_server(db_path, "http", "--config", str(allowing), allow=False)
+        try:
+            task_id = complete_one(queue, "sent because the config allows it")
+            got = rx.wait_for(2, timeout=60)
+        finally:
+            stop(server)
+    assert got[1].verify_error is None and got[1].verified["data"]["task"]["id"] == task_id

@@ -26,7 +26,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mcp_taskqueue.errors import ValidationFailed
 from mcp_taskqueue.notify.events import HEADLINES
-from mcp_taskqueue.notify.transport import HttpRequest
+from mcp_taskqueue.notify.transport import CREDENTIAL_HEADERS, HttpRequest
 from mcp_taskqueue.webhooks import signature_headers
 
 CHANNELS = ("webhook", "slack", "discord", "email", "twilio", "fcm")
@@ -183,6 +183,7 @@ class Notifier:
     templates: dict[str, str]
     options: dict[str, Any]
     secrets: list[str]
+    unavailable: str | None = None  # why the secrets could not be unsealed (each send fails with it)
 
 
 def build_http(notifier: Notifier, msg_id: str, body_json: str, timestamp: int) -> HttpRequest:
@@ -191,11 +192,12 @@ def build_http(notifier: Notifier, msg_id: str, body_json: str, timestamp: int) 
     ctx = context(envelope, notifier.options.get("dashboard_url"))
     t = notifier.templates
     headers = {"content-type": "application/json", "webhook-id": msg_id}
+    custom = {str(k).lower(): str(v) for k, v in (notifier.options.get("headers") or {}).items()}
     channel = notifier.channel
     if channel == "webhook":
         body = render(t, "body", ctx).encode() if "body" in t else body_json.encode()
         headers["content-type"] = notifier.options.get("content_type", "application/json")
-        headers.update({str(k).lower(): str(v) for k, v in (notifier.options.get("headers") or {}).items()})
+        headers.update(custom)
         headers.update(signature_headers(notifier.secrets, msg_id, body, timestamp))
     elif channel == "slack":
         body = json.dumps(slack_message(ctx, render(t, "title", ctx), render(t, "text", ctx))).encode()
@@ -212,7 +214,8 @@ def build_http(notifier: Notifier, msg_id: str, body_json: str, timestamp: int) 
             headers["authorization"] = "Bearer " + notifier.secrets[0]
     else:
         raise ValueError(f"{channel} is not an HTTP channel")
-    return HttpRequest(notifier.target, body, headers)
+    # custom headers may carry credentials too: like authorization, they stay with the target's origin
+    return HttpRequest(notifier.target, body, headers, private_headers=CREDENTIAL_HEADERS | set(custom))
 
 
 def build_email(notifier: Notifier, body_json: str) -> EmailContent:

@@ -26,6 +26,7 @@ from mcp_taskqueue.notify.models import (
     NotifierList,
     TestResult,
 )
+from mcp_taskqueue.notify.sealing import SecretUnavailable, seal, unseal
 from mcp_taskqueue.notify.transport import AddressPolicy, Outcome, SmtpSettings, send_email, send_http
 from mcp_taskqueue.store import Storage, Tx
 
@@ -41,6 +42,9 @@ OPTION_KEYS: dict[str, tuple[str, ...]] = {
 }
 REQUIRED_OPTIONS = {"email": ("smtp_host", "from"), "twilio": ("account_sid", "from", "to")}
 NEEDS_SECRET = ("webhook", "twilio", "fcm")
+# Where a notifier's secret goes (as a password or token, or as the signing key): a secret never
+# follows a notifier to a new destination unless it is given again.
+DESTINATION_OPTIONS = ("smtp_host", "smtp_port", "starttls")
 TIMEOUT_ENV = "TASKQUEUE_NOTIFY_TIMEOUT"
 
 
@@ -53,9 +57,24 @@ def shown_target(channel: str, target: str) -> str:
     if channel == "email":
         return target
     parts = urlsplit(target)
+    host = (f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname or "") + (
+        f":{parts.port}" if parts.port else ""
+    )  # never user:password@
     if channel == "webhook":
-        return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")
-    return f"{parts.scheme}://{parts.netloc}/…"
+        return f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else "")
+    return f"{parts.scheme}://{host}/…"
+
+
+def shown_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as tools show them: custom header values may be credentials, so only their names."""
+    if isinstance(options.get("headers"), dict):
+        return {**options, "headers": {name: "…" for name in options["headers"]}}
+    return options
+
+
+def destination(channel: str, target: str, options: dict[str, Any]) -> tuple[Any, ...]:
+    """Where the secret goes: the URL, or for email the SMTP server (recipients never see the password)."""
+    return (channel, None if channel == "email" else target, *(options.get(k) for k in DESTINATION_OPTIONS))
 
 
 def delivery(row: Any) -> Delivery:
@@ -108,7 +127,7 @@ class Notifiers:
             "filters": filters,
             "threshold": row["threshold"],
             "templates": json.loads(row["templates"]),
-            "options": json.loads(row["options"]),
+            "options": shown_options(json.loads(row["options"])),
             "has_secret": bool(row["secret"]),
             "previous_secret_until": iso(row["previous_secret_until"]) if rotating else None,
             "circuit_open_until": iso(row["circuit_open_until"]) if (row["circuit_open_until"] or 0) > now else None,
@@ -134,10 +153,15 @@ class Notifiers:
         return self.store.read(op)
 
     def sender(self, tx: Tx, row: Any) -> Notifier:
-        """The notifier with its active secrets, for rendering and sending."""
-        secrets = [row["secret"]] if row["secret"] else []
+        """The notifier with its active secrets (unsealed), for rendering and sending."""
+        stored = [row["secret"]] if row["secret"] else []
         if row["previous_secret"] and (row["previous_secret_until"] or 0) > self.clock():
-            secrets.append(row["previous_secret"])
+            stored.append(row["previous_secret"])
+        unavailable = None
+        try:
+            secrets = [str(unseal(s)) for s in stored]
+        except SecretUnavailable as exc:  # each send then fails with this error, the dispatcher goes on
+            secrets, unavailable = [], str(exc)
         return Notifier(
             id=row["id"],
             name=row["name"],
@@ -146,6 +170,7 @@ class Notifiers:
             templates=json.loads(row["templates"]),
             options=json.loads(row["options"]),
             secrets=secrets,
+            unavailable=unavailable,
         )
 
     # --- writing --------------------------------------------------------------------------
@@ -181,12 +206,22 @@ class Notifiers:
             changes = {**values, "updated_at": now}
             if row is None:
                 tx.insert_notifier(
-                    {"id": "ntf_" + new_id(), "name": name, **changes, "secret": secret, "created_at": now},
+                    {"id": "ntf_" + new_id(), "name": name, **changes, "secret": seal(secret), "created_at": now},
                     list(events),
                 )
             else:
-                if secret and secret != row["secret"]:
-                    changes |= {"secret": secret, "previous_secret": row["secret"]}
+                moved = destination(row["channel"], row["target"], json.loads(row["options"])) != destination(
+                    channel, values["target"], values_options(values)
+                )
+                if moved and row["secret"] and not secret:
+                    raise ValidationFailed(
+                        "changing a notifier's channel, target or SMTP server needs its secret again "
+                        "(a stored secret never follows a notifier to a new destination)"
+                    )
+                if moved and secret:
+                    changes |= {"secret": seal(secret), "previous_secret": None, "previous_secret_until": None}
+                elif secret and secret != readable(row["secret"]):
+                    changes |= {"secret": seal(secret), "previous_secret": row["secret"]}
                     changes["previous_secret_until"] = now + ROTATION_SECONDS
                 tx.update_notifier(row["seq"], changes, list(events))
             return self._summary(tx, self._row(tx, name))
@@ -291,12 +326,22 @@ def check_filters(filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
     return out
 
 
+def readable(stored: str | None) -> str | None:
+    """The stored secret unsealed, or None when no configured key opens it."""
+    try:
+        return unseal(stored)
+    except SecretUnavailable:
+        return None
+
+
 def values_options(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(values["options"])  # type: ignore[no-any-return]
 
 
 def deliver(notifier: Notifier, msg_id: str, body: str, policy: AddressPolicy, timeout: float) -> Outcome:
     """One attempt of one delivery through the notifier's channel. Blocks; never raises."""
+    if notifier.unavailable:
+        return Outcome(False, None, 0.0, notifier.unavailable)
     try:
         return _deliver(notifier, msg_id, body, policy, timeout)
     except Exception as exc:  # a template that fails on this event's data, a malformed option...

@@ -1,11 +1,13 @@
 """Sending a rendered delivery: HTTP that cannot be pointed at private addresses, and SMTP.
 
-Every TCP connection goes through `AddressPolicy`: the host is resolved once, each address is
-checked, and the socket connects to the checked address, so a DNS answer that changes between
-check and connect (rebinding) gains nothing. Loopback, private, link-local, shared, reserved
-and cloud metadata addresses are refused unless `TASKQUEUE_WEBHOOK_ALLOW_HOSTS` lists the host
-or a network containing the address. Redirects (307/308 only) are followed through the same
-guard, at most three times. These functions block: the dispatcher calls them in its threads.
+Every TCP connection, HTTP and SMTP alike, goes through `AddressPolicy`: the host is resolved
+once, each address is checked, and the socket connects to the checked address, so a DNS answer
+that changes between check and connect (rebinding) gains nothing. Loopback, private, link-local,
+shared, reserved and cloud metadata addresses are refused unless `TASKQUEUE_WEBHOOK_ALLOW_HOSTS`
+or the config key `notifications.allow_hosts` lists the host or a network containing the
+address. Redirects (307/308 only) are followed through the same guard, at most three times, and
+credentials (`HttpRequest.private_headers`) never follow one to another origin. These functions
+block: the dispatcher calls them in its threads.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ import httpcore2
 from mcp_taskqueue.errors import ValidationFailed
 
 ALLOW_ENV = "TASKQUEUE_WEBHOOK_ALLOW_HOSTS"
-# Entries from the config file's `notifications.allow_hosts`, set once by whoever loads the settings.
+# Entries from the config file's `notifications.allow_hosts`: `allow_configured_hosts` sets them.
 configured_allow_hosts: list[str] = []
 # Instance metadata services: refused even inside an allowed network unless listed exactly.
 METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")}
 MAX_REDIRECTS = 3
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 MAX_RESPONSE_BYTES = 2000
+
+
+def allow_configured_hosts(entries: Iterable[str]) -> None:
+    """Take the settings' `notifications.allow_hosts` (hosts or CIDRs), in addition to the environment's."""
+    global configured_allow_hosts
+    configured_allow_hosts = [str(e) for e in entries]
 
 
 class BlockedAddress(Exception):
@@ -85,6 +94,20 @@ class AddressPolicy:
             f"{host} resolves to {address}, a loopback/private/link-local address; list it in {ALLOW_ENV} "
             "(host or CIDR) to allow it"
         )
+
+    def connect(self, host: str, port: int, timeout: float | None) -> socket.socket:
+        """A TCP socket to `host`, connected to an address `resolve` checked (never to a second lookup's)."""
+        error: OSError | None = None
+        for family, kind, proto, _name, address in self.resolve(host, port):
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                error = exc
+        raise OSError(f"cannot connect to {host}:{port}: {error}")
 
     def resolve(self, host: str, port: int) -> list[tuple[Any, ...]]:
         """getaddrinfo results for host, every address checked (all must pass)."""
@@ -147,6 +170,8 @@ class HttpRequest:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     method: str = "POST"
+    # credentials: sent to the target's origin only, dropped when a redirect leads elsewhere
+    private_headers: frozenset[str] = CREDENTIAL_HEADERS
 
 
 @dataclass
@@ -164,10 +189,10 @@ def send_http(request: HttpRequest, policy: AddressPolicy, timeout: float) -> Ou
     """POST (or `method`) once, following 307/308 through the guard; never raises for network trouble."""
     started = time.monotonic()
     url = request.url
+    headers = {"user-agent": "mcp-taskqueue-notify", **request.headers}
     try:
         with httpcore2.ConnectionPool(network_backend=GuardedBackend(policy), max_connections=1) as pool:
             for _hop in range(MAX_REDIRECTS + 1):
-                headers = {"user-agent": "mcp-taskqueue-notify", **request.headers}
                 response = pool.request(
                     request.method,
                     url,
@@ -177,7 +202,9 @@ def send_http(request: HttpRequest, policy: AddressPolicy, timeout: float) -> Ou
                 )
                 location = dict((k.lower(), v) for k, v in response.headers).get(b"location")
                 if response.status in (307, 308) and location:
-                    url = urljoin(url, location.decode("latin-1"))
+                    url, previous = urljoin(url, location.decode("latin-1")), url
+                    if _origin(url) != _origin(previous):
+                        headers = {k: v for k, v in headers.items() if k.lower() not in request.private_headers}
                     continue
                 text = response.content[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
                 ok = 200 <= response.status < 300
@@ -194,8 +221,25 @@ def send_http(request: HttpRequest, policy: AddressPolicy, timeout: float) -> Ou
         return Outcome(False, None, _ms(started), str(exc))
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or ""), parts.port
+
+
 def _ms(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
+
+
+class PinnedSMTP(smtplib.SMTP):
+    """smtplib's client, connecting through `AddressPolicy.connect`: the checked address, while the
+    host name stays what STARTTLS verifies the certificate against."""
+
+    def __init__(self, policy: AddressPolicy, host: str, port: int, timeout: float) -> None:
+        self.policy = policy
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self.policy.connect(host, port, timeout)
 
 
 @dataclass
@@ -229,8 +273,7 @@ def send_email(
     if html:
         message.add_alternative(html, subtype="html")
     try:
-        policy.resolve(settings.host, settings.port)
-        with smtplib.SMTP(settings.host, settings.port, timeout=timeout) as smtp:
+        with PinnedSMTP(policy, settings.host, settings.port, timeout=timeout) as smtp:
             smtp.ehlo()
             if settings.starttls:
                 smtp.starttls(context=ssl.create_default_context())

@@ -20,6 +20,7 @@ before anything is changed, whether the caller's scopes and projects allow it:
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -257,23 +258,10 @@ def require_scope(conn: HTTPConnection, scope: str, auth_required: bool) -> JSON
     return None
 
 
-def board_access(auth_required: bool) -> Callable[[HTTPConnection, str], str]:
-    """The live board's access hook (`mcp.board_access`): the caller's name, or Forbidden (403).
-
-    The board spans every project, so a project-limited token is refused it.
-    """
-
-    def access(request: HTTPConnection, scope: str) -> str:
-        identity = identity_of(request, auth_required)
-        if identity is None:
-            raise Forbidden("authentication required: send Authorization: Bearer <token>")
-        if not identity.allows(scope):
-            raise Forbidden(f"the board's {scope} actions need scope {scope!r}; token {identity.name!r} lacks it")
-        if identity.projects is not None:
-            raise Forbidden(f"the board spans every project; token {identity.name!r} is limited to some")
-        return identity.name if identity.authenticated else "board"
-
-    return access
+def board_access(auth_required: bool) -> Callable[[HTTPConnection], Identity | None]:
+    """The live board's hook (`mcp.board_access`): who is calling, None when authentication is
+    required and absent (401). The board checks scopes and project limits itself (server/board_routes.py)."""
+    return functools.partial(identity_of, auth_required=auth_required)
 
 
 # --- the guard: one server middleware for every MCP message ---------------------------------------

@@ -26,15 +26,9 @@ CARDS_FOR_APPS = 20
 CARDS_FOR_TEXT = 3
 
 
-class SummaryCard(BaseModel):
-    """A card as the App draws it (kept out of the output schema: tools/list is paid for on every turn)."""
-
-    id: str
-    title: str
-    column: str
-    priority: str
-    worker: str | None = None
-    progress: float | None = None
+# What the App draws of a card (a subset of board.Card; kept out of the output schema: tools/list
+# is paid for on every turn).
+SUMMARY_FIELDS = frozenset({"id", "title", "column", "priority", "worker", "progress"})
 
 
 class BoardSummary(BaseModel):
@@ -42,7 +36,7 @@ class BoardSummary(BaseModel):
 
     project: str | None = None
     counts: dict[str, int]
-    cards: list[dict[str, Any]]  # SummaryCard
+    cards: list[dict[str, Any]]  # board.Card's SUMMARY_FIELDS
 
 
 def summary_text(summary: BoardSummary) -> str:
@@ -50,10 +44,12 @@ def summary_text(summary: BoardSummary) -> str:
     head = ", ".join(f"{count} {key}" for key, count in summary.counts.items())
     lines = [f"{summary.project or 'all projects'}: {head}"]
     for key in ("running", "failed", "blocked"):
-        cards = [SummaryCard(**c) for c in summary.cards if c["column"] == key][:CARDS_FOR_TEXT]
+        cards = [c for c in summary.cards if c["column"] == key][:CARDS_FOR_TEXT]
         if cards:
             shown = "; ".join(
-                c.title + (f" ({c.worker})" if c.worker else "") + (f" [{c.id}]" if key == "failed" else "")
+                c["title"]
+                + (f" ({c['worker']})" if c.get("worker") else "")
+                + (f" [{c['id']}]" if key == "failed" else "")
                 for c in cards
             )
             lines.append(f"{key}: {shown}")
@@ -84,14 +80,7 @@ def board_apps(queue: TaskQueue) -> Apps:
             project=project,
             counts={col.key: col.count for col in view.columns},
             cards=[
-                SummaryCard(
-                    id=c.id,
-                    title=c.title,
-                    column=col.key,
-                    priority=c.priority.value,
-                    worker=c.worker,
-                    progress=c.progress,
-                ).model_dump(exclude_none=True)
+                c.model_dump(mode="json", include=set(SUMMARY_FIELDS), exclude_none=True)
                 for col in view.columns
                 for c in col.cards
             ],

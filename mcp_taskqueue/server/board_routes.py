@@ -1,15 +1,19 @@
 """The live board over HTTP: the page at `/` and `/board`, its JSON API and its live feed.
 
 - `GET /`, `/board`: the single page (mcp_taskqueue/web/board.html); assets at `/board/static/`.
-- `GET /board/api/...`: JSON from board.py (projects, board, column, tasks/{id}, workflows, charts).
+- `GET /board/api/...`: JSON from board.py (me, projects, board, column, tasks/{id}, workflows, charts).
 - `POST /board/api/tasks/{id}/{action}`: cancel, retry, release, priority, note (JSON body).
 - `GET /board/events`: Server-Sent Events fed by the server's `ResourceWatcher`: a `hello`
   event on connect, then `change` events `{"tasks": [...], "projects": [...], "workflows": [...]}`
-  within ~0.2 s of a commit by any process on the store. Browsers reconnect by themselves
-  (`retry: 1000`); the page resyncs everything after a reconnect.
+  within ~0.2 s of a commit by any process on the store. The page reads it with `fetch` (so it
+  can send its token), reconnects after a second and resyncs everything after a reconnect.
 
-Every request goes through `access(request, scope)`, which returns the actor's name: today
-everyone is `board` with every scope; a server with tokens replaces `mcp.board_access`.
+Who may do what: `mcp.board_access(request)` names the caller (an `Identity`; None when the
+server needs a token and the request has none or a bad one: 401). Views need scope `read`,
+actions the scope `board.ACTION_SCOPES` names (403 otherwise). A token limited to projects sees
+only those: the project list, boards, search, tasks, workflows, charts and the live feed are
+filtered to them and anything else is refused (403). Without tokens everyone is `board` with
+every scope (`open_access`); server/service.py installs the token-aware hook.
 """
 
 from __future__ import annotations
@@ -17,25 +21,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
-from pydantic import BaseModel
-from starlette.requests import Request
+from pydantic_core import to_jsonable_python
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.board import ACTION_SCOPES, Board, Filters
-from mcp_taskqueue.errors import TaskQueueError, ValidationFailed
+from mcp_taskqueue.errors import Forbidden, NotFound, TaskQueueError, ValidationFailed
+from mcp_taskqueue.identity import SCOPES, Identity
 
 log = logging.getLogger("mcp_taskqueue.board")
+T = TypeVar("T")
 
 STATIC_TYPES = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
-ERROR_STATUS = {"not_found": 404, "validation_failed": 400, "forbidden": 403, "store_busy": 503}
+ERROR_STATUS = {"not_found": 404, "validation_failed": 400, "unauthorized": 401, "forbidden": 403, "store_busy": 503}
 KEEPALIVE_SECONDS = 15.0
 COALESCE_SECONDS = 0.05
 MAX_STREAMS = 200
@@ -46,18 +53,80 @@ CSP = (
 )
 
 
-class Forbidden(TaskQueueError):
-    """The caller's token lacks the scope an action needs."""
+class Unauthenticated(TaskQueueError):
+    """The server needs a token and the request brought none, or one it does not know (HTTP 401)."""
 
-    code = "forbidden"
-
-
-Access = Callable[[Request, str], str]
+    code = "unauthorized"
 
 
-def open_access(_request: Request, _scope: str) -> str:
-    """Everyone may do everything, as `board` (a server without tokens)."""
-    return "board"
+Access = Callable[[HTTPConnection], Identity | None]
+
+
+def open_access(_request: HTTPConnection) -> Identity:
+    """A server without tokens: everyone may do everything, as `board`."""
+    return Identity(name="board", scopes=frozenset(SCOPES))
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: the actor actions are recorded as, scopes, and the projects they may see (None: all)."""
+
+    actor: str
+    scopes: frozenset[str]
+    projects: frozenset[str] | None
+    signed_in: bool
+
+    @classmethod
+    def of(cls, identity: Identity) -> Viewer:
+        actor = identity.name if identity.authenticated else "board"
+        return cls(actor, identity.scopes, identity.projects, identity.authenticated)
+
+    def check(self, project: str | None) -> None:
+        """Forbidden unless this viewer may see `project` (None: an unknown task or workflow)."""
+        if self.projects is not None and project not in self.projects:
+            raise Forbidden(f"token {self.actor!r} may only see project(s) {', '.join(sorted(self.projects))}")
+
+    def see(self, read: Callable[[], T], project_of: Callable[[T], str]) -> T:
+        """`read()` if what it finds is in a project this viewer may see. For a project-limited
+        token an unknown id is refused like another project's, so ids cannot be probed."""
+        try:
+            found = read()
+        except NotFound:
+            if self.projects is None:
+                raise
+            self.check(None)
+            raise
+        self.check(project_of(found))
+        return found
+
+    def project(self, name: str | None) -> str | None:
+        """The project a read is about: `name` (checked); none given means every project, or for a
+        token limited to one project that project (limited to several: Forbidden, choose one)."""
+        if name is None and self.projects is not None:
+            if len(self.projects) != 1:
+                raise Forbidden(
+                    f"token {self.actor!r} is limited to projects {', '.join(sorted(self.projects))}: give one"
+                )
+            return next(iter(self.projects))
+        if name is not None:
+            self.check(name)
+        return name
+
+    def describe(self) -> dict[str, Any]:
+        """`GET /board/api/me`: name, scopes, projects (null: all) and whether a token signed in."""
+        return {
+            "name": self.actor,
+            "scopes": [s for s in SCOPES if s in self.scopes],
+            "projects": sorted(self.projects) if self.projects is not None else None,
+            "signed_in": self.signed_in,
+        }
+
+
+def refusal(exc: TaskQueueError) -> JSONResponse:
+    """An error as JSON `{"error": code, "message": ...}` with its HTTP status (401 asks for a bearer token)."""
+    status = ERROR_STATUS.get(exc.code, 409)
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if status == 401 else None
+    return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=status, headers=headers)
 
 
 def web_file(name: str) -> bytes:
@@ -82,11 +151,13 @@ def changes_of(events: list[ServerEvent]) -> dict[str, list[str]]:
 class BoardFeed:
     """Fans the watcher's notifications out to the open `/board/events` streams."""
 
-    def __init__(self, mcp: MCPServer) -> None:
+    def __init__(self, mcp: MCPServer, board: Board) -> None:
         self.mcp = mcp
+        self.board = board
         self.streams = 0
 
-    async def stream(self) -> AsyncIterator[str]:
+    async def stream(self, viewer: Viewer) -> AsyncIterator[str]:
+        """`hello`, then one `change` per burst of commits (only what `viewer` may see), keepalives between."""
         watcher = self.mcp.watcher  # type: ignore[attr-defined]
         pending: list[ServerEvent] = []
         wake = anyio.Event()
@@ -111,7 +182,11 @@ class BoardFeed:
                     await anyio.sleep(COALESCE_SECONDS)  # one message for a burst of commits
                     batch, pending[:] = list(pending), []
                     wake = anyio.Event()
-                    yield f"event: change\ndata: {json.dumps(changes_of(batch))}\n\n"
+                    change = changes_of(batch)
+                    if viewer.projects is not None:
+                        change = await anyio.to_thread.run_sync(self.board.visible_changes, change, viewer.projects)
+                    if any(change.values()):
+                        yield f"event: change\ndata: {json.dumps(change)}\n\n"
         finally:
             unsubscribe()
             self.streams -= 1
@@ -120,33 +195,40 @@ class BoardFeed:
 def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
     """Serve the board on this server's HTTP app (call before building the app)."""
     board = Board(mcp.queue)  # type: ignore[attr-defined]
-    feed = BoardFeed(mcp)
+    feed = BoardFeed(mcp, board)
     if not hasattr(mcp, "board_access"):
         mcp.board_access = access or open_access  # type: ignore[attr-defined]
 
-    def allow(request: Request, scope: str) -> str:
-        actor: str = mcp.board_access(request, scope)  # type: ignore[attr-defined]
-        return actor
+    def viewer_of(request: Request, scope: str) -> Viewer:
+        """The caller with `scope`, or Unauthenticated (401) / Forbidden (403)."""
+        identity: Identity | None = mcp.board_access(request)  # type: ignore[attr-defined]
+        if identity is None:
+            raise Unauthenticated("this board needs a token: sign in with one made by `mcp-taskqueue token create`")
+        if not identity.allows(scope):
+            have = ", ".join(sorted(identity.scopes)) or "none"
+            raise Forbidden(f"this needs scope {scope!r}; token {identity.name!r} has {have}")
+        return Viewer.of(identity)
 
-    async def answer(request: Request, scope: str, fn: Callable[[str], Any], status: int = 200) -> Response:
+    async def answer(request: Request, scope: str, fn: Callable[[Viewer], Any]) -> Response:
         try:
-            actor = allow(request, scope)
-            result = await anyio.to_thread.run_sync(fn, actor)
+            viewer = viewer_of(request, scope)
+            result = await anyio.to_thread.run_sync(fn, viewer)
         except TaskQueueError as exc:
-            return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=ERROR_STATUS.get(exc.code, 409))
-        payload: Any
-        if isinstance(result, BaseModel):
-            payload = result.model_dump(mode="json")
-        elif isinstance(result, list):
-            payload = [r.model_dump(mode="json") if isinstance(r, BaseModel) else r for r in result]
-        else:
-            payload = result
-        return JSONResponse(payload, status_code=status, headers={"Cache-Control": "no-store"})
+            return refusal(exc)
+        return JSONResponse(to_jsonable_python(result), headers={"Cache-Control": "no-store"})
 
-    def filters_of(request: Request) -> Filters:
+    def reading(path: str, read: Callable[[Request, Viewer], Any]) -> None:
+        """A `GET` JSON route that needs scope `read`."""
+
+        async def endpoint(request: Request) -> Response:
+            return await answer(request, "read", lambda viewer: read(request, viewer))
+
+        mcp.custom_route(path, methods=["GET"])(endpoint)
+
+    def filters_of(request: Request, viewer: Viewer) -> Filters:
         q = request.query_params
-        values = {name: (q.get(name) or None) for name in ("project", "kind", "tag", "worker", "workflow_id")}
-        return Filters(**values, query=q.get("q") or None)
+        values = {name: (q.get(name) or None) for name in ("kind", "tag", "worker", "workflow_id")}
+        return Filters(**values, project=viewer.project(q.get("project") or None), query=q.get("q") or None)
 
     def int_param(request: Request, name: str, default: int) -> int:
         raw = request.query_params.get(name)
@@ -182,48 +264,46 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
 
-    @mcp.custom_route("/board/api/projects", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def projects(request: Request) -> Response:
-        return await answer(
-            request, "read", lambda _actor: {"projects": [p.model_dump(mode="json") for p in board.projects()]}
-        )
-
-    @mcp.custom_route("/board/api/board", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def whole_board(request: Request) -> Response:
-        def read(_actor: str) -> Any:
-            columns = [c for c in request.query_params.get("columns", "").split(",") if c]
-            return board.view(filters_of(request), limit=int_param(request, "limit", 50), columns=columns)
-
-        return await answer(request, "read", read)
-
-    @mcp.custom_route("/board/api/column/{key}", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def column(request: Request) -> Response:
-        def read(_actor: str) -> Any:
-            return board.column(request.path_params["key"], filters_of(request), **page_of(request))
-
-        return await answer(request, "read", read)
-
-    @mcp.custom_route("/board/api/tasks/{task_id}", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def task(request: Request) -> Response:
-        return await answer(request, "read", lambda _actor: board.task(request.path_params["task_id"]))
-
-    @mcp.custom_route("/board/api/workflows", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def workflows(request: Request) -> Response:
-        def read(_actor: str) -> Any:
-            return board.workflows.list(project=request.query_params.get("project") or None, **page_of(request))
-
-        return await answer(request, "read", read)
-
-    @mcp.custom_route("/board/api/workflows/{workflow_id}", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def workflow(request: Request) -> Response:
-        return await answer(request, "read", lambda _actor: board.workflow(request.path_params["workflow_id"]))
-
-    @mcp.custom_route("/board/api/charts", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def charts(request: Request) -> Response:
-        def read(_actor: str) -> Any:
-            return board.charts(request.query_params.get("project") or None, minutes=int_param(request, "minutes", 60))
-
-        return await answer(request, "read", read)
+    reading("/board/api/me", lambda _request, viewer: viewer.describe())
+    reading("/board/api/projects", lambda _request, viewer: {"projects": board.projects(only=viewer.projects)})
+    reading(
+        "/board/api/board",
+        lambda request, viewer: board.view(
+            filters_of(request, viewer),
+            limit=int_param(request, "limit", 50),
+            columns=[c for c in request.query_params.get("columns", "").split(",") if c],
+        ),
+    )
+    reading(
+        "/board/api/column/{key}",
+        lambda request, viewer: board.column(
+            request.path_params["key"], filters_of(request, viewer), **page_of(request)
+        ),
+    )
+    reading(
+        "/board/api/tasks/{task_id}",
+        lambda request, viewer: viewer.see(
+            lambda: board.task(request.path_params["task_id"]), lambda d: d.task.project
+        ),
+    )
+    reading(
+        "/board/api/workflows",
+        lambda request, viewer: board.workflows.list(
+            project=viewer.project(request.query_params.get("project") or None), **page_of(request)
+        ),
+    )
+    reading(
+        "/board/api/workflows/{workflow_id}",
+        lambda request, viewer: viewer.see(
+            lambda: board.workflow(request.path_params["workflow_id"]), lambda d: d.workflow.project
+        ),
+    )
+    reading(
+        "/board/api/charts",
+        lambda request, viewer: board.charts(
+            viewer.project(request.query_params.get("project") or None), minutes=int_param(request, "minutes", 60)
+        ),
+    )
 
     @mcp.custom_route("/board/api/tasks/{task_id}/{action}", methods=["POST"])  # type: ignore[untyped-decorator]
     async def act(request: Request) -> Response:
@@ -246,32 +326,23 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
         if not isinstance(body, dict):
             return JSONResponse({"error": "validation_failed", "message": "the body must be a JSON object"}, 400)
 
-        def run(actor: str) -> Any:
-            if action == "cancel":
-                return board.cancel(task_id, actor, reason=body.get("reason"))
-            if action == "retry":
-                return board.retry(task_id, actor)
-            if action == "release":
-                return board.release(task_id, actor)
-            if action == "priority":
-                return board.set_priority(task_id, str(body.get("priority")), actor, body.get("expected_version"))
-            text = body.get("text")
-            if not isinstance(text, str):
-                raise ValidationFailed("a note needs {'text': '...'}")
-            return board.add_note(task_id, text, actor)
+        def run(viewer: Viewer) -> Any:
+            if viewer.projects is not None:
+                viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
+            return board.act(action, task_id, viewer.actor, body)
 
         return await answer(request, ACTION_SCOPES[action], run)
 
     @mcp.custom_route("/board/events", methods=["GET"])  # type: ignore[untyped-decorator]
     async def events(request: Request) -> Response:
         try:
-            allow(request, "read")
+            viewer = viewer_of(request, "read")
         except TaskQueueError as exc:
-            return JSONResponse({"error": exc.code, "message": str(exc)}, status_code=ERROR_STATUS.get(exc.code, 409))
+            return refusal(exc)
         if feed.streams >= MAX_STREAMS:
             return JSONResponse({"error": "busy", "message": "too many open board streams"}, status_code=503)
         return StreamingResponse(
-            feed.stream(),
+            feed.stream(viewer),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

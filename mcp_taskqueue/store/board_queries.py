@@ -7,7 +7,8 @@ reads in one place.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 # What a card shows: the summary plus lease, attempts and blocking marks.
 CARD_COLUMNS = (
@@ -39,3 +40,13 @@ class BoardQueries:
         )
         params: tuple[Any, ...] = (max_events, since) if project is None else (project, max_events, since)
         return self.conn.execute(sql, params).fetchall()
+
+    def projects_of(self, table: Literal["tasks", "workflows"], ids: Sequence[str]) -> dict[str, str]:
+        """id -> project of the tasks or workflows with these ids (by their unique id index); unknown ids are left out."""
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            rows = self.conn.execute(f"SELECT id, project FROM {table} WHERE id IN ({marks})", chunk).fetchall()
+            out.update((row["id"], row["project"]) for row in rows)
+        return out

@@ -1,18 +1,27 @@
 // The live board: plain modern JavaScript, no build step, no dependencies, no network but this server.
-// Views come from /board/api; changes are pushed over /board/events (Server-Sent Events).
-// Routes live in the hash: #/ projects, #/p/NAME board, #/p/NAME/charts, #/w/ID workflow, #/t/ID task.
+// Views come from /board/api; changes are pushed over /board/events (Server-Sent Events read with
+// fetch, so the token goes in a header). Routes live in the hash: #/ projects, #/p/NAME board,
+// #/p/NAME/charts[?range=24h], #/w/ID workflow, #/t/ID task.
+// A server with tokens: the sign-in form keeps the token in sessionStorage (this tab only) and every
+// request sends it as `Authorization: Bearer`; it never goes into a URL.
 
 const COLUMNS = ["ready", "running", "blocked", "failed", "completed", "cancelled"];
 const LABELS = { ready: "Ready", running: "Running", blocked: "Blocked", failed: "Failed", completed: "Completed", cancelled: "Cancelled" };
 const STATUS_COLUMN = { pending: "blocked", ready: "ready", running: "running", failed: "failed", completed: "completed", cancelled: "cancelled" };
 const PRIORITIES = ["critical", "high", "medium", "low"];
 const PAGE = 50;
+const TOKEN_KEY = "taskqueue-board-token";
+// Chart ranges: minutes and how the page describes them (30 buckets each).
+const RANGES = { "1h": [60, "The last hour in 2-minute buckets"], "24h": [1440, "The last 24 hours in 48-minute buckets"], "7d": [10080, "The last 7 days in buckets of 5 h 36 min"] };
+const RANGE_LABELS = { "1h": "Last hour", "24h": "Last 24 hours", "7d": "Last 7 days" };
 
 const view = document.getElementById("view");
 const announcer = document.getElementById("announcer");
 const conn = document.getElementById("conn");
 const connText = document.getElementById("conn-text");
 const dialog = document.getElementById("confirm");
+const who = document.getElementById("who");
+const flashEl = document.getElementById("flash");
 
 // What tests and the performance budget read: first render, pushes received, updates applied.
 const metrics = { firstRender: null, changes: 0, updates: 0, lastChangeAt: null, lastUpdateMs: null, resyncs: 0 };
@@ -23,6 +32,10 @@ let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
 let dropped = false; // the feed broke: resync everything once it is back
+let token = sessionStorage.getItem(TOKEN_KEY);
+let me = null; // GET /board/api/me: name, scopes, projects, signed_in
+let feed = null; // the live feed's AbortController
+let retryMs = 1000;
 
 // --- small DOM helper: text is always text (no HTML from data) ---------------------------------
 function h(tag, attrs, ...children) {
@@ -41,13 +54,23 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
-async function api(path, options) {
-  const response = await fetch(path, options);
+function authHeaders(extra) {
+  const headers = { ...(extra || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return headers;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { ...options, headers: authHeaders(options.headers), cache: "no-store" });
   let body = null;
   try { body = await response.json(); } catch { body = null; }
   if (!response.ok) {
     const message = body && body.message ? body.message : `${response.status} ${response.statusText}`;
-    throw new Error(message);
+    throw new ApiError(response.status, message);
   }
   return body;
 }
@@ -57,6 +80,13 @@ function post(taskId, action, body) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}),
   });
 }
+
+// A visible message under the header (role="alert"): refusals and failures the user must see.
+function flash(text) {
+  flashEl.replaceChildren(h("span", {}, text), h("button", { type: "button", class: "secondary", onclick: clearFlash }, "Dismiss"));
+  flashEl.hidden = false;
+}
+function clearFlash() { flashEl.hidden = true; flashEl.replaceChildren(); }
 
 function announce(text) {
   announcer.textContent = "";
@@ -103,11 +133,16 @@ async function route(focus = true) {
   const r = parseRoute();
   const renderers = { projects: showProjects, board: showBoard, charts: showCharts, workflow: showWorkflow, task: showTask };
   current = { route: r, refresh: null, wants: () => false, seen: new Map(), loaded: {} };
+  delete view.dataset.ready;
   try {
     await renderers[r.name](r);
   } catch (error) {
-    view.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message), h("p", {}, h("a", { href: "#/" }, "Back to projects")));
+    if (error.status === 401) { signOut(error.message); return; }
+    const title = error.status === 403 ? "Not allowed" : error.status === 404 ? "Not found" : "Something went wrong";
+    document.title = `${title} · Task queue board`;
+    view.replaceChildren(h("h1", {}, title), h("p", { class: "error", role: "alert" }, error.message), h("p", {}, h("a", { href: "#/" }, "Back to projects")));
   }
+  view.dataset.ready = location.hash || "#/";
   if (metrics.firstRender === null) {
     metrics.firstRender = performance.now();
     performance.mark("board-first-render");
@@ -129,35 +164,141 @@ async function runRefresh() {
     await current.refresh();
     metrics.updates += 1;
     metrics.lastUpdateMs = performance.now() - started;
+    showMetrics();
     if (metrics.lastChangeAt !== null) metrics.lastPushToRenderMs = performance.now() - metrics.lastChangeAt;
   } catch (error) {
-    announce(`Update failed: ${error.message}`);
+    if (error.status === 401) signOut(error.message);
+    else announce(`Update failed: ${error.message}`);
   } finally {
     refreshing = false;
     if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
   }
 }
 
-// --- the live feed ---------------------------------------------------------------------------
+// --- the live feed: Server-Sent Events over fetch (an EventSource cannot send the token) -----
 function connect() {
-  const source = new EventSource("/board/events");
-  source.addEventListener("hello", () => {
+  if (feed) feed.abort();
+  const controller = new AbortController();
+  feed = controller;
+  (async () => {
+    while (!controller.signal.aborted) {
+      try {
+        const response = await fetch("/board/events", { headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store", signal: controller.signal });
+        if (response.status === 401) { signOut("The server no longer accepts this token."); return; }
+        if (!response.ok || !response.body) throw new Error(`live feed answered ${response.status}`);
+        await readEvents(response.body, dispatch);
+      } catch (error) {
+        if (controller.signal.aborted) return;
+      }
+      dropped = true;
+      setConn("down", "Reconnecting…");
+      await new Promise((resolve) => setTimeout(resolve, retryMs));
+    }
+  })();
+}
+
+// The event-stream format: blocks separated by a blank line; `event:`, `data:`, `retry:` fields; `:` comments.
+async function readEvents(body, handle) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (!line || line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const text = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event = text;
+        else if (field === "data") data.push(text);
+        else if (field === "retry" && /^\d+$/.test(text)) retryMs = Number(text);
+      }
+      if (data.length) handle(event, data.join("\n"));
+    }
+  }
+}
+
+function dispatch(event, data) {
+  if (event === "hello") {
     setConn("live", "Live");
     if (dropped) { metrics.resyncs += 1; dropped = false; scheduleRefresh(); announce("Reconnected; the board is up to date."); }
-  });
-  source.addEventListener("change", (event) => {
+  } else if (event === "change") {
     metrics.changes += 1;
     metrics.lastChangeAt = performance.now();
-    const change = JSON.parse(event.data);
+    const change = JSON.parse(data);
     if (current.wants(change)) scheduleRefresh();
-  });
-  source.onerror = () => {
-    dropped = true;
-    setConn("down", "Reconnecting…");
-    if (source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
-  };
+  }
+  showMetrics();
 }
 function setConn(state, text) { conn.dataset.state = state; connText.textContent = text; }
+// the counters as attributes too: tests read them without running script in the page (Firefox under the CSP)
+function showMetrics() {
+  conn.dataset.changes = metrics.changes;
+  conn.dataset.updates = metrics.updates;
+  conn.dataset.resyncs = metrics.resyncs;
+}
+
+// --- signing in (servers with tokens) ---------------------------------------------------------
+function showWho() {
+  if (!me || !me.signed_in) { who.hidden = true; who.replaceChildren(); return; }
+  const limits = me.projects ? ` · ${me.projects.join(", ")}` : "";
+  who.replaceChildren(
+    h("span", {}, `Signed in as ${me.name} (${me.scopes.join(", ")}${limits})`),
+    h("button", { type: "button", class: "secondary", onclick: () => signOut(null) }, "Sign out"));
+  who.hidden = false;
+}
+
+function signOut(reason) {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  me = null;
+  if (feed) { feed.abort(); feed = null; }
+  current = { route: null, refresh: null, wants: () => false, seen: new Map(), loaded: {} };
+  showWho();
+  clearFlash();
+  setConn("down", "Signed out");
+  showSignIn(reason);
+}
+
+function showSignIn(reason) {
+  document.title = "Sign in · Task queue board";
+  const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", spellcheck: "false", required: true, "aria-describedby": "token-help" });
+  view.replaceChildren(
+    h("h1", {}, "Sign in"),
+    reason ? h("p", { class: "error", role: "alert" }, reason) : null,
+    h("p", { id: "token-help" }, "This server needs an access token. Make one with ",
+      h("code", {}, "mcp-taskqueue token create --name NAME --scopes read,write"),
+      ". It stays in this browser tab only (session storage) and is sent in a request header, never in a URL."),
+    h("form", { class: "row signin", onsubmit: (event) => {
+      event.preventDefault();
+      token = input.value.trim();
+      sessionStorage.setItem(TOKEN_KEY, token);
+      start(true);
+    } }, h("label", { for: "token", class: "grow" }, "Access token", input), h("button", { type: "submit" }, "Sign in")));
+  view.dataset.ready = "sign-in";
+  input.focus();
+}
+
+async function start(focus) {
+  clearFlash();
+  try {
+    me = await api("/board/api/me");
+  } catch (error) {
+    if (error.status === 401) { signOut(token ? "The server did not accept that token: it may be mistyped, revoked or expired." : null); return; }
+    me = null; // the server is away: the views say so, and the feed keeps trying
+  }
+  showWho();
+  await route(focus);
+  connect();
+}
 
 // --- confirmation and actions ----------------------------------------------------------------
 function confirmAction(title, text, yes) {
@@ -166,9 +307,13 @@ function confirmAction(title, text, yes) {
     document.getElementById("confirm-text").textContent = text;
     document.getElementById("confirm-yes").textContent = yes;
     const opener = document.activeElement;
+    const label = opener && opener.getAttribute("aria-label");
     dialog.returnValue = "";
     dialog.addEventListener("close", () => {
+      // a live update may have redrawn the opener meanwhile: then focus its new twin
+      const again = opener && !opener.isConnected && label ? view.querySelector(`button[aria-label="${CSS.escape(label)}"]`) : null;
       if (opener && opener.isConnected) opener.focus();
+      else if (again) again.focus();
       resolve(dialog.returnValue === "yes");
     }, { once: true });
     dialog.showModal();
@@ -201,8 +346,14 @@ async function doAction(name, task, body) {
     announce(`“${task.title}” ${spec.done}.`);
     scheduleRefresh();
   } catch (error) {
-    announce(`Could not ${spec.label.toLowerCase()} “${task.title}”: ${error.message}`);
+    refused(`Could not ${spec.label.toLowerCase()} “${task.title}”`, error);
   }
+}
+
+// An action the server refused: shown (and read out) at once; a lost sign-in goes back to the form.
+function refused(what, error) {
+  if (error.status === 401) signOut(error.message);
+  else flash(`${what}: ${error.message}`);
 }
 
 function actionButtons(task) {
@@ -389,7 +540,7 @@ async function showTask(r) {
             const priority = prioritySelect.value;
             delete prioritySelect.dataset.edited; // sent: from now on the server's value is the truth
             try { await post(t.id, "priority", { priority }); announce(`Priority set to ${priority}.`); scheduleRefresh(); }
-            catch (error) { announce(`Could not change the priority: ${error.message}`); }
+            catch (error) { refused("Could not change the priority", error); }
           } }, h("label", { for: "priority" }, "Priority", prioritySelect), h("button", { type: "submit" }, "Set priority")),
           h("form", { class: "row", onsubmit: async (event) => {
             event.preventDefault();
@@ -397,7 +548,7 @@ async function showTask(r) {
             noteText.value = "";
             delete noteText.dataset.edited;
             try { await post(t.id, "note", { text }); announce("Note added."); scheduleRefresh(); }
-            catch (error) { noteText.value = text; announce(`Could not add the note: ${error.message}`); }
+            catch (error) { noteText.value = text; refused("Could not add the note", error); }
           } }, h("label", { for: "note", class: "grow" }, "Note", noteText), h("button", { type: "submit" }, "Add note")))),
       h("section", { class: "panel", "aria-labelledby": "h-desc" }, h("h2", { id: "h-desc" }, "Description"), t.description ? h("p", {}, t.description) : h("p", { class: "empty" }, "No description.")),
       h("div", { class: "grid2" },
@@ -520,18 +671,23 @@ function lineChart(title, labels, series, unit) {
 
 async function showCharts(r) {
   const project = r.project;
+  const range = RANGES[r.params.get("range")] ? r.params.get("range") : "1h";
+  const [minutes, described] = RANGES[range];
   document.title = `${project} charts · Task queue board`;
   const holder = h("div", { class: "charts" });
+  const chartsHref = (key) => `#/p/${encodeURIComponent(project)}/charts${key === "1h" ? "" : `?range=${key}`}`;
   view.replaceChildren(
     h("p", { class: "crumbs" }, h("a", { href: "#/" }, "Projects"), " / ", project),
     h("h1", {}, `${project}: charts`),
     h("ul", { class: "tabs" }, h("li", {}, h("a", { href: `#/p/${encodeURIComponent(project)}` }, "Board")),
       h("li", {}, h("a", { href: `#/p/${encodeURIComponent(project)}/charts`, "aria-current": "page" }, "Charts"))),
-    h("p", { class: "summary" }, "The last hour in 2-minute buckets; updated live."), holder);
+    h("nav", { "aria-label": "Time range" }, h("ul", { class: "tabs ranges" }, Object.keys(RANGES).map((key) =>
+      h("li", {}, h("a", { href: chartsHref(key), "aria-current": key === range ? "true" : null }, RANGE_LABELS[key]))))),
+    h("p", { class: "summary", id: "range-summary" }, `${described}; updated live.`), holder);
   let last = 0;
   const render = async () => {
     last = Date.now();
-    const c = await api(`/board/api/charts?project=${encodeURIComponent(project)}&minutes=60`);
+    const c = await api(`/board/api/charts?project=${encodeURIComponent(project)}&minutes=${minutes}`);
     const depth = Object.entries(c.depth).map(([status, values]) => ({ name: status === "pending" ? "blocked" : status, color: SERIES_COLORS[status], values }));
     holder.replaceChildren(
       lineChart("Queue depth by status", c.buckets, depth, ""),
@@ -540,12 +696,11 @@ async function showCharts(r) {
       lineChart("Claim latency (median seconds)", c.buckets, [{ name: "seconds", color: "#1d4ed8", values: c.claim_latency }], "s"));
     for (const el of holder.querySelectorAll("[data-color]")) { el.style.background = el.dataset.color; el.style.borderColor = el.dataset.color; }
   };
-  // charts summarise a whole hour: redraw at most every 2 s however fast the pushes come
+  // charts summarise an hour or more: redraw at most every 2 s however fast the pushes come
   current.refresh = async () => { if (Date.now() - last > 2000) await render(); else setTimeout(scheduleRefresh, 2000 - (Date.now() - last)); };
   current.wants = (change) => change.projects.includes(project);
   await render();
 }
 
-window.addEventListener("hashchange", () => route(true));
-route(false);
-connect();
+window.addEventListener("hashchange", () => { clearFlash(); route(true); });
+start(false);

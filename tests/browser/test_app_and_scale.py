@@ -18,8 +18,8 @@ from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 from tests.board_data import DEMO_COUNTS, populate
+from tests.browser.axe_harness import WCAG
 from tests.browser.test_journeys import LIVE, card, open_board
-from tests.browser.test_quality import WCAG
 from tests.servers import http_server
 
 # A minimal MCP Apps host: answers ui/initialize, forwards the tool result, records tool calls.

@@ -257,7 +257,7 @@ def maps_to_tool(
     "--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback and --host."
 )
 @click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
-@click.option("--log-level", help="INFO logs every request [default: WARNING]")
+@click.option("--log-level", help="INFO logs every request [default: INFO over http/sse, WARNING on stdio]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
 @click.option(

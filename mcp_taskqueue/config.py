@@ -39,6 +39,13 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     toolsets: list[str] | None = Field(None, description="Feature flag: the tool groups this profile exposes.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (host or host:port) HTTP requests may name besides loopback and the bound address.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser Origins (e.g. https://app.example) accepted besides loopback."
+    )
 
 
 class OAuthSettingsModel(BaseModel):
@@ -73,8 +80,10 @@ class RateLimitSettings(BaseModel):
 
 class LoggingSettings(BaseModel):
     model_config = Strict
-    # INFO adds one record per MCP request (event tool_call/request); WARNING keeps stderr quiet
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    # INFO logs one record per MCP request (event tool_call/request); WARNING keeps stderr quiet.
+    # Unset: INFO for the HTTP transports (a team server's request log), WARNING for stdio (an IDE's
+    # child process, whose stderr its host shows as a debugging log).
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
     format: Literal["json", "text"] | None = None
     file: str | None = None
     max_bytes: int = Field(10_000_000, ge=1024)
@@ -84,6 +93,10 @@ class LoggingSettings(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    def level_for(self, transport: str) -> str:
+        """The level to log at: the configured one, else INFO over HTTP/SSE and WARNING on stdio."""
+        return self.level or ("WARNING" if transport == "stdio" else "INFO")
 
 
 class MetricsSettings(BaseModel):

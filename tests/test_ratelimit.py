@@ -95,23 +95,31 @@ write = { rate = 50, burst = 50 }
         assert "three" not in titles and len(titles) == 12
 
 
-# A flooding client in a process of its own: 4 threads sending pings as fast as they can while it is
-# told to ("go" on stdin) until told to stop ("stop"); it answers each with its request count.
+# A flooding client in a process of its own: 4 threads sending pings at FLOOD_RATE in all (25 times
+# its budget of 20/s) while told to ("go" on stdin) until told to stop ("stop"); it answers each
+# with its request count. Paced, so the load is bounded and the same on a busy or an idle machine:
+# flooding as fast as its own CPU allows would measure how this 2-core machine shares its cores
+# between the two clients, not how the server shares itself.
+FLOOD_RATE = 500
 FLOODER = """
-import os, sys, threading, httpx2
-url, token = sys.argv[1], sys.argv[2]
-os.nice(10)  # its client-side CPU would be another machine's: it must not simply starve the victim's client here
+import sys, threading, time, httpx2
+url, token, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
 flooding = threading.Event()
 count = 0
 lock = threading.Lock()
 def flood():
     global count
+    gap = 4 / rate
     with httpx2.Client(headers={"Authorization": "Bearer " + token}) as http:
         while True:
             flooding.wait()
-            http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-            with lock:
-                count += 1
+            due = time.monotonic()
+            while flooding.is_set():
+                http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+                with lock:
+                    count += 1
+                due += gap
+                time.sleep(max(0.0, due - time.monotonic()))
 for _ in range(4):
     threading.Thread(target=flood, daemon=True).start()
 for line in sys.stdin:
@@ -149,7 +157,7 @@ async def test_a_flooding_client_does_not_double_another_clients_p99(tmp_path: P
     sessions = ("--sessions-per-peer", "100000", "--max-sessions", "100000")
     with serve(db, *sessions, env=env) as server:
         proc = subprocess.Popen(
-            [sys.executable, "-c", FLOODER, server.base + "/mcp", flooder],
+            [sys.executable, "-c", FLOODER, server.base + "/mcp", flooder, str(FLOOD_RATE)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -189,8 +197,8 @@ async def test_a_flooding_client_does_not_double_another_clients_p99(tmp_path: P
         finally:
             proc.kill()
             proc.wait(timeout=30)
-    # it really flooded: at least five times its budget of 20 requests/s (and was mostly refused)
-    assert flood_requests / flood_seconds > 100
+    # it really flooded: at least half its pace, over ten times its budget of 20 requests/s
+    assert flood_requests / flood_seconds > FLOOD_RATE / 2
     # One ratio per block (p99 flooded / p99 idle over the block's interleaved rounds); the median of
     # the blocks decides, so a burst of other jobs on the machine during one block cannot.
     size = ROUNDS // BLOCKS

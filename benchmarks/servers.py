@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 def ours_args(db: Path, transport: str, port: int | None = None) -> list[str]:
-    args = ["-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport]
+    # WARNING: the benchmark reads stderr only when the server fails, so no per-request records
+    args = ["-m", "mcp_taskqueue.cli", "--db", str(db), "serve", "--transport", transport, "--log-level", "WARNING"]
     return args + (["--port", str(port)] if port is not None else [])
 
 

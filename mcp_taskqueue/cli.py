@@ -253,7 +253,7 @@ def maps_to_tool(
 )
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
-@click.option("--log-level", help="INFO logs every request [default: WARNING]")
+@click.option("--log-level", help="INFO logs every request [default: INFO over http/sse, WARNING on stdio]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
 @click.option(

@@ -176,6 +176,7 @@ def configure_tracing(settings: Settings) -> None:
         return
     try:
         from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
@@ -189,12 +190,14 @@ def configure_tracing(settings: Settings) -> None:
     if settings.tracing.exporter == "console":
         exporter = ConsoleSpanExporter(out=sys.stderr)
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
-    provider = TracerProvider()
+        exporter = OTLPSpanExporter()  # endpoint, headers, timeout from OTEL_EXPORTER_OTLP_* (protobuf over HTTP)
+    # service.name: OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES when set, else mcp-taskqueue
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "unknown_service")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "mcp-taskqueue"}))
+    provider = TracerProvider(resource=resource)
     # the console exporter is for looking: each span as it ends; OTLP batches
     console = settings.tracing.exporter == "console"
     provider.add_span_processor(SimpleSpanProcessor(exporter) if console else BatchSpanProcessor(exporter))
@@ -218,7 +221,11 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
     allow_configured_hosts(settings.notifications.allow_hosts)
     log_settings = settings.logging
     configure_logging(
-        log_settings.level, log_settings.format, log_settings.file, log_settings.max_bytes, log_settings.backups
+        log_settings.level_for(settings.server.transport),
+        log_settings.format,
+        log_settings.file,
+        log_settings.max_bytes,
+        log_settings.backups,
     )
     configure_tracing(settings)
     server = settings.server

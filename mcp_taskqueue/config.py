@@ -73,8 +73,10 @@ class RateLimitSettings(BaseModel):
 
 class LoggingSettings(BaseModel):
     model_config = Strict
-    # INFO adds one record per MCP request (event tool_call/request); WARNING keeps stderr quiet
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    # INFO logs one record per MCP request (event tool_call/request); WARNING keeps stderr quiet.
+    # Unset: INFO for the HTTP transports (a team server's request log), WARNING for stdio (an IDE's
+    # child process, whose stderr its host shows as a debugging log).
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
     format: Literal["json", "text"] | None = None
     file: str | None = None
     max_bytes: int = Field(10_000_000, ge=1024)
@@ -84,6 +86,10 @@ class LoggingSettings(BaseModel):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    def level_for(self, transport: str) -> str:
+        """The level to log at: the configured one, else INFO over HTTP/SSE and WARNING on stdio."""
+        return self.level or ("WARNING" if transport == "stdio" else "INFO")
 
 
 class MetricsSettings(BaseModel):

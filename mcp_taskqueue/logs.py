@@ -126,3 +126,6 @@ def configure_logging(
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # The MCP SDK's own INFO records (session manager started, each request's type) would double
+    # our one record per request: below DEBUG they are left out.
+    logging.getLogger("mcp").setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)

@@ -10,7 +10,8 @@ PostgreSQL is a real server started once per session from the machine's binaries
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.postgres import PostgresServer
 ENGINES = ("sqlite", "postgres")
 TWO_ENGINES = frozenset(
     {
+        "test_archive",
         "test_queue",
         "test_dependencies",
         "test_leases",
@@ -87,6 +89,24 @@ def db_path(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
         server.drop_database(url)
     else:
         yield tmp_path / "tasks.db"
+
+
+@pytest.fixture
+def new_db(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Path | str]]:
+    """Makes more empty databases for one test: of its engine, or of the one named (`new_db("postgres")`);
+    a file path (not yet created) or a URL. PostgreSQL ones are dropped at the end."""
+    urls: list[str] = []
+    names = itertools.count(1)
+
+    def make(kind: str | None = None) -> Path | str:
+        if (kind or engine) == "postgres":
+            urls.append(request.getfixturevalue("pg_server").new_database())
+            return urls[-1]
+        return tmp_path / f"new{next(names)}.db"
+
+    yield make
+    for url in urls:
+        request.getfixturevalue("pg_server").drop_database(url)
 
 
 @pytest.fixture

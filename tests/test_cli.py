@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +175,7 @@ def test_workflow_error_path_without_the_tools(db_path: Path, monkeypatch: pytes
     assert "unknown_tool" in line and "list_workflows" in line
 
 
-@pytest.mark.sqlite_only("export/import read SQLite's catalog; PostgreSQL refuses them (test_postgres.py)")
-def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
+def test_export_import_round_trip(db_path: Path, tmp_path: Path, new_db: Callable[..., Path | str]) -> None:
     first = ok(db_path, "task", "add", "one", "--tag", "t")
     ok(db_path, "task", "add", "two", "--depends-on", first["id"])
     ok(db_path, "task", "note", first["id"], "hi")
@@ -183,7 +183,7 @@ def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     summary = ok(db_path, "export", "-o", str(out))
     assert summary["tasks"] == 2 and summary["dependencies"] == 1 and out.exists()
 
-    copy = tmp_path / "copy.db"
+    copy = new_db()
     imported = ok(copy, "import", str(out))
     assert imported["tasks"] == 2 and imported["events"] == summary["events"]
     again = cli(copy, "export")
@@ -194,8 +194,9 @@ def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     # Importing twice is refused and changes nothing; so is a damaged file.
     assert "conflict" in fails(copy, "import", str(out), code=4)
     (tmp_path / "cut.jsonl").write_text("\n".join(out.read_text().splitlines()[:-1]))
-    assert "truncated" in fails(tmp_path / "empty.db", "import", str(tmp_path / "cut.jsonl"), code=2)
-    assert ok(tmp_path / "empty.db", "stats")["total"] == 0
+    empty = new_db()
+    assert "truncated" in fails(empty, "import", str(tmp_path / "cut.jsonl"), code=2)
+    assert ok(empty, "stats")["total"] == 0
     # Exporting a database that does not exist does not create one.
     assert "no database" in fails(tmp_path / "absent.db", "export", code=3)
     assert not (tmp_path / "absent.db").exists()
@@ -203,11 +204,28 @@ def test_export_import_round_trip(db_path: Path, tmp_path: Path) -> None:
     assert "--db" in fails(db_path, "export", code=2, url="http://127.0.0.1:1/mcp")
 
 
-@pytest.mark.sqlite_only("export/import read SQLite's catalog; PostgreSQL refuses them (test_postgres.py)")
-def test_import_from_stdin(db_path: Path, tmp_path: Path) -> None:
+def test_import_from_stdin(db_path: Path, new_db: Callable[..., Path | str]) -> None:
     ok(db_path, "task", "add", "piped")
     dump = cli(db_path, "export").stdout
-    assert ok(tmp_path / "copy.db", "import", "-", stdin=dump)["tasks"] == 1
+    copy = new_db()
+    assert ok(copy, "import", "-", stdin=dump)["tasks"] == 1
+    assert cli(copy, "export").stdout.splitlines()[1:] == dump.splitlines()[1:]
+
+
+def test_export_moves_a_queue_to_the_other_engine_and_back(
+    db_path: Path, engine: str, tmp_path: Path, new_db: Callable[..., Path | str]
+) -> None:
+    first = ok(db_path, "task", "add", "one", "--payload", '{"z": 1, "a": [2.50, 1e100]}', "--tag", "t")
+    ok(db_path, "task", "add", "two", "--depends-on", first["id"])
+    ok(db_path, "task", "note", first["id"], "hi")
+    out = tmp_path / "here.jsonl"
+    ok(db_path, "export", str(out))
+    other = new_db("postgres" if engine == "sqlite" else "sqlite")
+    ok(other, "import", str(out))
+    assert ok(other, "task", "show", first["id"])["payload"] == {"z": 1, "a": [2.5, 1e100]}
+    there = cli(other, "export").stdout
+    assert there.splitlines()[1:] == out.read_text().splitlines()[1:]
+    assert '"payload":{"z":1,"a":[2.5,1e+100]}' in there
 
 
 def test_backup_verify_and_restore(db_path: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from mcp_types import PromptReference, ResourceTemplateReference
@@ -173,6 +174,17 @@ async def test_a_project_limited_token_reaches_no_other_project_through_any_tool
                 # its own project stays open on this transport
                 assert (await call(client, "get_task", task_id=ids["mine"]))["project"] == "web"
                 assert [t["id"] for t in (await call(client, "list_tasks"))["tasks"]] == [ids["mine"]]
+                # without a project filter, listings, search and stats mean its one project
+                assert (await call(client, "list_tasks", query="payroll"))["tasks"] == []
+                stats = await call(client, "queue_stats")
+                assert stats["project"] == "web" and stats["total"] == 1
+                assert (await call(client, "list_workflows"))["workflows"] == []
+
+        # plain HTTP routes that span every project: /metrics counts every project's tasks
+        async with httpx2.AsyncClient(base_url=server.base) as http:
+            metrics = await http.get("/metrics", headers={"Authorization": f"Bearer {web}"})
+            assert metrics.status_code == 403 and "payroll" not in metrics.text
+            assert (await http.get("/metrics", headers={"Authorization": f"Bearer {admin}"})).status_code == 200
 
         # subscriptions: both mechanisms refuse another project's URIs
         async with mcp_client(server.base, web) as client:

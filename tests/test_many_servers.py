@@ -3,8 +3,8 @@
 Three `mcp-taskqueue serve --transport http` processes on one database and eight agents spread
 over them drain 2,000 tasks with dependencies: every task is completed exactly once, by the
 agent that claimed it, with a consistent history. A subscriber on one server hears a change
-made through another within a second (the change feed is PostgreSQL's LISTEN/NOTIFY, so this
-works across hosts too). A server SIGKILLed while holding leases loses them to the others
+made through another within a second (the change feed reads the events from the database by
+the transaction that wrote them, so this works across hosts too). A server SIGKILLed while holding leases loses them to the others
 once they expire.
 """
 

@@ -26,6 +26,7 @@ from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 from tests.mcp_calls import call, call_error
 from tests.receivers import FAST, Receiver, http_receiver, smtp_server
+from tests.test_notify import wait_until
 
 SIGNING = "whsec_" + base64.b64encode(b"signing-key-never-shown-0123456").decode()
 SMTP_PASSWORD = "smtp-password-never-shown"
@@ -225,3 +226,75 @@ def test_a_blocked_smtp_host_is_refused_without_connecting(store: Store, monkeyp
     notifiers.create("mail", "email", "ops@example.com", ["task.completed"], options=options)
     result = notifiers.test("mail")
     assert not result.ok and "metadata" in (result.error or "")
+
+
+def fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+def stored_secrets(store: Store) -> list[tuple[str, str | None, str | None]]:
+    rows = store.read(lambda tx: tx.conn.execute("SELECT name, secret, previous_secret FROM notifiers").fetchall())
+    return [(r[0], r[1], r[2]) for r in rows]
+
+
+def test_with_a_key_secrets_are_sealed_at_rest_and_still_sign_and_authenticate(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_key, new_key = fernet_key(), fernet_key()
+    monkeypatch.setenv("TASKQUEUE_SECRETS_KEY", old_key)
+    notifiers = Notifiers(store)
+    rotated = "whsec_" + base64.b64encode(b"x" * 32).decode()
+    with http_receiver(Receiver(secret=[SIGNING, rotated])) as hook, http_receiver() as sms:
+        options = {"account_sid": SID, "from": "+15550001", "to": "+15550002"}
+        notifiers.create("sms", "twilio", sms.url, ["task.completed"], options=options, secret=SMS_TOKEN)
+        notifiers.create("hook", "webhook", hook.url, ["task.completed"], secret=SIGNING)
+        raw = stored_secrets(store)
+        assert all(secret and secret.startswith("fernet:") for _name, secret, _previous in raw), raw
+        assert SMS_TOKEN not in str(raw) and SIGNING not in str(raw)
+        assert notifiers.test("sms").ok and notifiers.test("hook").ok
+        assert sms.received[0].headers["authorization"] == "Basic " + forms_of()[-1]
+        assert hook.received[0].verify_error is None
+        # the same secret saved again is no rotation (compared unsealed); a new one rotates, sealed
+        notifiers.create("hook", "webhook", hook.url, ["task.completed"], secret=SIGNING, replace=True)
+        assert notifiers.get("hook").previous_secret_until is None
+        # key rotation: a new key first, the old one still opens what it sealed
+        monkeypatch.setenv("TASKQUEUE_SECRETS_KEY", f"{new_key},{old_key}")
+        notifiers.create("hook", "webhook", hook.url, ["task.completed"], secret=rotated, replace=True)
+        assert notifiers.get("hook").previous_secret_until is not None
+        assert notifiers.test("hook").ok
+        assert hook.received[-1].headers["webhook-signature"].count("v1,") == 2  # old and new both sign
+        assert hook.received[-1].verify_error is None
+
+
+def test_a_sealed_secret_without_its_key_fails_each_send_and_the_dispatcher_goes_on(
+    store: Store, queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKQUEUE_SECRETS_KEY", fernet_key())
+    notifiers = Notifiers(store)
+    with http_receiver(Receiver(secret=SIGNING)) as rx:
+        notifiers.create("sealed", "webhook", rx.url, ["task.completed"], secret=SIGNING)
+        monkeypatch.delenv("TASKQUEUE_SECRETS_KEY")
+        notifiers.create("plain", "webhook", rx.url, ["task.completed"], secret=SIGNING)  # stored as given
+        result = notifiers.test("sealed")
+        assert not result.ok and "TASKQUEUE_SECRETS_KEY is not set" in (result.error or "")
+        monkeypatch.setenv("TASKQUEUE_SECRETS_KEY", fernet_key())  # the wrong key
+        assert "none of the keys" in (notifiers.test("sealed").error or "")
+        assert notifiers.test("plain").ok  # saved before a key: used as it is
+        task = queue.create({"title": "t"})
+        assert queue.claim("w") is not None
+        queue.complete(task.id, "w")
+        with Dispatcher(store, FAST):
+            rx.wait_for(2)  # plain's test and its delivery
+            wait_until(lambda: notifiers.get("sealed").recent[0].attempts >= 1)
+            wait_until(lambda: notifiers.get("plain").deliveries == {"delivered": 1})
+    sealed = notifiers.get("sealed").recent[0]
+    assert sealed.status == "pending" and "none of the keys" in (sealed.last_error or "")
+
+
+def test_a_malformed_key_is_refused_when_a_secret_is_saved(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKQUEUE_SECRETS_KEY", "not-a-fernet-key")
+    with pytest.raises(ValidationFailed, match="Fernet keys"):
+        Notifiers(store).create("hook", "webhook", "http://127.0.0.1:9/", ["task.completed"], secret=SIGNING)
+    assert Notifiers(store).list_notifiers().notifiers == []

@@ -54,6 +54,44 @@ async def test_json_log_line_per_tool_call_with_identity_and_no_secret(tmp_path:
 
 
 @pytest.mark.anyio
+async def test_an_http_server_logs_each_request_by_default_with_the_session_where_there_is_one(
+    tmp_path: Path,
+) -> None:
+    """No --log-level: a server on HTTP logs one record per request (INFO), and `session_id` is the
+    SDK's session where the protocol has one (initialize-handshake HTTP, SSE); stdio stays quiet."""
+    db = tmp_path / "tasks.db"
+    with serve(db, "--log-format", "json") as server:
+        sessions: dict[str, str] = {}
+        for name, transport, mode in (("first", "http", "legacy"), ("second", "http", "legacy"),
+                                      ("sse", "sse", "auto"), ("modern", "http", "auto")):  # fmt: skip
+            async with mcp_client(server.base, None, transport, mode=mode) as client:
+                created = await call(client, "create_task", title=name)
+                await call(client, "get_task", task_id=created["id"])
+                sessions[created["id"]] = name
+        time.sleep(0.3)
+        records = server.log_records()
+    calls = [r for r in records if r.get("event") == "tool_call"]
+    assert len(calls) == 8 and all(r["level"] == "INFO" for r in calls)
+    assert not [r for r in records if str(r.get("logger", "")).startswith("mcp.")]  # no SDK chatter twice
+    by_client: dict[str, set[Any]] = {}
+    for record in calls:
+        by_client.setdefault(sessions[record["task_id"]], set()).add(record.get("session_id"))
+    assert by_client["modern"] == {None}  # the 2026-07-28 protocol is sessionless
+    for name in ("first", "second", "sse"):
+        [session] = by_client[name]  # one session for both of the client's calls
+        assert isinstance(session, str) and len(session) >= 16, (name, session)
+    assert len({next(iter(by_client[n])) for n in ("first", "second", "sse")}) == 3
+
+    quiet = subprocess.run(
+        [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db), "serve"],
+        input='{"jsonrpc": "2.0", "id": 1, "method": "ping"}\n',
+        capture_output=True, text=True, env=server_env(), timeout=60,
+    )  # fmt: skip
+    assert '"id": 1' in quiet.stdout or '"id":1' in quiet.stdout
+    assert "tool_call" not in quiet.stderr and '"request"' not in quiet.stderr  # stdio: WARNING by default
+
+
+@pytest.mark.anyio
 async def test_log_file_rotates(tmp_path: Path) -> None:
     db = tmp_path / "tasks.db"
     log_file = tmp_path / "logs" / "server.log"
@@ -269,3 +307,103 @@ def test_serve_with_tracing_on_exports_spans_from_the_sdk_middleware(tmp_path: P
     # the console exporter writes each finished span (batched; flushed at exit) to stderr
     text = server.log.read_text()
     assert '"name": "tools/call create_task"' in text
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP trace receiver on 127.0.0.1: POST /v1/traces with a protobuf
+    ExportTraceServiceRequest (gzip or not), decoded with opentelemetry-proto, answered 200."""
+
+    def __init__(self) -> None:
+        import gzip
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.requests: list[Any] = []
+        self.paths: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                assert self.headers["Content-Type"] == "application/x-protobuf"
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver.paths.append(self.path)
+                receiver.requests.append(request)
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+        """(resource attributes, span) for every span received so far."""
+        out = []
+        for request in list(self.requests):
+            for resource_spans in request.resource_spans:
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    out.extend((resource, span) for span in scope_spans.spans)
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("service_env", "service_name"), [({}, "mcp-taskqueue"), ({"OTEL_SERVICE_NAME": "queue-eu"}, "queue-eu")]
+)
+def test_otlp_exporter_sends_the_sdk_spans_to_a_real_receiver(
+    tmp_path: Path, service_env: dict[str, str], service_name: str
+) -> None:
+    """`[tracing] exporter = "otlp"`: spans reach an OTLP/HTTP receiver (protobuf), named by the SDK's
+    middleware, under service.name mcp-taskqueue, with the trace id the JSON log line carries."""
+    import asyncio
+
+    receiver = OtlpReceiver()
+    cfg = tmp_path / "mcp-taskqueue.toml"
+    cfg.write_text('[tracing]\nenabled = true\nexporter = "otlp"\n')
+    db = tmp_path / "tasks.db"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100", **service_env}
+
+    async def one_call(base: str) -> str:
+        async with mcp_client(base) as client:
+            return str((await call(client, "create_task", title="traced over otlp"))["id"])
+
+    try:
+        with serve(db, "--config", str(cfg), "--log-format", "json", "--log-level", "INFO", env=env) as server:
+            task_id = asyncio.run(one_call(server.base))
+            deadline = time.monotonic() + 30
+            # batched every 100 ms while the server runs: no need to stop it first
+            while not any(s.name == "tools/call create_task" for _, s in receiver.spans()):
+                assert time.monotonic() < deadline, (
+                    f"no span reached the receiver; log: {server.log.read_text()[-2000:]}"
+                )
+                time.sleep(0.1)
+            records = server.log_records()
+    finally:
+        receiver.close()
+    assert set(receiver.paths) == {"/v1/traces"}
+    resource, span = next((r, s) for r, s in receiver.spans() if s.name == "tools/call create_task")
+    assert resource["service.name"] == service_name  # OTEL_SERVICE_NAME wins over our default
+    attributes = {a.key: a.value.string_value for a in span.attributes}
+    assert attributes["gen_ai.tool.name"] == "create_task"
+    assert span.end_time_unix_nano > span.start_time_unix_nano
+    logged = next(r for r in records if r.get("event") == "tool_call" and r.get("tool") == "create_task")
+    assert logged["trace_id"] == span.trace_id.hex() and logged["task_id"] == task_id

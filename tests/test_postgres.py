@@ -8,20 +8,22 @@ happen there); the rest of the suite runs on both engines (tests/conftest.py).
 from __future__ import annotations
 
 import functools
-import io
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcp_taskqueue.errors import ValidationFailed
+from mcp_taskqueue.errors import Conflict, ValidationFailed
 from mcp_taskqueue.models import Status
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import Storage
-from mcp_taskqueue.store.archive import export_jsonl
+from mcp_taskqueue.store import Storage, archive
 from mcp_taskqueue.store.queries import CLAIM_SQL
+from tests.servers import http_server_process
 
 
 @pytest.fixture
@@ -119,6 +121,30 @@ def test_the_claim_walks_the_claim_index(queue: TaskQueue, store: Storage) -> No
     assert "tasks_claim" in text and "Sort" not in text, text
 
 
-def test_export_says_it_is_sqlite_only(store: Storage) -> None:
-    with pytest.raises(ValidationFailed, match="SQLite stores only"):
-        export_jsonl(store, io.StringIO())
+def test_restore_refuses_while_a_server_uses_the_database_and_names_it(
+    db_path: str, queue: TaskQueue, tmp_path: Path
+) -> None:
+    """As on SQLite (test_operator.py), a restore cannot rewind a live queue by accident: the
+    servers on a PostgreSQL database are its other mcp-taskqueue connections (pg_stat_activity)."""
+    kept = queue.create({"title": "in the backup"})
+    backup_file = tmp_path / "backup.dump"
+    archive.backup(queue.store, backup_file)
+    later = queue.create({"title": "acknowledged after the backup"})
+    with http_server_process(db_path) as (_base, proc):
+        with pytest.raises(Conflict, match=rf"in use by .*pid {proc.pid} on .*--force"):
+            archive.restore(queue.store, backup_file)
+        assert queue.get(later.id).title == "acknowledged after the backup"  # nothing was rewound
+    # Any other mcp-taskqueue process counts (a worker, a script); --force overrides.
+    script = "import sys; from mcp_taskqueue.store import open_store; s = open_store(sys.argv[1]); print('open', flush=True); sys.stdin.read()"
+    with subprocess.Popen(
+        [sys.executable, "-c", script, db_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(Conflict, match=rf"in use by 1 other process\(es\): pid {holder.pid} "):
+            archive.restore(queue.store, backup_file)
+        archive.restore(queue.store, backup_file, force=True)
+        holder.communicate(b"", timeout=30)
+    assert [t.id for t in queue.list().tasks] == [kept.id]
+    queue.create({"title": "after"})
+    archive.restore(queue.store, backup_file)  # with nobody else on the database, it goes ahead
+    assert [t.id for t in queue.list().tasks] == [kept.id]

@@ -95,23 +95,44 @@ write = { rate = 50, burst = 50 }
         assert "three" not in titles and len(titles) == 12
 
 
+# A flooding client in a process of its own: 4 threads sending pings at FLOOD_RATE in all (25 times
+# its budget of 20/s) while told to ("go" on stdin) until told to stop ("stop"); it answers each
+# with its request count. Paced, so the load is bounded and the same on a busy or an idle machine:
+# flooding as fast as its own CPU allows would measure how this 2-core machine shares its cores
+# between the two clients, not how the server shares itself.
+FLOOD_RATE = 500
 FLOODER = """
 import sys, threading, time, httpx2
-url, token, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-stop = time.monotonic() + seconds
-counts = []
+url, token, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
+flooding = threading.Event()
+count = 0
+lock = threading.Lock()
 def flood():
-    n = 0
+    global count
+    gap = 4 / rate
     with httpx2.Client(headers={"Authorization": "Bearer " + token}) as http:
-        while time.monotonic() < stop:
-            http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-            n += 1
-    counts.append(n)
-threads = [threading.Thread(target=flood) for _ in range(4)]
-[t.start() for t in threads]
-[t.join() for t in threads]
-print(sum(counts))
+        while True:
+            flooding.wait()
+            due = time.monotonic()
+            while flooding.is_set():
+                http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+                with lock:
+                    count += 1
+                due += gap
+                time.sleep(max(0.0, due - time.monotonic()))
+for _ in range(4):
+    threading.Thread(target=flood, daemon=True).start()
+for line in sys.stdin:
+    if line.strip() == "go":
+        flooding.set()
+    elif line.strip() == "stop":
+        flooding.clear()
+    print(count, flush=True)
 """
+
+ROUNDS = 24  # short idle and flooded phases alternate, so drifting machine load hits both alike
+SAMPLES = 20  # calls per phase
+BLOCKS = 3  # consecutive rounds pooled into a block: each block's p99 is over 160 idle and 160 flooded calls
 
 
 def p99(samples: list[float]) -> float:
@@ -120,41 +141,72 @@ def p99(samples: list[float]) -> float:
 
 @pytest.mark.anyio
 async def test_a_flooding_client_does_not_double_another_clients_p99(tmp_path: Path) -> None:
+    """The victim's p99 under flood stays within 2x its idle p99.
+
+    Measured robustly on a loaded 2-core machine: a warm-up first, then ROUNDS rounds of an idle
+    phase and a flooded phase (same flooder process, already running, so its start-up is not
+    measured), and the median over rounds of each phase's p99 is compared: one round disturbed by
+    another job on the machine cannot decide the outcome, in either direction."""
     db = tmp_path / "tasks.db"
     victim, flooder = make_token(db, "victim", "read,write"), make_token(db, "flooder", "read")
     env = config(
         tmp_path, "[rate_limits]\nhttp = { rate = 20, burst = 20 }\n[rate_limits.tokens.victim]\nhttp = '1000/s'\n"
     )
-    with serve(db, env=env) as server:
-        async with mcp_client(server.base, victim) as client:
-            task = await call(client, "create_task", title="probe")
+    # Both clients come from 127.0.0.1, so the per-address session cap (issue 11) would count the
+    # flood's admitted requests against the victim too: raised here, as if they were two machines.
+    sessions = ("--sessions-per-peer", "100000", "--max-sessions", "100000")
+    with serve(db, *sessions, env=env) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FLOODER, server.base + "/mcp", flooder, str(FLOOD_RATE)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=server_env(),
+        )
+        assert proc.stdin is not None and proc.stdout is not None
 
-            async def measure(n: int) -> list[float]:
-                out = []
-                for _ in range(n):
-                    start = time.perf_counter()
-                    await call(client, "get_task", task_id=task["id"])
-                    out.append(time.perf_counter() - start)
-                return out
+        def tell(command: str) -> int:
+            proc.stdin.write(command + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            return int(proc.stdout.readline())  # type: ignore[union-attr]
 
-            await measure(20)  # warm up
-            idle = await measure(100)
-            proc = subprocess.Popen(
-                [sys.executable, "-c", FLOODER, server.base + "/mcp", flooder, "4"],
-                stdout=subprocess.PIPE,
-                text=True,
-                env=server_env(),
-            )
-            try:
-                time.sleep(0.5)  # the flood is under way
-                loaded = await measure(150)
-            finally:
-                out, _ = proc.communicate(timeout=60)
-            # idle again afterwards: the machine's own load drifts (other jobs), so idle is sampled around the flood
-            idle += await measure(100)
-        flood_requests = int(out.strip() or 0)
-    assert flood_requests > 100  # it really flooded (and was mostly refused)
-    ratio = p99(loaded) / p99(idle)
-    print(f"victim p99 idle {p99(idle) * 1000:.1f} ms, under flood {p99(loaded) * 1000:.1f} ms ({ratio:.2f}x); "
-          f"flood sent {flood_requests} requests")  # fmt: skip
+        try:
+            async with mcp_client(server.base, victim) as client:
+                task = await call(client, "create_task", title="probe")
+
+                async def measure(n: int) -> list[float]:
+                    out = []
+                    for _ in range(n):
+                        start = time.perf_counter()
+                        await call(client, "get_task", task_id=task["id"])
+                        out.append(time.perf_counter() - start)
+                    return out
+
+                await measure(30)  # warm up: connections, caches, the server's first calls
+                idle: list[list[float]] = []
+                loaded: list[list[float]] = []
+                flood_requests = 0
+                flood_seconds = 0.0
+                for _ in range(ROUNDS):
+                    idle.append(await measure(SAMPLES))
+                    before, started = tell("go"), time.monotonic()
+                    time.sleep(0.1)  # the flood is under way
+                    loaded.append(await measure(SAMPLES))
+                    flood_requests += tell("stop") - before
+                    flood_seconds += time.monotonic() - started
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    # it really flooded: at least half its pace, over ten times its budget of 20 requests/s
+    assert flood_requests / flood_seconds > FLOOD_RATE / 2
+    # One ratio per block (p99 flooded / p99 idle over the block's interleaved rounds); the median of
+    # the blocks decides, so a burst of other jobs on the machine during one block cannot.
+    size = ROUNDS // BLOCKS
+    blocks = [(p99(sum(idle[i : i + size], [])), p99(sum(loaded[i : i + size], []))) for i in range(0, ROUNDS, size)]
+    ratio = statistics.median(flooded / quiet for quiet, flooded in blocks)
+    print(
+        "victim p99 per block (idle -> flooded): "
+        + ", ".join(f"{quiet * 1000:.1f} -> {flooded * 1000:.1f} ms" for quiet, flooded in blocks)
+        + f"; median ratio {ratio:.2f}x; flood sent {flood_requests / flood_seconds:.0f} requests/s"
+    )
     assert ratio <= 2.0

@@ -247,7 +247,7 @@ async def test_a_departed_legacy_client_does_not_stop_notifications_to_others(db
             await inbox.wait_for(uri)
 
 
-@pytest.mark.sqlite_only("batches of SQLite's events high-water mark; PostgreSQL's feed is pushed by NOTIFY")
+@pytest.mark.sqlite_only("batches of SQLite's events high-water mark; PostgreSQL's feed reads events by transaction id")
 async def test_a_burst_larger_than_one_poll_is_caught_up_on_the_next_polls(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

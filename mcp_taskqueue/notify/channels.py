@@ -183,6 +183,7 @@ class Notifier:
     templates: dict[str, str]
     options: dict[str, Any]
     secrets: list[str]
+    unavailable: str | None = None  # why the secrets could not be unsealed (each send fails with it)
 
 
 def build_http(notifier: Notifier, msg_id: str, body_json: str, timestamp: int) -> HttpRequest:

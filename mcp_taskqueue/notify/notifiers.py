@@ -26,6 +26,7 @@ from mcp_taskqueue.notify.models import (
     NotifierList,
     TestResult,
 )
+from mcp_taskqueue.notify.sealing import SecretUnavailable, seal, unseal
 from mcp_taskqueue.notify.transport import AddressPolicy, Outcome, SmtpSettings, send_email, send_http
 from mcp_taskqueue.store import Storage, Tx
 
@@ -152,10 +153,15 @@ class Notifiers:
         return self.store.read(op)
 
     def sender(self, tx: Tx, row: Any) -> Notifier:
-        """The notifier with its active secrets, for rendering and sending."""
-        secrets = [row["secret"]] if row["secret"] else []
+        """The notifier with its active secrets (unsealed), for rendering and sending."""
+        stored = [row["secret"]] if row["secret"] else []
         if row["previous_secret"] and (row["previous_secret_until"] or 0) > self.clock():
-            secrets.append(row["previous_secret"])
+            stored.append(row["previous_secret"])
+        unavailable = None
+        try:
+            secrets = [str(unseal(s)) for s in stored]
+        except SecretUnavailable as exc:  # each send then fails with this error, the dispatcher goes on
+            secrets, unavailable = [], str(exc)
         return Notifier(
             id=row["id"],
             name=row["name"],
@@ -164,6 +170,7 @@ class Notifiers:
             templates=json.loads(row["templates"]),
             options=json.loads(row["options"]),
             secrets=secrets,
+            unavailable=unavailable,
         )
 
     # --- writing --------------------------------------------------------------------------
@@ -199,7 +206,7 @@ class Notifiers:
             changes = {**values, "updated_at": now}
             if row is None:
                 tx.insert_notifier(
-                    {"id": "ntf_" + new_id(), "name": name, **changes, "secret": secret, "created_at": now},
+                    {"id": "ntf_" + new_id(), "name": name, **changes, "secret": seal(secret), "created_at": now},
                     list(events),
                 )
             else:
@@ -212,9 +219,9 @@ class Notifiers:
                         "(a stored secret never follows a notifier to a new destination)"
                     )
                 if moved and secret:
-                    changes |= {"secret": secret, "previous_secret": None, "previous_secret_until": None}
-                elif secret and secret != row["secret"]:
-                    changes |= {"secret": secret, "previous_secret": row["secret"]}
+                    changes |= {"secret": seal(secret), "previous_secret": None, "previous_secret_until": None}
+                elif secret and secret != readable(row["secret"]):
+                    changes |= {"secret": seal(secret), "previous_secret": row["secret"]}
                     changes["previous_secret_until"] = now + ROTATION_SECONDS
                 tx.update_notifier(row["seq"], changes, list(events))
             return self._summary(tx, self._row(tx, name))
@@ -319,12 +326,22 @@ def check_filters(filters: dict[str, list[str]] | None) -> dict[str, list[str]]:
     return out
 
 
+def readable(stored: str | None) -> str | None:
+    """The stored secret unsealed, or None when no configured key opens it."""
+    try:
+        return unseal(stored)
+    except SecretUnavailable:
+        return None
+
+
 def values_options(values: dict[str, Any]) -> dict[str, Any]:
     return json.loads(values["options"])  # type: ignore[no-any-return]
 
 
 def deliver(notifier: Notifier, msg_id: str, body: str, policy: AddressPolicy, timeout: float) -> Outcome:
     """One attempt of one delivery through the notifier's channel. Blocks; never raises."""
+    if notifier.unavailable:
+        return Outcome(False, None, 0.0, notifier.unavailable)
     try:
         return _deliver(notifier, msg_id, body, policy, timeout)
     except Exception as exc:  # a template that fails on this event's data, a malformed option...

@@ -240,8 +240,13 @@ def identity_of(conn: HTTPConnection | None, auth_required: bool) -> Identity | 
     return Identity(name="anonymous", scopes=frozenset(SCOPES), rate_key=f"addr:{address}")
 
 
-def require_scope(conn: HTTPConnection, scope: str, auth_required: bool) -> JSONResponse | None:
-    """For plain HTTP routes: None if the caller may proceed, else the 401/403 response to send."""
+def require_scope(
+    conn: HTTPConnection, scope: str, auth_required: bool, every_project: bool = False
+) -> JSONResponse | None:
+    """For plain HTTP routes: None if the caller may proceed, else the 401/403 response to send.
+
+    `every_project`: the route shows every project (as /metrics does), so a project-limited token
+    is refused it (403)."""
     identity = identity_of(conn, auth_required)
     if identity is None:
         return JSONResponse(
@@ -254,6 +259,15 @@ def require_scope(conn: HTTPConnection, scope: str, auth_required: bool) -> JSON
             {"error": "insufficient_scope", "error_description": f"Required scope: {scope}"},
             status_code=403,
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+        )
+    if every_project and identity.projects is not None:
+        return JSONResponse(
+            {
+                "error": "insufficient_scope",
+                "error_description": f"this route spans every project; token {identity.name!r} is limited to some",
+            },
+            status_code=403,
+            headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
         )
     return None
 

@@ -1,9 +1,8 @@
 """Live updates: commits to the store, from any process or host, become resource notifications.
 
-One `ResourceWatcher` per server process polls the store's change feed (store/contract.py:
-on SQLite a `PRAGMA data_version` probe and the events past a high-water mark, on PostgreSQL
-the `LISTEN` channel every commit announces itself on; both cheap while nothing changes), maps
-each change to the resources it touches, and publishes them both ways the SDK offers:
+One `ResourceWatcher` per server process polls the store's change feed (`Storage.change_feed`:
+what committed since the last poll, from every process on the database, cheap while nothing
+changes), maps each change to the resources it touches, and publishes them both ways the SDK offers:
 
 - the 2026-07-28 `subscriptions/listen` streams, through the server's `SubscriptionBus`;
 - the legacy `resources/subscribe` requests, tracked per connection by `LegacySubscriptions`

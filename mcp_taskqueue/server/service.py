@@ -149,7 +149,8 @@ def install_http(mcp: MCPServer) -> None:
     auth_required = options is not None and options.auth_required and not options.metrics_public
 
     async def metrics_route(request: Request) -> Response:
-        refused = require_scope(request, "read", auth_required) if auth_required else None
+        # the metrics count tasks of every project: not for a project-limited token
+        refused = require_scope(request, "read", auth_required, every_project=True) if auth_required else None
         return refused or await metrics.endpoint(request)
 
     mcp.custom_route("/metrics", methods=["GET"])(metrics_route)

@@ -3,9 +3,12 @@
 Export is lossless: every column of every task (raw timestamps, version, attempts, lease),
 its dependencies by id, every history event in global order, projects with their settings,
 and the rows of any other table a later migration adds. Importing an export into an empty
-database and exporting again gives the same lines. Both stream: export writes each record
-as it reads it, and import reads the file twice, line by line (once to check its framing,
-once to insert), so neither holds the queue in memory.
+database and exporting again gives the same lines, on either engine and across them: a queue
+moves from SQLite to PostgreSQL and back with its user JSON unchanged byte for byte. Both
+stream: export writes each record as it reads it (a server-side cursor on PostgreSQL), and
+import reads the file twice, line by line (once to check its framing, once to insert), so
+neither holds the queue in memory. What each engine's catalog says about its tables is asked
+through `store/catalog.py`, so no table or column is named here twice.
 
 Import is one transaction: a file that is truncated, malformed, names a task that already
 exists, or holds a value the store could not read back (an unknown status, a priority that
@@ -18,9 +21,8 @@ copy is switched out of WAL mode so it is one self-contained file, and its sha25
 beside it (`<file>.sha256`, in `sha256sum` format) so `restore` can refuse a damaged copy.
 On PostgreSQL a backup is `pg_dump --format=custom` (a consistent snapshot while servers
 write), checked with `pg_restore --list`, restored with `pg_restore --clean`; the same
-checksum file guards it. Point-in-time recovery and replicas stay the database's job.
-Export and import are SQLite-only for now (they read SQLite's catalog); on PostgreSQL they
-refuse with a message that says so.
+checksum file guards it. On both, a restore refuses while other processes use the database.
+Point-in-time recovery and replicas stay the database's job.
 """
 
 from __future__ import annotations
@@ -42,23 +44,19 @@ from pydantic import ValidationError
 
 from mcp_taskqueue.errors import Conflict, ValidationFailed
 from mcp_taskqueue.models import PRIORITY_BY_RANK, ProjectSettings, Status
+from mcp_taskqueue.store.catalog import Catalog, Column, catalog, quote
 from mcp_taskqueue.store.contract import Storage
-from mcp_taskqueue.store.database import Store
 from mcp_taskqueue.store.queries import Tx
 
 FORMAT = "mcp-taskqueue/export"
 FORMAT_VERSION = 1
 # Tables with their own record types; anything else a migration adds is exported row by row.
 CORE_TABLES = ("projects", "tasks", "task_tags", "dependencies", "events")
-# Derived or internal tables that are rebuilt, never exported.
-SKIPPED_PREFIXES = ("sqlite_", "_sqlite_", "tasks_fts")
 # Kept by triggers on tasks and task_tags, so an import rebuilds them; rows for them in a file are ignored.
 DERIVED_TABLES = ("task_counts", "ready_tags")
 TASK_JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
 # Task columns that hold epoch seconds; the store shows them as ISO-8601, which needs years 1..9999.
 TASK_TIME_COLUMNS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at")
-# Text columns of other tables that hold JSON (besides any whose default is '{}' or '[]').
-ROW_JSON_COLUMNS = {"workflows": ("parameters", "refs"), "development": ("evidence",), "payload_schemas": ("schema",)}
 # Exports list their records in this order; import relies on it (tasks exist before their events).
 RECORD_ORDER = {"project": 1, "task": 2, "event": 3, "row": 4}
 MIN_TIME = -62135596800.0  # 0001-01-01T00:00:00Z
@@ -99,67 +97,17 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def quote(name: str) -> str:
-    """`name` as an SQL identifier, whatever characters it holds."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")]
-
-
-def _extra_tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
-    return [
-        row[0]
-        for row in rows
-        if row[0] not in CORE_TABLES
-        and row[0] not in DERIVED_TABLES
-        and not row[0].startswith(SKIPPED_PREFIXES)
-        and "VIRTUAL TABLE" not in (row[1] or "").upper()
-    ]
-
-
-def _task_ref_columns(conn: sqlite3.Connection, table: str) -> list[str]:
-    """Columns of `table` that hold a task's seq: exported as the task's id, which survives import."""
-    return [
-        row[3]
-        for row in conn.execute(f"PRAGMA foreign_key_list({quote(table)})")
-        if row[2] == "tasks" and row[4] == "seq"
-    ]
-
-
-def _rowid_alias(info: list[Any], refs: list[str]) -> str | None:
-    """The `seq INTEGER PRIMARY KEY` column that is renumbered on import (not exported), if any."""
-    keys = [row[1] for row in info if row[5] > 0]
-    if len(keys) == 1 and keys[0] not in refs and any(r[1] == keys[0] and r[2].upper() == "INTEGER" for r in info):
-        return str(keys[0])
-    return None
-
-
-def _row_layout(conn: sqlite3.Connection, table: str, refs: list[str]) -> tuple[list[str], str]:
-    """Columns to export and the order to export rows in. A rowid alias (`seq INTEGER PRIMARY KEY`)
-    is left out: it is renumbered on import, in the same order."""
-    info = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
-    keys = [name for _, name in sorted((row[5], row[1]) for row in info if row[5] > 0)]
-    alias = _rowid_alias(info, refs)
-    columns = [row[1] for row in info if row[1] != alias]
-    order = ", ".join(quote(name) for name in (keys or columns))
-    return columns, order
-
-
 # --- export ------------------------------------------------------------------------------------
 
 
-def _export_records(
-    conn: sqlite3.Connection, counts: ArchiveCounts, progress: Progress | None
-) -> Iterator[dict[str, Any]]:
+def _export_records(cat: Catalog, counts: ArchiveCounts, progress: Progress | None) -> Iterator[dict[str, Any]]:
     """Every record of the export, read from open cursors one row at a time (never fetchall)."""
+    conn = cat.conn
     total_tasks = int(conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
     total_events = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
     total = total_tasks + total_events
     done = 0
-    migrations = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+    migrations = cat.migrations()
     yield {
         "type": "header",
         "format": FORMAT,
@@ -167,7 +115,7 @@ def _export_records(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "migrations": migrations,
     }
-    for row in conn.execute("SELECT name, description, settings, created_at FROM projects ORDER BY name"):
+    for row in cat.stream("SELECT name, description, settings, created_at FROM projects ORDER BY name"):
         counts.projects += 1
         yield {
             "type": "project",
@@ -176,9 +124,9 @@ def _export_records(
             "settings": _loads(row[2]),
             "created_at": row[3],
         }
-    task_columns = [c for c in _columns(conn, "tasks") if c != "seq"]
+    task_columns = [c.name for c in cat.columns("tasks") if c.name != "seq"]
     select = ", ".join(f"t.{quote(c)}" for c in task_columns)
-    for row in conn.execute(f"SELECT t.seq, {select} FROM tasks t ORDER BY t.seq"):
+    for row in cat.stream(f"SELECT t.seq, {select} FROM tasks t ORDER BY t.seq"):
         record: dict[str, Any] = {"type": "task"}
         for name, value in zip(task_columns, tuple(row)[1:], strict=True):
             record[name] = _loads(value) if name in TASK_JSON_COLUMNS else value
@@ -196,7 +144,7 @@ def _export_records(
         if progress is not None and done % 200 == 0:
             progress(done, total)
         yield record
-    events = conn.execute(
+    events = cat.stream(
         "SELECT t.id, e.at, e.actor, e.action, e.old, e.new FROM events e JOIN tasks t ON t.seq = e.task_seq "
         "ORDER BY e.seq"
     )
@@ -214,11 +162,12 @@ def _export_records(
             "old": _loads(event[4]),
             "new": _loads(event[5]),
         }
-    for table in _extra_tables(conn):
-        refs = _task_ref_columns(conn, table)
-        columns, order = _row_layout(conn, table, refs)
+    for table in cat.tables(skip=CORE_TABLES + DERIVED_TABLES):
+        refs = cat.task_refs(table)
+        layout = cat.columns(table)
+        columns = [c.name for c in layout if not c.renumbered]  # given anew on import, in the same order
         select = ", ".join(quote(c) for c in columns)
-        for values in conn.execute(f"SELECT {select} FROM {quote(table)} ORDER BY {order}"):
+        for values in cat.stream(f"SELECT {select} FROM {quote(table)} ORDER BY {cat.order_by(layout)}"):
             row_dict = dict(zip(columns, tuple(values), strict=True))
             for column in refs:
                 if row_dict[column] is not None:
@@ -231,20 +180,12 @@ def _export_records(
     yield {"type": "footer", "counts": counts.as_dict()}
 
 
-def _sqlite_only(store: Storage, action: str) -> None:
-    if store.engine != "sqlite":
-        raise ValidationFailed(
-            f"{action} works on SQLite stores only for now; on PostgreSQL use `mcp-taskqueue backup` (pg_dump)"
-        )
-
-
 def export_jsonl(store: Storage, out: IO[str], progress: Progress | None = None) -> ArchiveCounts:
     """Write the whole queue as JSON Lines to `out`, from one consistent snapshot, a record at a time."""
-    _sqlite_only(store, "export")
 
     def op(tx: Tx) -> ArchiveCounts:
         counts = ArchiveCounts()
-        for record in _export_records(tx.conn, counts, progress):
+        for record in _export_records(catalog(store.engine, tx.conn), counts, progress):
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         return counts
 
@@ -341,46 +282,9 @@ def scan_jsonl(lines: Iterable[str]) -> tuple[ArchiveCounts, int]:
 # --- import: checking values against the schema ------------------------------------------------
 
 
-def _affinity(declared: str) -> str:
-    """SQLite's type affinity for a declared column type (https://sqlite.org/datatype3.html 3.1)."""
-    text = declared.upper()
-    if "INT" in text:
-        return "INTEGER"
-    if "CHAR" in text or "CLOB" in text or "TEXT" in text:
-        return "TEXT"
-    if "BLOB" in text or not text:
-        return "BLOB"
-    if "REAL" in text or "FLOA" in text or "DOUB" in text:
-        return "REAL"
-    return "NUMERIC"
-
-
-@dataclass(frozen=True)
-class _Column:
-    name: str
-    affinity: str
-    not_null: bool
-    required: bool  # the record must give a non-null value: NOT NULL without a default, or a key
-    json: bool
-
-
-def _layout(conn: sqlite3.Connection, table: str) -> dict[str, _Column]:
+def _layout(cat: Catalog, table: str) -> dict[str, Column]:
     """The columns a record for `table` may name, from the table itself (read once per table)."""
-    info = conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()
-    alias = _rowid_alias(info, _task_ref_columns(conn, table))
-    json_columns = set(ROW_JSON_COLUMNS.get(table, ()))
-    layout: dict[str, _Column] = {}
-    for _cid, name, declared, not_null, default, pk in info:
-        if name == alias:
-            continue  # renumbered on import
-        layout[name] = _Column(
-            name=name,
-            affinity=_affinity(declared or ""),
-            not_null=bool(not_null) or pk > 0,
-            required=(bool(not_null) and default is None) or pk > 0,
-            json=name in json_columns or default in ("'{}'", "'[]'"),
-        )
-    return layout
+    return {c.name: c for c in cat.columns(table) if not c.renumbered}
 
 
 def _check_time(name: str, value: Any) -> None:
@@ -389,7 +293,7 @@ def _check_time(name: str, value: Any) -> None:
         raise _Refused(f"{name} must be epoch seconds between years 1 and 9999, not {_show(value)}")
 
 
-def _check_value(column: _Column, value: Any) -> None:
+def _check_value(column: Column, value: Any) -> None:
     """Refuse a value SQLite would not store as the column's type, or the store could not read back."""
     if value is None:
         if column.not_null:
@@ -398,7 +302,7 @@ def _check_value(column: _Column, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Refused(f"{column.name} must be of type {column.affinity.lower()}, not {type(value).__name__}")
     if isinstance(value, int) and not -(2**63) <= value < 2**63:
-        raise _Refused(f"{column.name} is out of SQLite's integer range")
+        raise _Refused(f"{column.name} is out of the 64-bit integer range")
     if isinstance(value, float) and not math.isfinite(value):
         raise _Refused(f"{column.name} must be a finite number")
     expected: tuple[type, ...] = {
@@ -433,32 +337,28 @@ TASK_JSON_SHAPES: dict[str, tuple[Callable[[Any], bool], str]] = {
 # --- import: second pass -----------------------------------------------------------------------
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-
-
 class _Importer:
     """Inserts checked records inside the import's one transaction, resolving task ids by query
-    (tasks this import added have seq above `base`) so nothing grows with the file but SQLite."""
+    (tasks this import added have seq above `base`) so nothing grows with the file but the database."""
 
-    def __init__(self, conn: sqlite3.Connection, total: int, progress: Progress | None) -> None:
-        self.conn = conn
+    def __init__(self, cat: Catalog, total: int, progress: Progress | None) -> None:
+        self.cat = cat
+        self.conn = conn = cat.conn
         self.total = total
         self.progress = progress
         self.counts = ArchiveCounts()
         self.base = int(conn.execute("SELECT coalesce(max(seq), 0) FROM tasks").fetchone()[0])
-        self.extra = set(_extra_tables(conn))
-        self.layouts: dict[str, dict[str, _Column]] = {}
+        self.extra = set(cat.tables(skip=CORE_TABLES + DERIVED_TABLES))
+        self.layouts: dict[str, dict[str, Column]] = {}
         self.refs: dict[str, list[str]] = {}
         self.touched = {"projects"}
         self.linked = False
-        conn.execute("CREATE TEMP TABLE _import_deps (line INTEGER NOT NULL, task_seq INTEGER NOT NULL, dep TEXT)")
+        conn.execute("CREATE TEMP TABLE _import_deps (line BIGINT NOT NULL, task_seq BIGINT NOT NULL, dep TEXT)")
 
-    def layout(self, table: str) -> dict[str, _Column]:
+    def layout(self, table: str) -> dict[str, Column]:
         if table not in self.layouts:
-            self.layouts[table] = _layout(self.conn, table)
-            self.refs[table] = _task_ref_columns(self.conn, table)
+            self.layouts[table] = _layout(self.cat, table)
+            self.refs[table] = self.cat.task_refs(table)
         return self.layouts[table]
 
     def run(self, records: Iterable[tuple[int, dict[str, Any]]]) -> ArchiveCounts:
@@ -477,22 +377,24 @@ class _Importer:
                     self._row(record)
             except _Refused as exc:
                 raise ValidationFailed(f"line {number}: {exc}") from None
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" in str(exc):
-                    raise Conflict(
-                        f"line {number}: the {kind} clashes with one already in the database: {exc}"
-                    ) from None
-                raise ValidationFailed(f"line {number}: the store refused the {kind}: {exc}") from None
-            except sqlite3.Error as exc:
-                if _is_busy(exc):
-                    raise
-                raise ValidationFailed(f"line {number}: the store refused the {kind}: {exc}") from None
+            except Conflict:
+                raise
             except (ValueError, KeyError, TypeError, OverflowError) as exc:
                 raise ValidationFailed(f"line {number}: malformed {kind} record: {exc!r}") from None
+            except Exception as exc:
+                refusal = self.cat.refusal(exc)
+                if refusal is None:
+                    raise
+                what = str(exc).strip().replace("\n", " ")
+                if refusal == "conflict":
+                    raise Conflict(
+                        f"line {number}: the {kind} clashes with one already in the database: {what}"
+                    ) from None
+                raise ValidationFailed(f"line {number}: the store refused the {kind}: {what}") from None
             if self.progress is not None and done % 200 == 0:
                 self.progress(done, self.total)
         self._link_dependencies()
-        self.conn.execute("DROP TABLE temp._import_deps")
+        self.conn.execute("DROP TABLE _import_deps")
         self._check_foreign_keys()
         if self.progress is not None:
             self.progress(self.total, self.total)
@@ -515,7 +417,7 @@ class _Importer:
         except ValidationError as exc:
             raise _Refused(f"the project's settings are invalid: {exc.errors()[0]['msg']}") from None
         self.conn.execute(
-            "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?)",
+            "INSERT INTO projects (name, description, settings, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (name, description or "", _dumps(settings) or "{}", record["created_at"]),
         )
         self.counts.projects += 1
@@ -571,21 +473,19 @@ class _Importer:
                 f"line {number}: task {task_id!r} already exists in this database; import into an empty database"
             )
         self.conn.execute(
-            "INSERT OR IGNORE INTO projects (name, description, settings, created_at) VALUES (?, '', '{}', ?)",
+            "INSERT INTO projects (name, description, settings, created_at) VALUES (?, '', '{}', ?) ON CONFLICT DO NOTHING",
             (values["project"], values["created_at"]),
         )
         columns = ", ".join(quote(c) for c in values)
         marks = ", ".join("?" * len(values))
-        seq = int(
-            self.conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(values.values())).lastrowid or 0
-        )
+        seq = self.cat.insert_returning_seq(f"INSERT INTO tasks ({columns}) VALUES ({marks})", list(values.values()))
         self.conn.executemany(
-            "INSERT OR IGNORE INTO task_tags (tag, task_seq) VALUES (?, ?)",
+            "INSERT INTO task_tags (tag, task_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(tag, seq) for tag in record.get("tags") or []],
         )
         # Dependencies may point forward in the file: linked once every task is in.
         self.conn.executemany(
-            "INSERT INTO temp._import_deps (line, task_seq, dep) VALUES (?, ?, ?)",
+            "INSERT INTO _import_deps (line, task_seq, dep) VALUES (?, ?, ?)",
             [(number, seq, d) for d in depends_on],
         )
         self.touched.update(("tasks", "task_tags"))
@@ -596,7 +496,7 @@ class _Importer:
             return
         self.linked = True
         missing = self.conn.execute(
-            "SELECT d.line, t.id, d.dep FROM temp._import_deps d JOIN tasks t ON t.seq = d.task_seq "
+            "SELECT d.line, t.id, d.dep FROM _import_deps d JOIN tasks t ON t.seq = d.task_seq "
             "WHERE NOT EXISTS (SELECT 1 FROM tasks x WHERE x.id = d.dep AND x.seq > ?) ORDER BY d.line LIMIT 1",
             (self.base,),
         ).fetchone()
@@ -606,7 +506,7 @@ class _Importer:
             )
         cur = self.conn.execute(
             "INSERT INTO dependencies (task_seq, depends_on_seq) SELECT d.task_seq, x.seq "
-            "FROM temp._import_deps d JOIN tasks x ON x.id = d.dep AND x.seq > ? ORDER BY d.line",
+            "FROM _import_deps d JOIN tasks x ON x.id = d.dep AND x.seq > ? ORDER BY d.line",
             (self.base,),
         )
         self.counts.dependencies += max(cur.rowcount, 0)
@@ -669,13 +569,12 @@ class _Importer:
 
     def _check_foreign_keys(self) -> None:
         """Refuse what foreign keys forbid even where enforcement was off for this connection."""
-        for table in sorted(self.touched):
-            violation = self.conn.execute(f"PRAGMA foreign_key_check({quote(table)})").fetchone()
-            if violation is not None:
-                raise ValidationFailed(
-                    f"the import would leave a {violation[0]} row (rowid {violation[1]}) pointing at a missing "
-                    f"{violation[2]} row"
-                )
+        violation = self.cat.check_foreign_keys(sorted(self.touched))
+        if violation is not None:
+            raise ValidationFailed(
+                f"the import would leave a {violation[0]} row (rowid {violation[1]}) pointing at a missing "
+                f"{violation[2]} row"
+            )
 
 
 @contextmanager
@@ -719,12 +618,11 @@ def import_jsonl(store: Storage, source: ImportSource, progress: Progress | None
 
     `source` is the export's lines (a list), an open text file, or a Path; it is read twice, line by
     line: once to check its framing and counts, then inside the transaction to check and insert."""
-    _sqlite_only(store, "import")
     with _rereadable(source) as lines:
         _, total = scan_jsonl(lines())
 
         def op(tx: Tx) -> ArchiveCounts:
-            return _Importer(tx.conn, total, progress).run(_records(lines()))
+            return _Importer(catalog(store.engine, tx.conn), total, progress).run(_records(lines()))
 
         return store.write(op)
 
@@ -805,10 +703,10 @@ def restore(
     """Replace the store's contents with a verified backup; refuses a file that fails either check,
     and a backup of the other engine.
 
-    On SQLite, refuses (Conflict) while any other process has the database open, naming them:
-    restoring under a running server rewinds work it has already acknowledged. `force` skips that
-    check. On PostgreSQL stopping the servers first is the operator's job (the database cannot
-    tell a server's connections from anyone else's).
+    Refuses (Conflict) while any other process uses the database, naming them: restoring under a
+    running server rewinds work it has already acknowledged. On SQLite that is any process with the
+    file open; on PostgreSQL any other connection of mcp-taskqueue to the database (servers, workers,
+    CLIs: they name themselves in `application_name`). `force` skips that check.
     """
     digest = verify_backup(source)
     if is_pg_dump(source) != (store.engine == "postgresql"):
@@ -817,16 +715,16 @@ def restore(
             f"{source} is {kind} backup and this is a {store.engine} store; move data between engines with "
             "export and import"
         )
-    if not force and isinstance(store, Store):
-        others = store.holders()
+    if not force:
+        others = store.other_users()
         if others is None:
             raise Conflict(
-                f"cannot tell whether other processes have {store.path} open on this system; "
+                f"cannot tell whether other processes use {store.description} on this system; "
                 "stop every server and worker using it, then pass --force"
             )
         if others:
             raise Conflict(
-                f"{store.path} is open in {len(others)} other process(es): {', '.join(map(str, others))}; "
+                f"{store.description} is in use by {len(others)} other process(es): {', '.join(others)}; "
                 "stop them first (a restore under a running server rewinds work it already acknowledged), "
                 "or pass --force"
             )

@@ -99,6 +99,11 @@ class Storage(Protocol):
         """Replace every row with a `backup_to` copy's; change feeds report it as `reset`."""
         ...
 
+    def other_users(self) -> list[str] | None:
+        """Other processes using this database right now, one description each ("pid 12 (...)"), or
+        None when the engine cannot tell. A restore refuses while there are any."""
+        ...
+
     def close(self) -> None: ...
 
 

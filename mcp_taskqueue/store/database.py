@@ -404,9 +404,10 @@ class Store:
             src.close()
         self._migrate()
 
-    def holders(self) -> list[files.Holder] | None:
-        """Other processes that have this database open (None when the system cannot tell)."""
-        return [] if self.memory else files.holders(self.path)
+    def other_users(self) -> list[str] | None:
+        """Other processes that have this database file open (None when the system cannot tell)."""
+        found = [] if self.memory else files.holders(self.path)
+        return None if found is None else [str(holder) for holder in found]
 
     def change_feed(self) -> ChangeFeed:
         """A separate read-only connection for noticing commits, this process's included."""

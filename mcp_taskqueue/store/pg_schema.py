@@ -1,7 +1,7 @@
 """The PostgreSQL schema, as numbered migrations applied in order (the SQLite ones are in migrations.py).
 
 Same tables and meanings as the SQLite schema, in PostgreSQL's own terms: identity columns for
-seq, `JSONB` for user JSON, `double precision` epoch seconds, a generated `tsvector` plus a
+seq, `json` for user JSON (kept as written; p005), `double precision` epoch seconds, a generated `tsvector` plus a
 pg_trgm index for search, and partial indexes that match the claim (`FOR UPDATE SKIP LOCKED`).
 Never edit a migration that has shipped: append a new one.
 
@@ -9,8 +9,9 @@ Counts by (project, status, priority) are kept by a trigger as *delta rows* (+1/
 updating one counter row: a single counter row per status would serialise every claim and
 completion on its row lock. Readers sum the deltas; `compact_counts` folds them now and then.
 
-Every committed history event and project change is announced with `NOTIFY taskqueue` (sent at
-commit, in commit order), which is the change feed of every server on the database.
+The change feed of every server on the database: history events carry the id of the transaction
+that wrote them (`xid`), read back once every transaction up to it has ended (p006); project
+changes and restores, which are rare, are announced with `NOTIFY taskqueue`.
 """
 
 from __future__ import annotations
@@ -267,6 +268,38 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
             revoked_at DOUBLE PRECISION
         );
         CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
+        """,
+    ),
+    (
+        "p005_json_as_written",
+        """
+        -- User JSON comes back byte for byte as it was written (key order, duplicate keys, number
+        -- spelling), as on SQLite: JSONB would reorder keys. No query looks inside these columns.
+        ALTER TABLE tasks ALTER COLUMN payload TYPE json USING payload::json,
+            ALTER COLUMN result TYPE json USING result::json,
+            ALTER COLUMN tags TYPE json USING tags::json,
+            ALTER COLUMN acceptance_criteria TYPE json USING acceptance_criteria::json,
+            ALTER COLUMN blocked_by TYPE json USING blocked_by::json;
+        ALTER TABLE projects ALTER COLUMN settings TYPE json USING settings::json;
+        ALTER TABLE events ALTER COLUMN old TYPE json USING old::json,
+            ALTER COLUMN new TYPE json USING new::json;
+        ALTER TABLE workflows ALTER COLUMN parameters TYPE json USING parameters::json,
+            ALTER COLUMN refs TYPE json USING refs::json;
+        ALTER TABLE development ALTER COLUMN evidence TYPE json USING evidence::json;
+        ALTER TABLE payload_schemas ALTER COLUMN schema TYPE json USING schema::json;
+        """,
+    ),
+    (
+        "p006_feed_by_xid",
+        """
+        -- The change feed reads events by the transaction that wrote them instead of being told by a
+        -- NOTIFY per event: a transaction that notifies takes one database-wide lock for its whole
+        -- commit (WAL flush included), which serialised every claim and completion (16 workers ran
+        -- slower than 1). Project changes and restores, which are rare, still NOTIFY.
+        ALTER TABLE events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+        CREATE INDEX events_xid ON events(xid);
+        DROP TRIGGER events_notify ON events;
+        DROP FUNCTION notify_event();
         """,
     ),
 ]

@@ -5,21 +5,25 @@ Chosen by a URL wherever a database is named (`--db postgresql://user@host/db`, 
 one READ COMMITTED transaction in which the task rows read by id are locked (`FOR UPDATE`), the
 claim takes the best ready row nobody else holds (`FOR UPDATE SKIP LOCKED` on the `tasks_claim`
 partial index), and lock conflicts (deadlock, serialization failure) are retried a bounded
-number of times, then refused with `StoreBusy`. The change feed is `LISTEN taskqueue`: every
-committed event is announced by a trigger, in commit order, to every server on the database.
+number of times, then refused with `StoreBusy`. The change feed reads each commit's events back
+by the transaction that wrote them, and listens for project changes and restores (`PgChangeFeed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -42,6 +46,18 @@ RETRYABLE = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetecte
 MIGRATION_LOCK = 7_157_001
 GRAPH_LOCK = 7_157_002
 COMPACT_EVERY_SECONDS = 5.0
+# After a sweep probe found nothing due, claims within this many seconds (queue time) skip the
+# probe until the earliest lease or scheduled start it saw comes due: a round trip saved on
+# nearly every claim under load. Only a lease or start written meanwhile that is due sooner than
+# every one the probe saw waits, by at most this long.
+SWEEP_PROBE_EVERY = 0.1
+SWEEP_PROBE = (
+    "SELECT (SELECT min(lease_expires_at) FROM tasks WHERE status = 'running'), "
+    "(SELECT min(run_at) FROM tasks WHERE status = 'pending' AND unmet_deps = 0)"
+)
+# Every connection names its process (`application_name`), so a restore can see the servers on a database.
+APPLICATION = "mcp-taskqueue"
+THIS_PROCESS = f"{APPLICATION} pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
 def redact(url: str) -> str:
@@ -88,8 +104,16 @@ class JsonText(Loader):
         return json.dumps(json.loads(bytes(data)), ensure_ascii=False, separators=(",", ":"))
 
 
+class JsonAsWritten(Loader):
+    """`json` columns come back as the very text that was written (the store writes it compact)."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).decode()
+
+
 def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("jsonb", JsonText)
+    conn.adapters.register_loader("json", JsonAsWritten)
 
 
 class Connection:
@@ -116,12 +140,25 @@ class Connection:
             cur.executemany(self.translate(sql), list(params))  # type: ignore[arg-type]
 
 
+@dataclass
+class Timers:
+    """A store's housekeeping clocks, shared by its transactions (benign races: at worst one extra probe)."""
+
+    last_compact: float = 0.0  # time.monotonic() of the last compact_counts
+    probed_at: float = -math.inf  # queue time of the last sweep probe
+    lease_due: float = -math.inf  # the earliest lease end that probe saw
+    start_due: float = -math.inf  # the earliest scheduled start of a waiting task it saw
+
+
 class PgTx(Tx):
     """A transaction on PostgreSQL: the shared SQL of `Tx`, with row locks and PostgreSQL search."""
 
     FOR_UPDATE = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
-    _last_compact = 0.0
+
+    def __init__(self, conn: Any, write: bool = False, timers: Timers | None = None) -> None:
+        super().__init__(conn, write)
+        self.timers = timers or Timers()
 
     def hint(self, index: str) -> str:
         return ""  # PostgreSQL's planner takes no hints; the partial indexes match the queries
@@ -150,10 +187,17 @@ class PgTx(Tx):
         return None if row is None else int(row[0])
 
     def sweep_due(self, now: float) -> bool:
-        if time.monotonic() - PgTx._last_compact > COMPACT_EVERY_SECONDS:
-            PgTx._last_compact = time.monotonic()
+        timers = self.timers
+        if time.monotonic() - timers.last_compact > COMPACT_EVERY_SECONDS:
+            timers.last_compact = time.monotonic()
             self.compact_counts()
-        return super().sweep_due(now)
+        if 0 <= now - timers.probed_at < SWEEP_PROBE_EVERY and now <= timers.lease_due and now < timers.start_due:
+            return False
+        lease_due, start_due = self.conn.execute(SWEEP_PROBE).fetchone()
+        timers.probed_at = now
+        timers.lease_due = math.inf if lease_due is None else lease_due  # expired once now > it
+        timers.start_due = math.inf if start_due is None else start_due  # due once now >= it
+        return now > timers.lease_due or now >= timers.start_due
 
     def compact_counts(self) -> None:
         """Fold the count deltas into one row per key. Rows other writers add meanwhile stay."""
@@ -165,31 +209,51 @@ class PgTx(Tx):
 
 
 class PgChangeFeed:
-    """`LISTEN taskqueue` on a connection of its own: what every server's commits touched."""
+    """What every server's commits touched: events by writing transaction, projects by `LISTEN`.
+
+    Each poll reads the events of transactions from `low` on that it has not reported yet, where
+    `low` is the oldest transaction still running at the previous poll: every transaction before
+    it has ended, so its events were all read; a transaction from `low` on that commits later is
+    read by a later poll. So nothing committed is missed or reported twice, in any process on
+    any host, and no writer pays for it (see p006 in pg_schema.py). A long-running write holds
+    `low` back, so the `seen` set grows while it runs.
+    """
 
     def __init__(self, url: str) -> None:
-        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn = psycopg.connect(url, autocommit=True, application_name=THIS_PROCESS)
         self._conn.execute(f"LISTEN {CHANNEL}")
+        row = self._conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+        self._low = int(row[0]) if row else 0
+        self._seen: set[int] = set()  # transactions from `low` on that were reported already
         self._lock = threading.Lock()
 
     def poll(self) -> ChangeBatch:
         batch = ChangeBatch()
         with self._lock:
-            # One round trip first: the server delivers every notification committed before it, so a
-            # poll after a commit (of this process or another) always sees that commit.
-            self._conn.execute("SELECT 1")
+            found = self._conn.execute(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, e.xid::text, t.id, t.project, t.workflow_id "
+                "FROM (SELECT 1) one LEFT JOIN (events e JOIN tasks t ON t.seq = e.task_seq) "
+                "ON e.xid >= %s::xid8 AND NOT e.xid = ANY(%s::xid8[])",
+                (str(self._low), [str(x) for x in self._seen]),
+            ).fetchall()
+            # The query's round trip also delivered every notification committed before it.
             for note in self._conn.notifies(timeout=0):
                 try:
                     kind, *rest = json.loads(note.payload)
                 except ValueError:
                     continue
-                if kind == "t":
-                    batch.tasks.add((rest[0], rest[1], rest[2]))
-                elif kind == "p":
+                if kind == "p":
                     batch.projects.add(rest[0])
                     batch.projects_listed = batch.projects_listed or rest[1] == "INSERT"
                 elif kind == "reset":
                     batch.reset = True
+        low = int(found[0][0])
+        for _, xid, task_id, project, workflow_id in found:
+            if xid is not None:
+                self._seen.add(int(xid))
+                batch.tasks.add((task_id, project, workflow_id))
+        self._low = low
+        self._seen = {x for x in self._seen if x >= low}
         return batch
 
     def close(self) -> None:
@@ -206,12 +270,13 @@ class PostgresStore:
         self.url = url
         self.timeout = timeout if timeout is not None else 30.0  # seconds to wait for a pooled connection
         self.description = redact(url)
+        self._timers = Timers()
         try:
             self._pool = ConnectionPool(
                 url,
                 min_size=1,
                 max_size=max_connections,
-                kwargs={"autocommit": True, "row_factory": rows},
+                kwargs={"autocommit": True, "row_factory": rows, "application_name": THIS_PROCESS},
                 configure=configure,
                 timeout=self.timeout,
                 open=True,
@@ -244,10 +309,18 @@ class PostgresStore:
         delay = 0.005
         for attempt in range(RETRIES + 1):
             try:
-                with self._pool.connection() as conn, conn.transaction():
-                    if not write:
-                        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    return fn(PgTx(Connection(conn), write=write))
+                with self._pool.connection() as conn:
+                    if write:
+                        with conn.transaction():
+                            return fn(PgTx(Connection(conn), write=True, timers=self._timers))
+                    # One consistent snapshot for reads, said in the BEGIN itself (no extra round trip).
+                    conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
+                    try:
+                        with conn.transaction():
+                            return fn(PgTx(Connection(conn), write=False, timers=self._timers))
+                    finally:
+                        with contextlib.suppress(psycopg.Error):  # a broken connection leaves the pool anyway
+                            conn.isolation_level, conn.read_only = None, None
             except RETRYABLE as exc:
                 if attempt == RETRIES:
                     raise StoreBusy(
@@ -289,9 +362,24 @@ class PostgresStore:
         health = self.health()
         return "ok" if health.ready else health.reason
 
+    def other_users(self) -> list[str] | None:
+        """Connections of other mcp-taskqueue processes (servers, workers, CLIs) to this database."""
+        with self._pool.connection() as conn:
+            found = conn.execute(
+                "SELECT application_name, coalesce(host(client_addr), 'a local socket'), count(*) "
+                "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND application_name LIKE %s AND application_name <> %s GROUP BY 1, 2 ORDER BY 1, 2",
+                (f"{APPLICATION} %", THIS_PROCESS),
+            ).fetchall()
+        return [f"{name.removeprefix(APPLICATION + ' ')} (from {addr}, {n} connection(s))" for name, addr, n in found]
+
     def backup_to(self, target: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
-        """`pg_dump --format=custom` of the whole database to `target`."""
+        """`pg_dump --format=custom` of the whole database to `target` (progress: 0 of 1, then 1 of 1)."""
+        if progress is not None:
+            progress(0, 1)
         _run_tool("pg_dump", "--format=custom", "--no-owner", f"--file={target}", f"--dbname={self.url}")
+        if progress is not None:
+            progress(1, 1)
 
     def restore_from(self, source: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> None:
         """`pg_restore --clean` of a `backup_to` file into this database, then every server is told."""

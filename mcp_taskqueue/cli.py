@@ -253,6 +253,10 @@ def maps_to_tool(
 )
 @click.option("--auth", type=click.Choice(["auto", "none", "tokens", "oauth"]), help="[default: auto]")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback address without authentication.")
+@click.option(
+    "--allowed-hosts", help="Comma-separated Host names (host or host:port) accepted besides loopback and --host."
+)
+@click.option("--allowed-origins", help="Comma-separated Origins (e.g. https://app.example) accepted besides loopback.")
 @click.option("--log-level", help="INFO logs every request [default: INFO over http/sse, WARNING on stdio]")
 @click.option("--log-format", type=click.Choice(["json", "text"]), help="[default: json unless stderr is a terminal]")
 @click.option("--log-file", help="Write logs here (rotated) instead of stderr.")
@@ -298,6 +302,10 @@ def serve(
     }
     given = {keys.get(k, f"server.{k}"): v for k, v in flags.items()}
     given["server.toolsets"] = toolsets.split(",") if toolsets else None
+    for name in ("allowed_hosts", "allowed_origins"):  # comma-separated on the command line, lists in settings
+        value = given.pop(f"server.{name}")
+        if value is not None:
+            given[f"server.{name}"] = [part.strip() for part in value.split(",") if part.strip()]
     limits = HttpLimits(max_sessions, session_idle_timeout, sessions_per_peer)
     run(ctx, no_auth, store_timeout, limits, **given)
 
@@ -552,6 +560,39 @@ def task_cancel(ctx: click.Context, task_id: str, reason: str | None) -> None:
 def task_retry(ctx: click.Context, task_id: str) -> None:
     """Re-queue a failed or cancelled task with fresh attempts."""
     show(ctx, with_client(ctx, lambda tq: tq.retry_task(task_id)))
+
+
+CLEARABLE = ("description", "payload", "tags", "acceptance_criteria", "run_at", "timeout_seconds")
+
+
+@maps_to_tool("update_task", cli_only=("clear",))
+@task.command("update")
+@click.argument("task_id")
+@click.option("--title")
+@click.option("--description", "-d")
+@click.option("--kind", "-k")
+@click.option("--priority", type=click.Choice(PRIORITIES))
+@click.option("--payload", help="JSON object for the worker, or @file.json.")
+@click.option("--tag", "tags", multiple=True, help="Replaces the tags (repeatable).")
+@click.option("--criterion", "acceptance_criteria", multiple=True, help="Replaces the criteria (repeatable).")
+@click.option("--run-at", help="ISO-8601 time before which the task is not claimable.")
+@click.option("--max-attempts", type=click.IntRange(1, 100))
+@click.option("--timeout", "timeout_seconds", type=click.IntRange(1), help="Default lease seconds per attempt.")
+@click.option("--expected-version", type=int, help="Refuse if the task changed since you read it.")
+@click.option("--clear", multiple=True, type=click.Choice(CLEARABLE), help="Clear this field (repeatable).")
+@click.pass_context
+def task_update(
+    ctx: click.Context, /, task_id: str, payload: str | None, clear: tuple[str, ...], **fields: Any
+) -> None:
+    """Change a task's descriptive fields: only those given; --clear FIELD empties one (as null does over MCP)."""
+    expected = fields.pop("expected_version")
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+    args = {k: v for k, v in args.items() if v not in (None, [])}
+    parsed = parse_json(payload, "--payload")
+    if parsed is not None:
+        args["payload"] = parsed
+    args.update({name: None for name in clear})
+    show(ctx, with_client(ctx, lambda tq: tq.update_task(task_id, expected, **args)))
 
 
 @maps_to_tool("add_note")

@@ -255,7 +255,15 @@ def serve(ctx: click.Context, no_auth: bool, store_timeout: float | None, limits
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--toolsets") from None
         with Dispatcher(store):  # sends notifications for the server's whole life, on every transport
-            run(mcp, server.transport, server.host, server.port, limits)
+            run(
+                mcp,
+                server.transport,
+                server.host,
+                server.port,
+                limits,
+                allowed_hosts=server.allowed_hosts,
+                allowed_origins=server.allowed_origins,
+            )
     except (TaskQueueError, StartupError) as exc:
         # An operator's problem, not a bug: one line saying what and what to do (traceback only in debug).
         if log_settings.level == "DEBUG":

@@ -39,6 +39,13 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     toolsets: list[str] | None = Field(None, description="Feature flag: the tool groups this profile exposes.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (host or host:port) HTTP requests may name besides loopback and the bound address.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Browser Origins (e.g. https://app.example) accepted besides loopback."
+    )
 
 
 class OAuthSettingsModel(BaseModel):

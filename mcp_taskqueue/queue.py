@@ -12,7 +12,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,8 +40,8 @@ from mcp_taskqueue.models import (
     TaskSpec,
 )
 from mcp_taskqueue.notify.events import enqueue_for_history
-from mcp_taskqueue.payload_schemas import PayloadSchemas
-from mcp_taskqueue.store import Storage, Tx, rows
+from mcp_taskqueue.payload_schemas import CheckedSchemas, PayloadSchemas, check_schema
+from mcp_taskqueue.store import LockedElsewhere, Storage, Tx, no_foreign_wait, rows
 from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
 from mcp_taskqueue.workflows import propagate_blocked
 
@@ -55,6 +55,9 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.cancelled: frozenset({Status.ready, Status.pending}),
 }
 
+T = TypeVar("T")
+
+PROMOTE_ROUNDS = 4  # sweeps per promote_due transaction: at most ~2,400 rows under the write lock
 BACKOFF_BASE_SECONDS = 2.0
 BACKOFF_CAP_SECONDS = 300.0
 
@@ -245,8 +248,13 @@ class TaskQueue:
         settings: dict[str, Any] | None = None,
         payload_schemas: dict[str, Any] | None = None,
     ) -> Project:
-        """Change description or settings; `payload_schemas` sets (None removes) the schema of each kind."""
+        """Change description or settings; `payload_schemas` sets (None removes) the schema of each kind.
+        Each schema is checked (valid, references only inside itself, patterns RE2 can run) before the
+        write transaction."""
         check_text(description, "description")
+        for kind, schema in (payload_schemas or {}).items():
+            if schema is not None:
+                check_schema(schema, f"payload_schemas[{kind!r}]")
 
         def op(tx: Tx) -> Project:
             row = tx.get_project(name)
@@ -274,7 +282,17 @@ class TaskQueue:
     def create_many(self, specs: Sequence[TaskSpec | dict[str, Any]], actor: str | None = None) -> list[Task]:
         """Create a batch atomically. `depends_on` may name existing ids or other items' `ref`."""
         batch = self.prepare_batch(specs)
-        return self.store.write(lambda tx: self.insert_batch(tx, batch, self.clock(), actor))
+        checked = self.check_payloads(batch[0])
+        return self.store.write(lambda tx: self.insert_batch(tx, batch, self.clock(), actor, checked))
+
+    def check_payloads(self, items: Sequence[TaskSpec]) -> CheckedSchemas:
+        """Check every payload against its kind's schema in a read transaction, before the write one
+        (which then only confirms each schema is unchanged): a costly check never holds the write lock."""
+        listed = [
+            (item.project, item.kind, item.payload, f"tasks[{index}].payload" if len(items) > 1 else "payload")
+            for index, item in enumerate(items)
+        ]
+        return self.store.read(lambda tx: self.payload_schemas.validate_before(tx, listed))
 
     def prepare_batch(
         self, specs: Sequence[TaskSpec | dict[str, Any]]
@@ -302,8 +320,10 @@ class TaskQueue:
         batch: tuple[list[TaskSpec], list[dict[str, Any]], list[int]],
         now: float,
         actor: str | None,
+        checked: CheckedSchemas | None = None,
     ) -> list[Task]:
-        """Insert a prepared batch in the caller's transaction; returns the tasks in input order."""
+        """Insert a prepared batch in the caller's transaction; returns the tasks in input order.
+        `checked` is what `check_payloads` returned, if it ran before this transaction."""
         items, prepared, order = batch
         by_ref: dict[str, tuple[int, str, str]] = {}  # ref -> (seq, id, status)
         batch_refs = {item.ref for item in items if item.ref}
@@ -314,7 +334,7 @@ class TaskQueue:
             if item.workflow_id is not None:
                 self._check_workflow(tx, item.workflow_id)
             where = f"tasks[{index}].payload" if len(items) > 1 else "payload"
-            self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where)
+            self.payload_schemas.validate(tx, item.project, item.kind, item.payload, where, checked)
             parent_ref = item.parent_id
             if parent_ref in batch_refs and parent_ref not in by_ref:
                 # Insertion follows depends_on, so a parent may come later (it often depends on its children).
@@ -460,8 +480,28 @@ class TaskQueue:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def read_current(self, fn: Callable[[Tx], T]) -> T:
+        """`store.read(fn)` after what time alone has done is applied: a read that finds a task due
+        (its run_at or backoff passed, its lease ran out) promotes it first, so reads show a task as
+        `ready` as soon as it is claimable. One read transaction when nothing is due; a read never
+        waits for the write lock for this (if another connection holds it, the snapshot is returned
+        and the background promoter applies what is due once the lock is free)."""
+        now = self.clock()
+        due, value = self.store.read(lambda tx: (tx.sweep_due(now), fn(tx)))
+        if not due:
+            return value
+        try:
+            # A read never waits for another process's write lock: then the snapshot is the answer,
+            # and the promoter catches up once the lock is free. (This process's writers are waited
+            # for; on an event loop a WouldBlock reruns the whole read in a thread.)
+            with no_foreign_wait():
+                self.promote_due()  # False when another promoter got there first: read again either way
+        except LockedElsewhere:
+            return value
+        return self.store.read(fn)
+
     def get(self, task_id: str) -> Task:
-        return self.store.read(lambda tx: self._task(tx, self.task_row(tx, task_id)))
+        return self.read_current(lambda tx: self._task(tx, self.task_row(tx, task_id)))
 
     def list(
         self,
@@ -502,7 +542,7 @@ class TaskQueue:
             next_cursor = encode_cursor(found[-1]["priority"], found[-1]["seq"]) if more else None
             return TaskPage(tasks=[rows.summary(r) for r in found], next_cursor=next_cursor)
 
-        return self.store.read(op)
+        return self.read_current(op)
 
     def history(self, task_id: str, cursor: str | None = None, limit: int = 100, latest: bool = False) -> HistoryPage:
         """Events oldest first, a page at a time; `latest=True` gives the newest `limit` (still oldest first)."""
@@ -565,6 +605,15 @@ class TaskQueue:
                 stored_new[field] = value or ""
             else:
                 stored_new[field] = value
+        schema_checked: CheckedSchemas | None = None
+        if "payload" in fields:  # checked before the write transaction (see check_payloads)
+
+            def precheck(tx: Tx) -> CheckedSchemas:
+                row = self.task_row(tx, task_id)
+                item = (row["project"], checked.kind or row["kind"], checked.payload, "payload")
+                return self.payload_schemas.validate_before(tx, [item])
+
+            schema_checked = self.store.read(precheck)
 
         def op(tx: Tx) -> Task:
             now = self.clock()
@@ -577,7 +626,8 @@ class TaskQueue:
             current = self._task(tx, row).model_dump(mode="json")
             if "kind" in fields or "payload" in fields:
                 payload = checked.payload if "payload" in fields else current["payload"]
-                self.payload_schemas.validate(tx, row["project"], checked.kind or row["kind"], payload)
+                kind = checked.kind or row["kind"]
+                self.payload_schemas.validate(tx, row["project"], kind, payload, checked=schema_checked)
             values = dict(stored_new)
             if values.get("run_at", 0) is None:
                 values["run_at"] = row["created_at"]
@@ -729,12 +779,14 @@ class TaskQueue:
 
     # --- the worker protocol ----------------------------------------------------------------
 
-    def _sweep(self, tx: Tx, now: float) -> None:
-        """Apply what time has done: expired leases go back (or fail), due tasks become ready.
+    def _sweep(self, tx: Tx, now: float) -> int:
+        """Apply what time has done: expired leases go back (or fail), due tasks become ready, each
+        taken highest priority first. Returns how many tasks changed.
 
         Run by the claim path itself, so the queue is correct with no background thread.
         """
-        for row in tx.expired_leases(now):
+        expired = tx.expired_leases(now)
+        for row in expired:
             if row["attempts"] >= row["max_attempts"]:
                 error = f"lease expired on attempt {row['attempts']} of {row['max_attempts']} (worker {row['worker']})"
                 tx.update_task(
@@ -764,9 +816,36 @@ class TaskQueue:
                     "running",
                     {"status": "ready", "worker": row["worker"]},
                 )
-        for row in tx.due_pending(now):
+        due = tx.due_pending(now)
+        for row in due:
             tx.update_task(row["seq"], {"status": "ready", "updated_at": now})
             self.record_event(tx, row["seq"], now, "system", "ready", "pending", {"status": "ready"})
+        return len(expired) + len(due)
+
+    def promote_due(self) -> bool:
+        """Apply what time alone has done (due tasks become ready, expired leases go back or fail),
+        so lists, stats and resources show a task as ready as soon as it is claimable, and the change
+        feed tells subscribers. A read-only probe first: the write lock is taken only when something is
+        due. At most PROMOTE_ROUNDS sweeps per call (a huge backlog drains over several calls). True
+        when anything changed. The server runs this in the background; reads run it when they find
+        something due."""
+        now = self.clock()
+        if not self.store.read(lambda tx: tx.sweep_due(now)):
+            return False
+
+        def op(tx: Tx) -> bool:
+            moment = self.clock()
+            changed = 0
+            for _ in range(PROMOTE_ROUNDS):
+                if not tx.sweep_due(moment):
+                    break
+                swept = self._sweep(tx, moment)
+                changed += swept
+                if not swept:
+                    break
+            return changed > 0
+
+        return self.store.write(op)
 
     def claim(
         self,
@@ -1055,4 +1134,4 @@ class TaskQueue:
                 oldest_ready_age_seconds=None if oldest is None else round(now - oldest, 3),
             )
 
-        return self.store.read(op)
+        return self.read_current(op)

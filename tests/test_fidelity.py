@@ -178,3 +178,23 @@ async def test_server_level_fields_may_be_left_out(db_path: Path) -> None:
     async with Client(build_server(db_path)) as client:
         created = await call(client, "create_task", title="t")
         assert "error" not in created and "worker" not in created  # the server's own empty fields
+
+
+def test_the_cli_clears_with_clear_and_leaves_the_rest(db_path: Path) -> None:
+    def cli(*args: str) -> Any:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db_path), "--format", "json", *args],
+            capture_output=True,
+            text=True,
+            env=server_env(),
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    created = cli("task", "add", "t", "--run-at", "2999-01-01T00:00:00Z", "--payload", '{"p": null}')
+    assert created["status"] == "pending"
+    updated = cli("task", "update", created["id"], "--clear", "run_at", "--title", "renamed")
+    assert updated["status"] == "ready" and updated["title"] == "renamed"
+    shown = cli("task", "show", created["id"])
+    assert shown["payload"] == {"p": None} and shown["run_at"] is None

@@ -69,13 +69,15 @@ def test_lease_boundary_is_exclusive(timed_queue: TaskQueue, clock: Clock) -> No
     assert taken is not None and taken.worker == "b" and taken.attempts == 2
 
 
-def test_expiry_needs_no_background_thread_only_a_claim(timed_queue: TaskQueue, clock: Clock) -> None:
+def test_expiry_is_applied_by_reads_and_claims_without_a_background_thread(
+    timed_queue: TaskQueue, clock: Clock
+) -> None:
     task = timed_queue.create({"title": "t"})
     timed_queue.claim("crashed", lease_seconds=5)
     clock.advance(6)
-    # Until someone claims, the task shows as running with an expired lease (stats count it).
-    assert timed_queue.get(task.id).status == "running"
-    assert timed_queue.stats().expired_leases == 1
+    # The lease ran out: the task is claimable, so every read shows it ready (no thread needed).
+    assert timed_queue.get(task.id).status == "ready"
+    assert timed_queue.stats().expired_leases == 0
     taken = timed_queue.claim("rescuer")
     assert taken is not None and taken.id == task.id and taken.worker == "rescuer"
     actions = [(e.action, e.actor) for e in timed_queue.history(task.id).events]

@@ -90,10 +90,10 @@ def test_claim_query_uses_the_claim_index(queue: TaskQueue) -> None:
 @pytest.mark.parametrize(
     ("sql", "index"),
     [
-        (EXPIRED_SQL, "tasks_lease"),
+        (EXPIRED_SQL, "tasks_lease_rank"),
         (TAG_CLAIM_SQL.format(filters=""), "SEARCH rt USING PRIMARY KEY (tag=?)"),
         (SWEEP_PROBE_SQL, "tasks_due"),
-        (DUE_SQL, "tasks_due"),
+        (DUE_SQL, "tasks_due_rank"),
         ("SELECT task_seq FROM dependencies WHERE depends_on_seq = ?", "dependencies_reverse"),
         ("SELECT seq FROM events WHERE task_seq = ? AND seq > ?", "events_task"),
         ("SELECT seq FROM tasks WHERE id = ?", "sqlite_autoindex_tasks_1"),

@@ -187,7 +187,7 @@ def build_server(
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
     bus = InMemorySubscriptionBus()
     legacy = LegacySubscriptions()
-    watcher = ResourceWatcher(queue.store, bus, legacy)
+    watcher = ResourceWatcher(queue.store, bus, legacy, promote=queue.promote_due)
     names = parse_toolsets(toolsets)
     mcp = TaskQueueServer(
         "mcp-taskqueue",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,14 +113,21 @@ class ResourceWatcher:
     """Polls the store's change feed and publishes the resources its commits changed."""
 
     def __init__(
-        self, store: Storage, bus: SubscriptionBus, legacy: LegacySubscriptions, poll_seconds: float = POLL_SECONDS
+        self,
+        store: Storage,
+        bus: SubscriptionBus,
+        legacy: LegacySubscriptions,
+        poll_seconds: float = POLL_SECONDS,
+        promote: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        self.promote = promote  # time-driven changes (due tasks, expired leases), applied every poll interval
         self.bus = bus
         self.legacy = legacy
         self.poll_seconds = poll_seconds
         self._feed: ChangeFeed | None = None
         self._polling = False
+        self._promoting = False
         self._users = 0
         self._last_poll: float | None = None
 
@@ -184,6 +191,24 @@ class ResourceWatcher:
         finally:
             self._polling = False
 
+    async def promote_loop(self) -> None:
+        """Apply time-driven changes every poll interval, beside (not in front of) the change poll, so
+        a slow promotion never delays notifications; what it changes is then noticed like any commit,
+        so a subscriber hears of a task that became ready by time alone."""
+        assert self.promote is not None
+        while self._promoting:  # one promoter per process; the others wait to take over
+            await anyio.sleep(self.poll_seconds)
+        self._promoting = True
+        try:
+            while True:
+                try:
+                    await anyio.to_thread.run_sync(self.promote)
+                except Exception as exc:  # a busy store: try again next time
+                    log.warning("promoting due tasks failed: %s; retrying", exc)
+                await anyio.sleep(self.poll_seconds)
+        finally:
+            self._promoting = False
+
     @asynccontextmanager
     async def lifespan(self, _server: MCPServer[Any]) -> AsyncIterator[dict[str, Any]]:
         """The MCPServer lifespan: entered once per process (HTTP) or per connection (stdio, SSE)."""
@@ -192,6 +217,8 @@ class ResourceWatcher:
             async with anyio.create_task_group() as tg:
                 if self.store.description != ":memory:":  # a private in-memory file has no other writers to see
                     tg.start_soon(self.run)
+                if self.promote is not None:
+                    tg.start_soon(self.promote_loop)
                 try:
                     yield {}
                 finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
@@ -52,7 +53,7 @@ from mcp_taskqueue.models import (
     Title,
 )
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import WouldBlock
+from mcp_taskqueue.store import WouldBlock, abandon_on
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -76,27 +77,42 @@ INLINE_CALLS = frozenset(
 )
 
 
-async def run_off_loop(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run_off_loop(fn: Callable[..., T], /, *args: Any, inline: bool = True, **kwargs: Any) -> T:
     """Run a store call without ever holding up the event loop.
 
     Scans (stats, listings, graph walks, batches) always go to a worker thread. The hot-path
     calls in INLINE_CALLS are offered to the store to run right here (`Storage.run_inline`):
     SQLite takes them while it needs no waiting, ~170 µs cheaper than a thread hop; a store that
     would wait (a lock, the network) declines before doing anything and the call goes to a thread.
+    `inline=False` for a call whose work grows with its input (a payload checked against a schema).
+
+    A call in a thread that is cancelled (the client sent `notifications/cancelled`, or its
+    connection dropped) is not waited for: the thread finds its caller gone and rolls its
+    transaction back instead of committing (store/abandon.py).
     """
     owner = getattr(fn, "__self__", None)
-    if isinstance(owner, TaskQueue) and getattr(fn, "__name__", "") in INLINE_CALLS:
+    if inline and isinstance(owner, TaskQueue) and getattr(fn, "__name__", "") in INLINE_CALLS:
         try:
             return owner.store.run_inline(functools.partial(fn, *args, **kwargs))
         except WouldBlock:
             pass
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+    gone = threading.Event()
+
+    def in_thread() -> T:
+        with abandon_on(gone):
+            return fn(*args, **kwargs)
+
+    try:
+        return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        gone.set()
+        raise
 
 
-async def run_queue(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+async def run_queue(fn: Callable[..., T], /, *args: Any, inline: bool = True, **kwargs: Any) -> T:
     """`run_off_loop` for tools: our errors become tool errors that say what to do."""
     try:
-        return await run_off_loop(fn, *args, **kwargs)
+        return await run_off_loop(fn, *args, inline=inline, **kwargs)
     except TaskQueueError as exc:
         if isinstance(exc, StoreError) and not isinstance(exc, StoreBusy):
             # The database failed, not the caller (the transaction was rolled back): worth a log line.
@@ -172,7 +188,8 @@ def register_task_tools(mcp: MCPServer, queue: TaskQueue) -> None:
     ) -> Annotated[CallToolResult, TaskState]:
         """Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`)."""
         spec = _spec(locals())
-        return reply(TaskState.of(await run_queue(queue.create, spec, actor(ctx))))
+        # a payload is checked against its kind's schema: work that grows with the input, off the loop
+        return reply(TaskState.of(await run_queue(queue.create, spec, actor(ctx), inline=payload is None)))
 
     @mcp.tool(annotations=WRITE)
     async def create_tasks(

@@ -5,6 +5,12 @@ call), at most `max_sessions` open sessions, at most `sessions_per_peer` from on
 and a session with no request in flight for `session_idle_timeout` seconds is closed and freed.
 `/healthz` says the process is up without touching the store; `/readyz` says the store answers
 and takes writes.
+
+DNS-rebinding defence on every bind address (`transport_security`): a request's `Host` must name
+loopback, the address bound, this machine's name (on an all-interfaces bind) or an
+`--allowed-hosts` name, and a browser's `Origin` must be one of those or an `--allowed-origins`
+one; else 421 / 403. The probes (/healthz, /readyz, /metrics) are exempt: orchestrators call them
+by the pod's address.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import ijson  # type: ignore[import-untyped]
 import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.message import SessionMessage
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -75,6 +83,161 @@ def add_health_routes(mcp: MCPServer) -> None:
             return JSONResponse({"status": "ready", "version": __version__})
         body = {"status": "not_ready", "error": health.kind, "reason": health.reason, "version": __version__}
         return JSONResponse(body, status_code=503)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # called by address, never by a browser
+
+
+def _with_any_port(name: str) -> list[str]:
+    """A Host entry as given (when it names a port) or with any port (`name`, `name:*`)."""
+    has_port = name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]") and name.count(":") <= 1
+    return [name] if has_port or name.endswith("]:*") else [name, f"{name}:*"]
+
+
+def transport_security(
+    host: str, allowed_hosts: list[str] | None = None, allowed_origins: list[str] | None = None
+) -> TransportSecuritySettings:
+    """The DNS-rebinding defence for any bind address: the Host header must name loopback, the
+    address bound (unless it is a wildcard; then this machine's name), or one of `allowed_hosts`;
+    an Origin must be loopback, one of those names, or one of `allowed_origins`. The SDK turns the
+    check on only for loopback binds: a server on 0.0.0.0 would otherwise answer `Host: evil.example`."""
+    names = [*LOOPBACK_HOSTS, *(allowed_hosts or [])]
+    if host in WILDCARD_BINDS:
+        names.append(socket.gethostname())
+    elif host.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        names.append(f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    hosts = [entry for name in dict.fromkeys(names) for entry in _with_any_port(name)]
+    origins: list[str] = []
+    for name in dict.fromkeys(names):
+        bare = name.rsplit(":", 1)[0] if name.rsplit(":", 1)[-1].isdigit() and not name.endswith("]") else name
+        origins += [f"{scheme}://{bare}{port}" for scheme in ("http", "https") for port in ("", ":*")]
+    for origin in allowed_origins or []:
+        origins += [origin.rstrip("/"), f"{origin.rstrip('/')}:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=list(dict.fromkeys(origins))
+    )
+
+
+class HostOriginCheck:
+    """ASGI middleware: the SDK's Host/Origin check (`TransportSecurityMiddleware`) on every route
+    but the probes, so the board and its actions have the same DNS-rebinding defence as /mcp."""
+
+    def __init__(self, app: ASGIApp, settings: TransportSecuritySettings) -> None:
+        self.app = app
+        self.check = TransportSecurityMiddleware(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") not in PROBE_PATHS:
+            refusal = await self.check.validate_request(Request(scope), is_post=False)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def request_id_of(body: bytes) -> Any:
+    """The id of a JSON-RPC request in `body` (None for a notification, a response or not JSON),
+    read as a stream so a large body builds no objects."""
+    found: dict[str, Any] = {}
+    try:
+        for prefix, event, value in ijson.parse(io.BytesIO(body)):
+            if prefix in ("id", "method") and event in ("string", "number"):
+                found[prefix] = value
+                if len(found) == 2:
+                    break
+            elif prefix == "" and event == "start_array":
+                return None  # a batch: not answered on one stream, not tracked
+    except ijson.JSONError:
+        return None
+    return found.get("id") if "method" in found else None
+
+
+class CancelOnDisconnect:
+    """ASGI middleware: a streamable-HTTP request whose client drops the connection before the reply
+    is abandoned like a cancelled one, so its uncommitted work is rolled back (store/abandon.py).
+
+    The SDK keeps such a request running so a client may resume its stream (Last-Event-ID). Here
+    a dropped POST sends the session a `notifications/cancelled` for it, through the same app with
+    the same headers (session, credentials); a client that resumes then reads "Request cancelled"
+    and retries, with `idempotency_key` where a retry must not repeat work.
+    """
+
+    def __init__(self, app: ASGIApp, path: str = "/mcp") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != self.path:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        request_id = request_id_of(body)
+        state = {"dropped": False, "finished": False}
+
+        async def watch_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not state["finished"]:
+                state["dropped"] = True
+            return message
+
+        async def watch_send(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["finished"] = True
+            await send(message)
+
+        replayed = _replay([{"type": "http.request", "body": body, "more_body": False}], watch_receive)
+        try:
+            await self.app(scope, replayed, watch_send)
+        finally:
+            if state["dropped"] and not state["finished"] and request_id is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    await self.cancel(scope, request_id)
+
+    async def cancel(self, scope: Scope, request_id: Any) -> None:
+        """Tell the session the request is cancelled, as its client would have (`notifications/cancelled`)."""
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "the client's connection dropped"},
+        }
+        body = json.dumps(note).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length", b"accept")]
+        headers += [(b"content-length", str(len(body)).encode()), (b"accept", b"application/json, text/event-stream")]
+        inner = {**scope, "headers": headers}
+
+        async def discard(_message: Message) -> None:
+            return None
+
+        try:
+            await self.app(inner, _replay([{"type": "http.request", "body": body, "more_body": False}], None), discard)
+        except Exception:  # a session already gone: nothing is left to cancel
+            log.debug("cancelling request %r of a dropped connection failed", request_id, exc_info=True)
+        log.info("request %r cancelled: its client's connection dropped", request_id)
+
+
+def _replay(messages: list[Message], then: Receive | None) -> Receive:
+    """A `receive` that hands out `messages` first, then defers to `then` (None: reports a disconnect)."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
 
 
 @dataclass
@@ -180,19 +343,24 @@ def http_app(
     sse: bool = True,
     streamable: bool = True,
     limits: HttpLimits | None = None,
+    allowed_hosts: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> Starlette:
     """One Starlette app: streamable HTTP at /mcp, SSE at /sse (+ /messages/), /healthz, /readyz, the board at /,
-    /metrics (server/service.py adds it, with auth, rate limits and request metrics when configured)."""
+    /metrics (server/service.py adds it, with auth, rate limits and request metrics when configured).
+    Host and Origin are checked on every bind address (`transport_security`)."""
     limits = limits or HttpLimits()
+    security = transport_security(host, allowed_hosts, allowed_origins)
     schemas: Schemas = getattr(mcp, "argument_schemas", lambda _name: {})
     add_health_routes(mcp)
     add_board_routes(mcp)
     install_http(mcp)
     if not streamable:
-        app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+        app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
     else:
         app = mcp.streamable_http_app(
             host=host,
+            transport_security=security,
             # An event store makes POST streams resumable: a priming event with an id, a retry: hint.
             event_store=BoundedEventStore(),
             retry_interval=RETRY_MILLISECONDS,
@@ -201,9 +369,10 @@ def http_app(
             session_idle_timeout=limits.session_idle_timeout,
         )
         if sse:
-            sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes)
+            sse_app = mcp.sse_app(host=host, max_request_body_size=limits.max_body_bytes, transport_security=security)
             have = {getattr(r, "path", None) for r in app.routes}  # our custom routes are in both apps
             app.router.routes.extend(r for r in sse_app.routes if getattr(r, "path", None) not in have)
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(
         PeerSessionLimit,
         limit=limits.sessions_per_peer,
@@ -211,6 +380,7 @@ def http_app(
         max_streams=limits.max_sessions,
     )
     app.add_middleware(RequestBudget, schemas=schemas, max_body=limits.max_body_bytes)
+    app.add_middleware(HostOriginCheck, settings=security)
     return wrap_app(mcp, app)
 
 
@@ -310,6 +480,9 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8765,
     limits: HttpLimits | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+    allowed_origins: list[str] | None = None,
 ) -> None:
     """Run until interrupted. In stdio mode only protocol messages reach stdout."""
     if transport == "stdio":
@@ -317,7 +490,24 @@ def serve(
         return
     import uvicorn
 
-    app = http_app(mcp, host=host, sse=True, streamable=transport == "http", limits=limits)
+    if host in WILDCARD_BINDS:
+        log.warning(
+            "serving on all interfaces (%s): every network this machine is on can reach the queue. Requests "
+            "whose Host or Origin names anything but loopback, %s or --allowed-hosts/--allowed-origins are "
+            "refused (DNS-rebinding defence); put the public name in --allowed-hosts",
+            host or "*",
+            socket.gethostname(),
+            extra={"event": "all_interfaces"},
+        )
+    app = http_app(
+        mcp,
+        host=host,
+        sse=True,
+        streamable=transport == "http",
+        limits=limits,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=allowed_origins,
+    )
     sock = bind(host, port)  # before the banner: the banner names a port we hold
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

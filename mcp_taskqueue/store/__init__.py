@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import os
 
+from mcp_taskqueue.store.abandon import Abandoned, abandon_on
 from mcp_taskqueue.store.contract import ChangeBatch, ChangeFeed, Storage, WouldBlock, is_postgres_url
-from mcp_taskqueue.store.database import Store, default_db_path, default_db_target, fail_fast
+from mcp_taskqueue.store.database import (
+    LockedElsewhere,
+    Store,
+    default_db_path,
+    default_db_target,
+    fail_fast,
+    no_foreign_wait,
+)
 from mcp_taskqueue.store.queries import Tx
 
 __all__ = [
+    "Abandoned",
     "ChangeBatch",
     "ChangeFeed",
+    "LockedElsewhere",
     "Storage",
     "Store",
     "Tx",
     "WouldBlock",
+    "abandon_on",
     "default_db_path",
     "default_db_target",
     "fail_fast",
     "is_postgres_url",
+    "no_foreign_wait",
     "open_store",
 ]
 

@@ -28,6 +28,7 @@ from sqlite_utils import Database
 
 from mcp_taskqueue.errors import StoreBusy, StoreFull, StoreLost, StoreUnavailable
 from mcp_taskqueue.store import files
+from mcp_taskqueue.store.abandon import check_abandoned
 from mcp_taskqueue.store.contract import ChangeBatch, Health, WouldBlock, is_postgres_url
 from mcp_taskqueue.store.migrations import migrations
 from mcp_taskqueue.store.queries import Tx
@@ -61,6 +62,23 @@ def fail_fast() -> Iterator[None]:
     """
     previous = getattr(_inline, "active", False)
     _inline.active = True
+    try:
+        yield
+    finally:
+        _inline.active = previous
+
+
+class LockedElsewhere(WouldBlock):
+    """Inside `no_foreign_wait`: another connection (another process) holds the write lock."""
+
+
+@contextmanager
+def no_foreign_wait() -> Iterator[None]:
+    """Like `fail_fast`, but this process's own writers are waited for (they hold the lock for
+    milliseconds); a write that would wait for another connection's lock raises `LockedElsewhere`
+    before writing. Inside `fail_fast` (on an event loop) it stays `fail_fast`."""
+    previous = getattr(_inline, "active", False)
+    _inline.active = previous if previous is True else "elsewhere"
     try:
         yield
     finally:
@@ -232,6 +250,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
+                if fast == "elsewhere":
+                    raise LockedElsewhere from exc
                 if fast:
                     raise WouldBlock from exc
                 if time.monotonic() + delay >= deadline:
@@ -245,7 +265,7 @@ class Store:
     @contextmanager
     def _writer(self, deadline: float) -> Iterator[sqlite3.Connection]:
         """The write connection, once this process's other writers are done with it (within `deadline`)."""
-        fast = getattr(_inline, "active", False)
+        fast = getattr(_inline, "active", False) is True  # "elsewhere": this process's writers are waited for
         acquired = self._lock.acquire(blocking=False) if fast else self._lock.acquire(timeout=self.timeout)
         if not acquired:
             if fast:
@@ -277,9 +297,14 @@ class Store:
 
     def _transaction(self, conn: sqlite3.Connection, begin: str, fn: Callable[[Tx], T], deadline: float) -> T:
         what = "take the write lock" if begin != "BEGIN" else "read"
+        writing = begin != "BEGIN"
+        if writing:
+            check_abandoned()
         self._run(conn, lambda: conn.execute(begin), deadline, what)
         try:
-            value = fn(Tx(conn, write=begin != "BEGIN"))
+            value = fn(Tx(conn, write=writing))
+            if writing:
+                check_abandoned()  # the caller went away while we waited or worked: roll back
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -381,3 +381,56 @@ def m007_tokens(db: Database) -> None:
         CREATE UNIQUE INDEX tokens_active_name ON tokens(name) WHERE revoked_at IS NULL;
         """,
     )
+
+
+@migrations()
+def m008_due_by_priority(db: Database) -> None:
+    """Time-driven promotion in claim order: due work and expired leases found per priority.
+
+    The sweep used to take the 500 earliest-due pending tasks (and the 100 earliest-expired leases),
+    so behind a backlog of due `low` work a due `critical` task stayed pending and a claim handed out
+    `low`. With (priority, time) partial indexes the sweep takes each priority's due rows in turn, one
+    range lookup per priority, whatever the size of the backlog.
+    """
+    run_script(
+        db,
+        """
+        CREATE INDEX tasks_due_rank ON tasks(priority, run_at) WHERE status = 'pending' AND unmet_deps = 0;
+        CREATE INDEX tasks_lease_rank ON tasks(priority, lease_expires_at) WHERE status = 'running';
+        """,
+    )
+
+
+@migrations()
+def m009_trigram_search(db: Database) -> None:
+    """Substring search in every script: a trigram index beside the word index of m001.
+
+    FTS5's `unicode61` keeps a run of Chinese, Japanese or Thai characters (written without spaces)
+    as one token, so `部署` never matched `部署到生产环境`. The trigram tokenizer indexes every
+    three characters; the text is stored padded with two spaces so every one- or two-character
+    substring is the start of some indexed trigram, found through the `_terms` vocabulary (a range
+    lookup, not a scan). Contentless: the text lives in `tasks`; triggers pass the old text to delete.
+    """
+    run_script(
+        db,
+        """
+        CREATE VIRTUAL TABLE tasks_fts_trigram USING fts5(title, description, content='', tokenize='trigram');
+        CREATE VIRTUAL TABLE tasks_fts_trigram_terms USING fts5vocab(tasks_fts_trigram, 'row');
+        INSERT INTO tasks_fts_trigram(rowid, title, description)
+            SELECT seq, title || '  ', description || '  ' FROM tasks;
+        CREATE TRIGGER tasks_fts_trigram_insert AFTER INSERT ON tasks BEGIN
+            INSERT INTO tasks_fts_trigram(rowid, title, description)
+                VALUES (new.seq, new.title || '  ', new.description || '  ');
+        END;
+        CREATE TRIGGER tasks_fts_trigram_delete AFTER DELETE ON tasks BEGIN
+            INSERT INTO tasks_fts_trigram(tasks_fts_trigram, rowid, title, description)
+                VALUES ('delete', old.seq, old.title || '  ', old.description || '  ');
+        END;
+        CREATE TRIGGER tasks_fts_trigram_update AFTER UPDATE OF title, description ON tasks BEGIN
+            INSERT INTO tasks_fts_trigram(tasks_fts_trigram, rowid, title, description)
+                VALUES ('delete', old.seq, old.title || '  ', old.description || '  ');
+            INSERT INTO tasks_fts_trigram(rowid, title, description)
+                VALUES (new.seq, new.title || '  ', new.description || '  ');
+        END;
+        """,
+    )

@@ -302,4 +302,31 @@ PG_MIGRATIONS: list[tuple[str, str]] = [
         DROP FUNCTION notify_event();
         """,
     ),
+    (
+        # Due work and expired leases found per priority (critical first), as SQLite's m008.
+        "p007_due_by_priority",
+        """
+        CREATE INDEX tasks_due_rank ON tasks(priority, run_at) WHERE status = 'pending' AND unmet_deps = 0;
+        CREATE INDEX tasks_lease_rank ON tasks(priority, lease_expires_at) WHERE status = 'running';
+        """,
+    ),
+    (
+        # Substring search in scripts written without spaces (Chinese, Japanese, Thai), as SQLite's
+        # m009: pg_trgm cannot serve a two-character word like `部署`, nor non-ASCII letters in a C
+        # locale. Every one- and two-character piece of the non-ASCII runs of a task's text, in a GIN
+        # index; a search term's pieces must all be there (`@>`), then ILIKE checks the substring.
+        # Text that is all ASCII has no pieces: English words stay with the tsvector and pg_trgm.
+        "p008_grams_search",
+        r"""
+        CREATE FUNCTION taskqueue_grams(body TEXT) RETURNS TEXT[]
+            LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+            SELECT coalesce(array_agg(DISTINCT piece), '{}')
+            FROM regexp_split_to_table(lower(body), '[\x01-\x7f]+') AS run,
+                 generate_series(1, length(run)) AS i,
+                 LATERAL (VALUES (substr(run, i, 1)), (substr(run, i, 2))) AS pieces(piece)
+            WHERE run <> ''
+        $$;
+        CREATE INDEX tasks_grams ON tasks USING GIN (taskqueue_grams(title || ' ' || description));
+        """,
+    ),
 ]

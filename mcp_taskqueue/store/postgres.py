@@ -33,6 +33,7 @@ from psycopg.rows import RowMaker
 from psycopg_pool import ConnectionPool
 
 from mcp_taskqueue.errors import StoreBusy, StoreError, ValidationFailed
+from mcp_taskqueue.store.abandon import check_abandoned
 from mcp_taskqueue.store.contract import ChangeBatch, Health, WouldBlock
 from mcp_taskqueue.store.pg_schema import CHANNEL, PG_MIGRATIONS
 from mcp_taskqueue.store.queries import Tx, search_terms
@@ -58,6 +59,7 @@ SWEEP_PROBE = (
 # Every connection names its process (`application_name`), so a restore can see the servers on a database.
 APPLICATION = "mcp-taskqueue"
 THIS_PROCESS = f"{APPLICATION} pid {os.getpid()} on {socket.gethostname()}"[:63]
+BODY = "(title || ' ' || description)"  # the searched text, spelt as the search indexes spell it
 
 
 def redact(url: str) -> str:
@@ -164,14 +166,22 @@ class PgTx(Tx):
         return ""  # PostgreSQL's planner takes no hints; the partial indexes match the queries
 
     def search_clause(self, text: str) -> tuple[str, list[Any]]:
-        """Each word matches a whole word (tsvector) or, for scripts without spaces and for word
-        parts, a substring (pg_trgm index): the same "every script" rule as SQLite's search."""
+        """Each term matches a whole word (tsvector) or a substring: through pg_trgm for ASCII, through
+        the one- and two-character pieces of `tasks_grams` for other scripts (p008): the same "every
+        script" rule as SQLite's search."""
         clauses: list[str] = []
         params: list[Any] = []
         for term in search_terms(text):
             like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            clauses.append("(search @@ plainto_tsquery('simple', ?) OR (title || ' ' || description) ILIKE ?)")
-            params.extend([term, like])
+            if term.isascii():
+                clauses.append(f"(search @@ plainto_tsquery('simple', ?) OR {BODY} ILIKE ?)")
+                params.extend([term, like])
+            else:  # its non-ASCII pieces narrow through tasks_grams (p008), ILIKE checks the substring
+                clauses.append(
+                    f"(search @@ plainto_tsquery('simple', ?) OR (taskqueue_grams({BODY}) @> taskqueue_grams(?) "
+                    f"AND {BODY} ILIKE ?))"
+                )
+                params.extend([term, term, like])
         return "(" + " AND ".join(clauses) + ")", params
 
     def lock_dependency_graph(self) -> None:
@@ -188,7 +198,7 @@ class PgTx(Tx):
 
     def sweep_due(self, now: float) -> bool:
         timers = self.timers
-        if time.monotonic() - timers.last_compact > COMPACT_EVERY_SECONDS:
+        if self.write and time.monotonic() - timers.last_compact > COMPACT_EVERY_SECONDS:
             timers.last_compact = time.monotonic()
             self.compact_counts()
         if 0 <= now - timers.probed_at < SWEEP_PROBE_EVERY and now <= timers.lease_due and now < timers.start_due:
@@ -308,11 +318,15 @@ class PostgresStore:
     def _run(self, fn: Callable[[Tx], T], write: bool) -> T:
         delay = 0.005
         for attempt in range(RETRIES + 1):
+            if write:
+                check_abandoned()
             try:
                 with self._pool.connection() as conn:
                     if write:
                         with conn.transaction():
-                            return fn(PgTx(Connection(conn), write=True, timers=self._timers))
+                            value = fn(PgTx(Connection(conn), write=True, timers=self._timers))
+                            check_abandoned()  # the caller went away: leaving the block rolls back
+                            return value
                     # One consistent snapshot for reads, said in the BEGIN itself (no extra round trip).
                     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
                     try:

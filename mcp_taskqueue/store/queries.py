@@ -45,26 +45,47 @@ TAG_CLAIM_SQL = (
 )
 # The sweep runs on every claim, so it must touch only due rows: the partial indexes hold exactly
 # those, and INDEXED BY stops the planner preferring (status, priority), which would walk every
-# pending or running task.
+# pending or running task. Due work is taken one priority at a time (critical first) through
+# (priority, time) partial indexes: a backlog of due `low` work never hides a due `critical` task.
 EXPIRED_SQL = (
-    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks {tasks_lease} "
-    "WHERE status = 'running' AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?{skip_locked}"
+    "SELECT seq, id, attempts, max_attempts, worker, version FROM tasks {tasks_lease_rank} "
+    "WHERE status = 'running' AND priority = ? AND lease_expires_at < ? ORDER BY lease_expires_at LIMIT ?{skip_locked}"
 )
 SWEEP_PROBE_SQL = (
     "SELECT EXISTS (SELECT 1 FROM tasks {tasks_lease} WHERE status = 'running' AND lease_expires_at < ?), "
     "EXISTS (SELECT 1 FROM tasks {tasks_due} WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ?)"
 )
 DUE_SQL = (
-    "SELECT seq, id, version FROM tasks {tasks_due} "
-    "WHERE status = 'pending' AND unmet_deps = 0 AND run_at <= ? ORDER BY run_at LIMIT ?{skip_locked}"
+    "SELECT seq, id, version FROM tasks {tasks_due_rank} "
+    "WHERE status = 'pending' AND unmet_deps = 0 AND priority = ? AND run_at <= ? ORDER BY run_at LIMIT ?{skip_locked}"
 )
+PRIORITY_RANKS = range(4)  # critical .. low: the sweep serves the best first
 # Hard bound on the full-text query so a hostile one cannot make the search work hard.
 MAX_QUERY = 200
 
 
+MAX_TERMS = 16  # search terms used from one query; the rest are ignored
+# One IN over a UNION, not two INs joined by OR: the matches drive the lookup by rowid (an OR would
+# walk every task in claim order and test each against both lists).
+SEARCH_SQL = (
+    "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ? "
+    "UNION SELECT rowid FROM tasks_fts_trigram WHERE tasks_fts_trigram MATCH ?)"
+)
+SHORT_TERM_SQL = "SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ? LIMIT 500"
+NO_MATCH = '"\uffff\uffff\uffff"'  # a trigram of noncharacters: what a short term with no expansion finds
+# Letters, digits and combining marks (so Thai vowel signs and Indic matras stay inside their word).
+WORD = re.compile(r"[\w\u0300-\u036f\u0e31-\u0e3a\u0e47-\u0e4e\u0900-\u0dff]+")
+
+
 def search_terms(text: str) -> list[str]:
-    """The words of a free-text search (any script); the engine decides how each is matched."""
-    return re.findall(r"\w+", text)
+    """The terms of a free-text search (any script), each of which a match must contain; the
+    engine decides how each is matched (whole word, or substring in scripts without spaces)."""
+    return WORD.findall(text)[:MAX_TERMS]
+
+
+def quote_term(term: str) -> str:
+    """One FTS5 string token: any text, quotes doubled, so no input is a syntax error."""
+    return '"' + term.replace('"', '""') + '"'
 
 
 class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
@@ -90,6 +111,8 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         return template.format(
             tasks_lease=self.hint("tasks_lease"),
             tasks_due=self.hint("tasks_due"),
+            tasks_lease_rank=self.hint("tasks_lease_rank"),
+            tasks_due_rank=self.hint("tasks_due_rank"),
             skip_locked=self.SKIP_LOCKED if self.write else "",
         )
 
@@ -347,11 +370,22 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         return self.conn.execute(sql, params).fetchall()
 
     def search_clause(self, text: str) -> tuple[str, list[Any]]:
-        """A WHERE term matching tasks whose title or description holds every word of `text`
-        (FTS5 on SQLite: each word quoted, so no input is a syntax error)."""
-        return "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?)", [
-            " ".join('"' + term + '"' for term in search_terms(text))
-        ]
+        """A WHERE term matching tasks whose title or description holds every term of `text`: as
+        whole words in the word index (diacritics folded), or as substrings in the trigram index (any
+        script, also text written without spaces). A term shorter than three characters stands for
+        the indexed trigrams that start with it (at most 500, a range lookup in the vocabulary). Each
+        term is quoted, so no input is an FTS5 syntax error."""
+        terms = search_terms(text)
+        words = " ".join(quote_term(term) for term in terms)
+        groups: list[str] = []
+        for term in terms:
+            if len(term) >= 3:
+                groups.append(quote_term(term))
+                continue
+            folded = term.lower()
+            found = self.conn.execute(SHORT_TERM_SQL, (folded, folded + "\U0010ffff")).fetchall()
+            groups.append("(" + " OR ".join(quote_term(row[0]) for row in found) + ")" if found else NO_MATCH)
+        return SEARCH_SQL, [words, " AND ".join(groups)]
 
     def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
         """The newest `limit` events of a task, newest first."""
@@ -369,12 +403,23 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
     # --- tasks: the claim path ------------------------------------------------------------
 
     def expired_leases(self, now: float, limit: int = 100) -> list[sqlite3.Row]:
-        """Running tasks whose lease ran out; another sweeper's rows are skipped, never shared."""
-        return self.conn.execute(self.render(EXPIRED_SQL), (now, limit)).fetchall()
+        """Up to `limit` running tasks whose lease ran out, highest priority first (one range lookup
+        per priority); another sweeper's rows are skipped, never shared."""
+        return self._by_priority(EXPIRED_SQL, now, limit)
 
     def due_pending(self, now: float, limit: int = 500) -> list[sqlite3.Row]:
-        """Pending tasks with no unmet dependency whose run_at has come (skipping others' rows)."""
-        return self.conn.execute(self.render(DUE_SQL), (now, limit)).fetchall()
+        """Up to `limit` pending tasks with no unmet dependency whose run_at has come, highest
+        priority first (skipping others' rows)."""
+        return self._by_priority(DUE_SQL, now, limit)
+
+    def _by_priority(self, template: str, now: float, limit: int) -> list[sqlite3.Row]:
+        sql = self.render(template)
+        found: list[sqlite3.Row] = []
+        for rank in PRIORITY_RANKS:
+            if len(found) >= limit:
+                break
+            found += self.conn.execute(sql, (rank, now, limit - len(found))).fetchall()
+        return found
 
     @staticmethod
     def _claim_filters(project: str | None, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:

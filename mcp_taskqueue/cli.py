@@ -405,7 +405,7 @@ def task() -> None:
 @maps_to_tool("create_task")
 @task.command("add")
 @click.argument("title")
-@click.option("--project", "-p", default="default", show_default=True)
+@click.option("--project", "-p", help="[default: default; with --url and a token limited to one project: that project]")
 @click.option("--description", "-d", default="")
 @click.option("--kind", "-k", default="task", show_default=True)
 @click.option("--priority", type=click.Choice(PRIORITIES), default="medium", show_default=True)

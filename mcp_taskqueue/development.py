@@ -12,16 +12,14 @@ no phase yet is treated as in planning. Every advance and review is a history ev
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from mcp_taskqueue.errors import InvalidTransition, ValidationFailed
 from mcp_taskqueue.models import MAX_NAME, MAX_TEXT, Phase, PhaseState, ProjectSettings, Status, TestReport
+from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Tx
-
-if TYPE_CHECKING:
-    from mcp_taskqueue.queue import TaskQueue
 
 ORDER = list(Phase)
 BACKWARD = {(Phase.review, Phase.implementation)}

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from mcp_taskqueue import progress
+from mcp_taskqueue.blocking import propagate_blocked
 from mcp_taskqueue.errors import Conflict, InvalidTransition, LeaseLost, NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.inputs import check_text, decode_cursor, dump_json, encode_cursor, parse_time
@@ -41,9 +42,8 @@ from mcp_taskqueue.models import (
 )
 from mcp_taskqueue.notify.events import enqueue_for_history
 from mcp_taskqueue.payload_schemas import CheckedSchemas, PayloadSchemas, check_schema
-from mcp_taskqueue.store import LockedElsewhere, Storage, Tx, no_foreign_wait, rows
+from mcp_taskqueue.store import LockedElsewhere, Storage, Tx, no_foreign_wait, rows, short_call
 from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
-from mcp_taskqueue.workflows import propagate_blocked
 
 # Which status may move to which; anything else is refused with InvalidTransition.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -143,12 +143,6 @@ class TaskQueue:
     def ensure_project(self, tx: Tx, name: str, now: float) -> None:
         """Create the project with defaults if it does not exist (concurrent creators: one wins)."""
         tx.insert_project(name, "", "{}", now)
-
-    # The old private spellings, while other branches still call them (remove once merged).
-    _row = task_row
-    _event = record_event
-    _set_status = set_status
-    _ensure_project = ensure_project
 
     @staticmethod
     def _waiting_status(unmet: int, run_at: float, now: float) -> Status:
@@ -275,6 +269,7 @@ class TaskQueue:
 
     # --- creating tasks ---------------------------------------------------------------------
 
+    @short_call
     def create(self, spec: TaskSpec | dict[str, Any], actor: str | None = None) -> Task:
         """Create one task; with an idempotency_key already used in the project, return that task."""
         return self.create_many([spec], actor=actor)[0]
@@ -500,6 +495,7 @@ class TaskQueue:
             return value
         return self.store.read(fn)
 
+    @short_call
     def get(self, task_id: str) -> Task:
         return self.read_current(lambda tx: self._task(tx, self.task_row(tx, task_id)))
 
@@ -650,6 +646,7 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    @short_call
     def add_note(self, task_id: str, text: str, actor: str | None = None) -> Event:
         if not text.strip():
             raise ValidationFailed("the note is empty")
@@ -847,6 +844,7 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    @short_call
     def claim(
         self,
         worker: str,
@@ -868,6 +866,7 @@ class TaskQueue:
         )
         return claimed[0] if claimed else None
 
+    @short_call
     def claim_many(
         self,
         worker: str,
@@ -953,6 +952,7 @@ class TaskQueue:
             "Your lease may have expired and the task been reclaimed; drop it and claim_task for new work."
         )
 
+    @short_call
     def heartbeat(
         self,
         task_id: str,
@@ -986,6 +986,7 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    @short_call
     def complete(self, task_id: str, worker: str, result: Any = None, *, lease_id: str | None = None) -> Task:
         """Finish a task you hold. Retried with the same `lease_id` after it committed, it returns the
         completed task again (unchanged) rather than `lease_lost`."""
@@ -1012,6 +1013,7 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    @short_call
     def fail(
         self, task_id: str, worker: str, error: str, retryable: bool = True, *, lease_id: str | None = None
     ) -> Task:
@@ -1042,6 +1044,7 @@ class TaskQueue:
 
         return self.store.write(op)
 
+    @short_call
     def release(self, task_id: str, worker: str, delay_seconds: float = 0, *, lease_id: str | None = None) -> Task:
         """Give a task back without counting the attempt; optionally not before delay_seconds."""
         if not 0 <= delay_seconds <= MAX_LEASE_SECONDS:
@@ -1079,12 +1082,12 @@ class TaskQueue:
 
         def op(tx: Tx) -> Task:
             now = self.clock()
-            row = self._row(tx, task_id)
+            row = self.task_row(tx, task_id)
             if row["status"] != Status.running.value:
                 raise InvalidTransition(f"cannot release task {task_id}: it is {row['status']}, not running")
             if row["attempts"] >= row["max_attempts"]:
                 error = f"lease revoked by {actor or 'an operator'} on the last attempt (worker {row['worker']})"
-                self._set_status(
+                self.set_status(
                     tx,
                     row,
                     Status.failed,
@@ -1098,7 +1101,7 @@ class TaskQueue:
                 )
                 self._on_dead_end(tx, row["seq"], task_id, now, actor)
             else:
-                self._set_status(
+                self.set_status(
                     tx,
                     row,
                     Status.ready,
@@ -1109,7 +1112,7 @@ class TaskQueue:
                     lease_id=None,
                     lease_expires_at=None,
                 )
-            return self._task(tx, self._row(tx, task_id))
+            return self._task(tx, self.task_row(tx, task_id))
 
         return self.store.write(op)
 

@@ -4,21 +4,21 @@ A spec (inline, or a template from `schemas/templates/` filled with parameters) 
 against `schemas/workflow.schema.json` and for cycles before anything is written; the
 tasks are then created by the queue's batch path in the same transaction as the workflow
 row. Status, progress and the critical path are derived from the tasks on each read, so
-they can never disagree with them. Blocked marks travel down the dependency graph here too.
+they can never disagree with them. (Blocked marks travel down the graph in blocking.py.)
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from mcp_taskqueue.blocking import UNFINISHED
 from mcp_taskqueue.errors import NotFound, ValidationFailed
 from mcp_taskqueue.ids import new_id
 from mcp_taskqueue.inputs import check_text, decode_cursor, encode_cursor
@@ -33,14 +33,10 @@ from mcp_taskqueue.models import (
     WorkflowTask,
 )
 from mcp_taskqueue.payload_schemas import SCHEMAS_DIR, load_json, violations
+from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Tx
 from mcp_taskqueue.store.rows import iso
 
-if TYPE_CHECKING:
-    from mcp_taskqueue.queue import TaskQueue
-
-DEAD = frozenset({Status.failed.value, Status.cancelled.value})
-UNFINISHED = frozenset({Status.pending.value, Status.ready.value, Status.running.value})
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
@@ -154,69 +150,6 @@ def template_summary() -> str:
         args = ", ".join(key + ("" if "default" in spec else "*") for key, spec in params.items())
         parts.append(f"{name}({args})")
     return ", ".join(parts)
-
-
-# --- blocked marks -------------------------------------------------------------------------
-
-
-def propagate_blocked(tx: Tx, roots: Iterable[int], now: float, emit: Callable[[int, str, Any, Any], object]) -> None:
-    """Recompute `blocked_by` for `roots` and every unfinished task downstream of them.
-
-    A waiting task is blocked by each failed or cancelled dependency and by whatever blocks
-    a dependency that is itself still waiting, so a dead end marks everything below it, not
-    only its direct dependents. Tasks are recomputed in dependency order, each once, and only
-    those whose set changes are written (with a history event via `emit`).
-    """
-    affected: set[int] = set()
-    frontier = deque(roots)
-    while frontier:
-        seq = frontier.popleft()
-        if seq in affected:
-            continue
-        affected.add(seq)
-        for dep in tx.dependents(seq):
-            if dep["status"] in UNFINISHED and dep["seq"] not in affected:
-                frontier.append(dep["seq"])
-    # Kahn's order inside the affected set: a task after every affected dependency of it.
-    deps_in = {seq: [d["seq"] for d in tx.dependency_states(seq) if d["seq"] in affected] for seq in affected}
-    waiting = {seq: len(deps) for seq, deps in deps_in.items()}
-    children: dict[int, list[int]] = {seq: [] for seq in affected}
-    for seq, deps in deps_in.items():
-        for dep in deps:
-            children[dep].append(seq)
-    ready = deque(sorted(seq for seq, count in waiting.items() if count == 0))
-    while ready:
-        seq = ready.popleft()
-        _refresh_one(tx, seq, now, emit)
-        for child in children[seq]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-
-
-def _refresh_one(tx: Tx, seq: int, now: float, emit: Callable[[int, str, Any, Any], object]) -> None:
-    row = tx.get_task_by_seq(seq)
-    if row is None or row["status"] not in UNFINISHED:
-        return
-    blocked: list[str] = []
-    for dep in tx.dependency_states(seq):
-        if dep["status"] in DEAD:
-            causes = [dep["id"]]
-        elif dep["status"] == Status.completed.value:
-            causes = []
-        else:
-            causes = json.loads(dep["blocked_by"]) if dep["blocked_by"] else []
-        blocked.extend(c for c in causes if c not in blocked)
-    old = json.loads(row["blocked_by"]) if row["blocked_by"] else []
-    if set(old) == set(blocked):
-        return
-    tx.update_task(seq, {"blocked_by": json.dumps(blocked) if blocked else None, "updated_at": now})
-    added = [b for b in blocked if b not in old]
-    removed = [b for b in old if b not in blocked]
-    if added:
-        emit(seq, "blocked", None, {"blocked_by": added})
-    if removed:
-        emit(seq, "unblocked", {"blocked_by": removed}, None)
 
 
 # --- derived state -------------------------------------------------------------------------

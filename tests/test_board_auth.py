@@ -18,7 +18,7 @@ from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.workflows import Workflows
 from tests.board_data import populate
-from tests.servers import http_server
+from tests.servers import http_server, http_server_process
 from tests.service_servers import make_token, serve
 
 
@@ -202,3 +202,46 @@ def test_the_board_is_served_and_live_under_transport_sse_alone(
         wait_for(found, lambda e: made.id in e["data"].get("tasks", []))
         stop.set()
         assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+def test_open_board_feeds_do_not_hold_the_server_up_at_shutdown(tmp_path: Path, transport: str) -> None:
+    """SIGTERM with a board page open: the feed ends and the server exits (it used to wait for the page)."""
+    with http_server_process(tmp_path / "board.db", transport) as (base, proc):
+        found: list[dict[str, Any]] = []
+        stop = threading.Event()
+        reader = threading.Thread(target=read_feed, args=(base, {}, found, stop), daemon=True)
+        reader.start()
+        wait_for(found, lambda e: e["event"] == "hello")
+        started = time.monotonic()
+        proc.terminate()
+        proc.wait(timeout=8)  # stop() would SIGKILL after 10 s
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "the feed did not end"
+        assert proc.returncode in (0, -15) and time.monotonic() - started < 8  # uvicorn re-raises SIGTERM
+
+
+@pytest.mark.anyio
+async def test_top_over_url_sends_the_token_from_the_environment(
+    demo: tuple[Path, TaskQueue, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    from mcp_taskqueue.board import Filters
+    from mcp_taskqueue.top import RemoteSource
+
+    db, _, ids = demo
+    reader = make_token(db, "reader", "read")
+    with serve(db) as server:
+        monkeypatch.delenv("TASKQUEUE_TOKEN", raising=False)
+        anonymous = RemoteSource(server.base + "/mcp")
+        with pytest.raises(click.ClickException, match="token"):
+            await anonymous.view(Filters(project="demo"))
+        await anonymous.close()
+        monkeypatch.setenv("TASKQUEUE_TOKEN", reader)
+        signed = RemoteSource(server.base + "/mcp")
+        view = await signed.view(Filters(project="demo"))
+        assert view.total == 16
+        with pytest.raises(click.ClickException, match="'write'"):  # read-only: told why
+            await signed.act("retry", ids["Migrate the old database"])
+        await signed.close()

@@ -194,12 +194,14 @@ async def test_a_project_limited_token_reaches_no_other_project_through_any_tool
             assert "forbidden" in await refused(
                 _listen(client, [f"taskqueue://tasks/{ids['mine']}", "taskqueue://stats"])
             )
-        async with mcp_client(server.base, web, mode="legacy") as client:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for uris in resources.values():
-                    for uri in uris:
-                        assert kept_out(await refused(client.subscribe_resource(uri))), uri
+        for transport in ("http", "sse"):
+            async with mcp_client(server.base, web, transport, mode="legacy") as client:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for uris in resources.values():
+                        for uri in uris:
+                            assert kept_out(await refused(client.subscribe_resource(uri))), (transport, uri)
+                    await client.subscribe_resource(f"taskqueue://tasks/{ids['mine']}")  # its own: fine
 
         async with mcp_client(server.base, admin) as client:
             assert await snapshot(client, ids) == before
@@ -264,3 +266,6 @@ def test_the_cli_url_with_a_limited_token_reaches_no_other_project(db_path: Path
         assert run(admin, "task", "list", "--project", "payroll").stdout == before
         mine = run(web, "task", "show", ids["mine"])
         assert mine.returncode == 0 and json.loads(mine.stdout)["project"] == "web"
+        added = run(web, "task", "add", "from the command line")  # no --project: the token's one project
+        assert added.returncode == 0, added.stderr
+        assert json.loads(run(web, "task", "show", json.loads(added.stdout)["id"]).stdout)["project"] == "web"

@@ -155,6 +155,15 @@ class BoardFeed:
         self.mcp = mcp
         self.board = board
         self.streams = 0
+        self.closed = False
+        self.wakers: set[Callable[[], None]] = set()
+
+    def close(self) -> None:
+        """End every open stream: the server is shutting down (an endless response would keep it
+        waiting for the browsers to leave). The pages reconnect to the next server by themselves."""
+        self.closed = True
+        for wake_up in list(self.wakers):
+            wake_up()
 
     async def stream(self, viewer: Viewer) -> AsyncIterator[str]:
         """`hello`, then one `change` per burst of commits (only what `viewer` may see), keepalives between."""
@@ -167,7 +176,11 @@ class BoardFeed:
                 pending.append(event)
             wake.set()
 
+        def wake_up() -> None:
+            wake.set()
+
         unsubscribe = watcher.bus.subscribe(listener)
+        self.wakers.add(wake_up)
         self.streams += 1
         try:
             # With --transport sse the server's lifespan runs per MCP connection; this keeps the watcher going.
@@ -176,6 +189,8 @@ class BoardFeed:
                 while True:
                     with anyio.move_on_after(KEEPALIVE_SECONDS):
                         await wake.wait()
+                    if self.closed:
+                        return
                     if not pending:
                         yield ": keepalive\n\n"
                         continue
@@ -189,6 +204,7 @@ class BoardFeed:
                         yield f"event: change\ndata: {json.dumps(change)}\n\n"
         finally:
             unsubscribe()
+            self.wakers.discard(wake_up)
             self.streams -= 1
 
 
@@ -196,6 +212,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
     """Serve the board on this server's HTTP app (call before building the app)."""
     board = Board(mcp.queue)  # type: ignore[attr-defined]
     feed = BoardFeed(mcp, board)
+    mcp.board_feed = feed  # type: ignore[attr-defined]  # server/transports.py closes it on shutdown
     if not hasattr(mcp, "board_access"):
         mcp.board_access = access or open_access  # type: ignore[attr-defined]
 
@@ -280,22 +297,18 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             request.path_params["key"], filters_of(request, viewer), **page_of(request)
         ),
     )
-    reading(
-        "/board/api/tasks/{task_id}",
-        lambda request, viewer: viewer.see(
-            lambda: board.task(request.path_params["task_id"]), lambda d: d.task.project
-        ),
-    )
+
+    def reading_one(path: str, read: Callable[[str], T], project_of: Callable[[T], str]) -> None:
+        """A `GET` of the one task or workflow whose id ends `path`, refused outside the viewer's projects."""
+        key = path.rsplit("{", 1)[1].rstrip("}")
+        reading(path, lambda request, viewer: viewer.see(lambda: read(request.path_params[key]), project_of))
+
+    reading_one("/board/api/tasks/{task_id}", board.task, lambda detail: detail.task.project)
+    reading_one("/board/api/workflows/{workflow_id}", board.workflow, lambda drawing: drawing.workflow.project)
     reading(
         "/board/api/workflows",
         lambda request, viewer: board.workflows.list(
             project=viewer.project(request.query_params.get("project") or None), **page_of(request)
-        ),
-    )
-    reading(
-        "/board/api/workflows/{workflow_id}",
-        lambda request, viewer: viewer.see(
-            lambda: board.workflow(request.path_params["workflow_id"]), lambda d: d.workflow.project
         ),
     )
     reading(
@@ -339,7 +352,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             viewer = viewer_of(request, "read")
         except TaskQueueError as exc:
             return refusal(exc)
-        if feed.streams >= MAX_STREAMS:
+        if feed.closed or feed.streams >= MAX_STREAMS:
             return JSONResponse({"error": "busy", "message": "too many open board streams"}, status_code=503)
         return StreamingResponse(
             feed.stream(viewer),

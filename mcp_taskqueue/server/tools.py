@@ -53,7 +53,7 @@ from mcp_taskqueue.models import (
     Title,
 )
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.store import WouldBlock, abandon_on
+from mcp_taskqueue.store import WouldBlock, abandon_on, is_short_call
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -71,17 +71,11 @@ ProjectArg = Annotated[Name | None, Field(description="Project name.")]
 LeaseArg = Annotated[str, Field(min_length=1, max_length=64, description="lease_id from claim_task.")]
 
 
-# TaskQueue calls that are a handful of index lookups: the worker protocol's hot path.
-INLINE_CALLS = frozenset(
-    {"get", "create", "claim", "claim_many", "heartbeat", "complete", "fail", "release", "add_note"}
-)
-
-
 async def run_off_loop(fn: Callable[..., T], /, *args: Any, inline: bool = True, **kwargs: Any) -> T:
     """Run a store call without ever holding up the event loop.
 
     Scans (stats, listings, graph walks, batches) always go to a worker thread. The hot-path
-    calls in INLINE_CALLS are offered to the store to run right here (`Storage.run_inline`):
+    calls (marked `@short_call` in queue.py) are offered to the store to run right here (`Storage.run_inline`):
     SQLite takes them while it needs no waiting, ~170 µs cheaper than a thread hop; a store that
     would wait (a lock, the network) declines before doing anything and the call goes to a thread.
     `inline=False` for a call whose work grows with its input (a payload checked against a schema).
@@ -91,7 +85,7 @@ async def run_off_loop(fn: Callable[..., T], /, *args: Any, inline: bool = True,
     transaction back instead of committing (store/abandon.py).
     """
     owner = getattr(fn, "__self__", None)
-    if inline and isinstance(owner, TaskQueue) and getattr(fn, "__name__", "") in INLINE_CALLS:
+    if inline and isinstance(owner, TaskQueue) and is_short_call(fn):
         try:
             return owner.store.run_inline(functools.partial(fn, *args, **kwargs))
         except WouldBlock:

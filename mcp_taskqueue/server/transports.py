@@ -533,6 +533,13 @@ def serve(
                 )
             else:
                 print_banner(transport, host, bound_port, db)
+            # The board's live feeds never end by themselves: end them once asked to stop (SIGTERM),
+            # or uvicorn's graceful shutdown waits until every open board page goes away.
+            while not server.should_exit:
+                await anyio.sleep(0.1)
+            feed = getattr(mcp, "board_feed", None)
+            if feed is not None:
+                feed.close()
 
     try:
         anyio.run(run)

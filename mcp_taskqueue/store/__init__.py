@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 
 from mcp_taskqueue.store.abandon import Abandoned, abandon_on
-from mcp_taskqueue.store.contract import ChangeBatch, ChangeFeed, Storage, WouldBlock, is_postgres_url
+from mcp_taskqueue.store.contract import (
+    ChangeBatch,
+    ChangeFeed,
+    Storage,
+    WouldBlock,
+    is_postgres_url,
+    is_short_call,
+    short_call,
+)
 from mcp_taskqueue.store.database import (
     LockedElsewhere,
     Store,
@@ -30,8 +38,10 @@ __all__ = [
     "default_db_target",
     "fail_fast",
     "is_postgres_url",
+    "is_short_call",
     "no_foreign_wait",
     "open_store",
+    "short_call",
 ]
 
 

@@ -21,7 +21,9 @@ Guarantees, for every engine, with any number of writers (threads, processes, ho
   is reported as `reset`.
 - `run_inline(fn)` runs a short call on the caller's thread only when that cannot wait on a lock
   or the network; otherwise it raises `WouldBlock` before doing anything, and the caller runs it
-  in a worker thread instead. This is how the server knows how to run a call.
+  in a worker thread instead. Which calls are short is marked where they are written
+  (`@short_call`, a handful of index lookups); whether one runs inline is the store's answer.
+  This is how the server knows how to run a call, without knowing the engine.
 - `health()` says whether the store answers and may be written to, and if not, why (`Health`).
 """
 
@@ -35,6 +37,19 @@ from typing import Protocol, TypeVar
 from mcp_taskqueue.store.queries import Tx
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def short_call(fn: F) -> F:
+    """Mark a queue operation as a handful of index lookups (the worker protocol's hot path): the
+    server offers it to `Storage.run_inline` before handing it to a worker thread."""
+    fn.short_call = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_short_call(fn: Callable[..., object]) -> bool:
+    """Was `fn` (a function or a bound method) marked with `short_call`?"""
+    return bool(getattr(fn, "short_call", False))
 
 
 class WouldBlock(Exception):

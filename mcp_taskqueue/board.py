@@ -460,7 +460,8 @@ class Board:
         try:
             level = Priority(priority)
         except ValueError:
-            raise ValidationFailed(f"priority {priority!r} is not one of critical, high, medium, low") from None
+            choices = ", ".join(p.value for p in Priority)
+            raise ValidationFailed(f"priority {priority!r} is not one of {choices}") from None
         return self.queue.update(task_id, {"priority": level}, expected_version=expected_version, actor=actor)
 
     def add_note(self, task_id: str, text: str, actor: str) -> Event:

@@ -219,3 +219,29 @@ def test_open_board_feeds_do_not_hold_the_server_up_at_shutdown(tmp_path: Path, 
         reader.join(timeout=5)
         assert not reader.is_alive(), "the feed did not end"
         assert proc.returncode in (0, -15) and time.monotonic() - started < 8  # uvicorn re-raises SIGTERM
+
+
+@pytest.mark.anyio
+async def test_top_over_url_sends_the_token_from_the_environment(
+    demo: tuple[Path, TaskQueue, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    from mcp_taskqueue.board import Filters
+    from mcp_taskqueue.top import RemoteSource
+
+    db, _, ids = demo
+    reader = make_token(db, "reader", "read")
+    with serve(db) as server:
+        monkeypatch.delenv("TASKQUEUE_TOKEN", raising=False)
+        anonymous = RemoteSource(server.base + "/mcp")
+        with pytest.raises(click.ClickException, match="token"):
+            await anonymous.view(Filters(project="demo"))
+        await anonymous.close()
+        monkeypatch.setenv("TASKQUEUE_TOKEN", reader)
+        signed = RemoteSource(server.base + "/mcp")
+        view = await signed.view(Filters(project="demo"))
+        assert view.total == 16
+        with pytest.raises(click.ClickException, match="'write'"):  # read-only: told why
+            await signed.act("retry", ids["Migrate the old database"])
+        await signed.close()

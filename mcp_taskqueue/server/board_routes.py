@@ -297,22 +297,18 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             request.path_params["key"], filters_of(request, viewer), **page_of(request)
         ),
     )
-    reading(
-        "/board/api/tasks/{task_id}",
-        lambda request, viewer: viewer.see(
-            lambda: board.task(request.path_params["task_id"]), lambda d: d.task.project
-        ),
-    )
+
+    def reading_one(path: str, read: Callable[[str], T], project_of: Callable[[T], str]) -> None:
+        """A `GET` of the one task or workflow whose id ends `path`, refused outside the viewer's projects."""
+        key = path.rsplit("{", 1)[1].rstrip("}")
+        reading(path, lambda request, viewer: viewer.see(lambda: read(request.path_params[key]), project_of))
+
+    reading_one("/board/api/tasks/{task_id}", board.task, lambda detail: detail.task.project)
+    reading_one("/board/api/workflows/{workflow_id}", board.workflow, lambda drawing: drawing.workflow.project)
     reading(
         "/board/api/workflows",
         lambda request, viewer: board.workflows.list(
             project=viewer.project(request.query_params.get("project") or None), **page_of(request)
-        ),
-    )
-    reading(
-        "/board/api/workflows/{workflow_id}",
-        lambda request, viewer: viewer.see(
-            lambda: board.workflow(request.path_params["workflow_id"]), lambda d: d.workflow.project
         ),
     )
     reading(

@@ -211,13 +211,13 @@ def test_first_view_weight_render_time_and_live_update_latency(browsers: dict[st
     first_render = page.evaluate("performance.getEntriesByName('board-first-render')[0].startTime")
     assert first_render < 3_000, f"first render after {first_render:.0f} ms"
     latencies = []
-    for i in range(3):
+    for i in range(5):
         started = time.monotonic()
         fresh_site.queue.create({"project": "demo", "title": f"Latency probe {i}", "priority": "critical"})
         expect(card(page, "ready", f"Latency probe {i}")).to_be_visible(timeout=LIVE)
         latencies.append(time.monotonic() - started)
     # the budget is 1 s; on a shared 2-core machine allow slack, but the median must stay under it
-    assert sorted(latencies)[1] < 1.0, f"commit -> card on screen took {latencies}"
+    assert sorted(latencies)[2] < 1.0, f"commit -> card on screen took {latencies}"
     push_to_render = page.evaluate("window.boardMetrics.lastPushToRenderMs")
     assert push_to_render < 1_000
     print(

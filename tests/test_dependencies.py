@@ -328,3 +328,19 @@ def test_blocked_marks_match_a_model_after_random_dead_ends_and_retries(queue: T
         for task_id, causes in model.items():  # finished tasks keep the marks they had when they ended
             assert set(queue.get(task_id).blocked_by) == causes, f"step {step}, task {order[task_id]}"
     assert queue.stats().blocked == sum(1 for causes in expected().values() if causes)
+
+
+def test_claimed_and_completed_tasks_carry_their_dependency_ids(queue: TaskQueue) -> None:
+    """The claim and the leased update return the dependency ids with the row (PostgreSQL folds them
+    into the same statement): a task's depends_on is right in both answers, in dependency order."""
+    first, second = queue.create({"title": "a"}), queue.create({"title": "b"})
+    third = queue.create({"title": "c", "depends_on": [second.id, first.id]})
+    for task in (first, second):
+        claimed = queue.claim("w", project=task.project)
+        assert claimed is not None and claimed.depends_on == []
+        assert queue.complete(claimed.id, "w", lease_id=claimed.lease_id).depends_on == []
+    claimed = queue.claim("w")
+    assert claimed is not None and claimed.id == third.id
+    assert claimed.depends_on == [first.id, second.id]
+    done = queue.complete(third.id, "w", lease_id=claimed.lease_id)
+    assert done.depends_on == [first.id, second.id] and queue.get(third.id).depends_on == done.depends_on

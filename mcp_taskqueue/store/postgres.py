@@ -157,6 +157,10 @@ class PgTx(Tx):
 
     FOR_UPDATE = " FOR UPDATE"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    RETURNING_DEPENDENCIES = (
+        ", ARRAY(SELECT t.id FROM dependencies d JOIN tasks t ON t.seq = d.depends_on_seq "
+        "WHERE d.task_seq = tasks.seq ORDER BY t.seq) AS dependency_ids"
+    )
 
     def __init__(self, conn: Any, write: bool = False, timers: Timers | None = None) -> None:
         super().__init__(conn, write)

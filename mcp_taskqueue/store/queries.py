@@ -97,10 +97,20 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
     # Row-locking clauses; SQLite's single writer makes them unnecessary, PostgreSQL sets them.
     FOR_UPDATE = ""
     SKIP_LOCKED = ""
+    # Added to the RETURNING of the claim and the leased update where the engine can (PostgreSQL):
+    # the task's dependency ids, so building the Task needs no second round trip.
+    RETURNING_DEPENDENCIES = ""
 
     def __init__(self, conn: Any, write: bool = False) -> None:
         self.conn = conn
         self.write = write
+        self._dependency_ids: dict[int, list[str]] = {}  # returned with a row just written, used once
+
+    def _returned(self, row: Any) -> sqlite3.Row | None:
+        """A row from a RETURNING that may carry `dependency_ids`: kept for `dependency_ids`."""
+        if row is not None and self.RETURNING_DEPENDENCIES:
+            self._dependency_ids[row["seq"]] = list(row["dependency_ids"])
+        return row  # type: ignore[no-any-return]
 
     def hint(self, index: str) -> str:
         """`INDEXED BY index` where the engine takes planner hints (SQLite), else nothing."""
@@ -233,6 +243,9 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         ).fetchone()
 
     def dependency_ids(self, task_seq: int) -> list[str]:
+        returned = self._dependency_ids.pop(task_seq, None)
+        if returned is not None:
+            return returned
         rows = self.conn.execute(
             "SELECT t.id FROM dependencies d JOIN tasks t ON t.seq = d.depends_on_seq "
             "WHERE d.task_seq = ? ORDER BY t.seq",
@@ -485,7 +498,7 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
             f"UPDATE tasks SET status = 'running', worker = ?, lease_id = ?, claim_key = ?, attempts = attempts + 1, "
             f"lease_seconds = {lease}, lease_expires_at = ? + {lease}, started_at = coalesce(started_at, ?), "
             f"updated_at = ?, error = NULL, version = version + 1 WHERE seq = ({pick}) AND status = 'ready' "
-            f"RETURNING seq, {TASK_COLUMNS}"
+            f"RETURNING seq, {TASK_COLUMNS}{self.RETURNING_DEPENDENCIES}"
         )
         values = [
             worker,
@@ -500,7 +513,7 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
             now,
             *params,
         ]
-        return self.conn.execute(sql, values).fetchone()  # type: ignore[no-any-return]
+        return self._returned(self.conn.execute(sql, values).fetchone())
 
     # --- tasks: writes --------------------------------------------------------------------
 
@@ -557,11 +570,13 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         if lease_id is not None:
             where += " AND lease_id = ?"
             params.append(lease_id)
-        return self.conn.execute(  # type: ignore[no-any-return]
-            f"UPDATE tasks SET {', '.join(assignments)}, version = version + 1 WHERE {where} "
-            f"RETURNING seq, {TASK_COLUMNS}",
-            params,
-        ).fetchone()
+        return self._returned(
+            self.conn.execute(
+                f"UPDATE tasks SET {', '.join(assignments)}, version = version + 1 WHERE {where} "
+                f"RETURNING seq, {TASK_COLUMNS}{self.RETURNING_DEPENDENCIES}",
+                params,
+            ).fetchone()
+        )
 
     def set_parent_id(self, seq: int, parent_id: str) -> None:
         """Complete a just-inserted task's parent link (same transaction, so no new version)."""
@@ -572,12 +587,14 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         self.conn.executemany("INSERT INTO task_tags (tag, task_seq) VALUES (?, ?)", [(t, seq) for t in tags])
 
     def insert_dependency(self, task_seq: int, depends_on_seq: int) -> None:
+        self._dependency_ids.clear()
         self.conn.execute(
             "INSERT INTO dependencies (task_seq, depends_on_seq) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (task_seq, depends_on_seq),
         )
 
     def delete_dependency(self, task_seq: int, depends_on_seq: int) -> bool:
+        self._dependency_ids.clear()
         cur = self.conn.execute(
             "DELETE FROM dependencies WHERE task_seq = ? AND depends_on_seq = ?", (task_seq, depends_on_seq)
         )

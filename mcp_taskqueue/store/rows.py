@@ -18,7 +18,7 @@ from mcp_taskqueue.models import PRIORITY_BY_RANK, Event, ProjectSettings, Statu
 JSON_COLUMNS = ("payload", "result", "tags", "acceptance_criteria", "blocked_by")
 TIME_COLUMNS = ("run_at", "lease_expires_at", "created_at", "updated_at", "started_at", "finished_at")
 # Bookkeeping columns that are not part of a Task; lease_id is shown only to its claim.
-HIDDEN = ("seq", "unmet_deps", "lease_seconds", "claim_key")
+HIDDEN = ("seq", "unmet_deps", "lease_seconds", "claim_key", "dependency_ids")
 
 
 def iso(ts: float | None) -> str | None:

@@ -39,6 +39,7 @@ def token_site(tmp_path: Path) -> Iterator[TokenSite]:
         "reader": make_token(db, "reader", "read"),
         "writer": make_token(db, "writer", "read,write"),
         "opsie": make_token(db, "opsie", "read,write", "ops"),
+        "worker": make_token(db, "worker", "claim"),
     }
     with serve(db) as server:
         site = TokenSite(server.base, queue, ids, db)
@@ -75,6 +76,9 @@ def test_sign_in_read_only_sees_but_may_not_act_write_acts(
     sign_in(page, "tq_mistyped", "sign-in")
     expect(page.get_by_role("alert").filter(has_text="did not accept")).to_be_visible()
     assert_accessible(page, "sign-in form with a refused token")
+    # a real token without `read` (a worker's): told so, and back at the form to try another
+    sign_in(page, site.tokens["worker"], "sign-in")
+    expect(page.get_by_role("alert").filter(has_text="may not read the board")).to_contain_text("'read'")
     # read-only: the whole board, live, and a clear refusal of an action
     sign_in(page, site.tokens["reader"], "#/p/demo")
     expect(page.locator("li.card")).to_have_count(16)

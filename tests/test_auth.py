@@ -295,3 +295,33 @@ async def test_a_revoke_in_the_serving_process_is_refused_on_the_next_request(db
         assert await verifier.verify_token("tq_" + secret[3:][::-1]) is None
     finally:
         store.close()
+
+
+@pytest.mark.anyio
+async def test_an_open_listen_stream_ends_when_its_token_is_revoked_elsewhere(db_path: Path | str) -> None:
+    """A stream opened before the revoke does not outlive it: it ends within REVERIFY_SECONDS."""
+    from mcp_taskqueue.server.auth import REVERIFY_SECONDS
+
+    agent = make_token(db_path, "agent", "read,write")
+    other = make_token(db_path, "other", "read,write")
+    with serve(db_path) as server:
+        async with mcp_client(server.base, agent) as client, mcp_client(server.base, other) as bystander:
+            task = await call(client, "create_task", title="watched")
+            uri = f"taskqueue://tasks/{task['id']}"
+            async with bystander.listen(resource_subscriptions=[uri]) as kept:
+                with pytest.raises(Exception) as ended:
+                    async with client.listen(resource_subscriptions=[uri]) as sub:
+                        await call(client, "add_note", task_id=task["id"], text="before")
+                        with anyio.fail_after(10):
+                            assert (await sub.__anext__()).uri == uri  # type: ignore[union-attr]
+                        assert cli(db_path, "token", "revoke", "agent").returncode == 0
+                        revoked_at = time.monotonic()
+                        with anyio.fail_after(REVERIFY_SECONDS + 10):
+                            async for _ in sub:
+                                pass
+                assert "revoked" in str(ended.value) or "Subscription" in type(ended.value).__name__, ended.value
+                assert time.monotonic() - revoked_at < REVERIFY_SECONDS + 5  # not the 10 s timeout above
+                # another caller's stream on the same URI goes on
+                await call(bystander, "add_note", task_id=task["id"], text="after")
+                with anyio.fail_after(10):
+                    assert (await kept.__anext__()).uri == uri  # type: ignore[union-attr]

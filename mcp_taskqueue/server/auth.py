@@ -40,7 +40,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
 from mcp_taskqueue.errors import Forbidden, NotFound, RateLimited, TaskQueueError
-from mcp_taskqueue.identity import CURRENT_IDENTITY, SCOPES, Identity, Tokens, revocations
+from mcp_taskqueue.identity import CURRENT_IDENTITY, SCOPES, TOKEN_PREFIX, Identity, Tokens, revocations
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.ratelimit import RateLimiter
 from mcp_taskqueue.workflows import Workflows, fill_template
@@ -76,6 +76,8 @@ PROJECT_RESOURCE = re.compile(
     r"taskqueue://(?:(?P<kind>tasks)/(?P<key>[^/?#]+)(?:/history)?"
     r"|(?P<kind2>workflows|projects|schemas)/(?P<key2>[^/?#]+))"
 )
+# How often an open listen stream re-checks its caller's token (revocation ends it within this).
+REVERIFY_SECONDS = 1.0
 # Listings of what the server offers (no queue data): open to a project-limited token too.
 DISCOVERY_METHODS = frozenset({"server/discover", "resources/list", "resources/templates/list", "prompts/list"})
 WORKER_TOOLS = frozenset({"claim_task", "heartbeat", "complete_task", "fail_task", "release_task"})
@@ -305,6 +307,7 @@ class Guard:
         self.mcp = mcp
         self.queue = queue
         self.workflows = Workflows(queue)
+        self.tokens = Tokens(queue.store)
         self.auth_required = auth_required
         self.limiter = limiter
         self._read_only: dict[str, bool] | None = None
@@ -348,10 +351,45 @@ class Guard:
             raise MCPError(INVALID_REQUEST, f"{exc.code}: {exc}") from None
         # Not reset here: the Observer around this middleware reads it for the log, then resets it.
         CURRENT_IDENTITY.set(identity)
+        user = ctx.request.scope.get("user") if isinstance(ctx.request, HTTPConnection) else None
+        if ctx.method == "subscriptions/listen" and isinstance(user, AuthenticatedUser):
+            return await self._listen_while_valid(user.access_token, ctx, call_next)
         result = await call_next(ctx)
         if ctx.method == "completion/complete" and identity.projects is not None:
             result = await self._contain_completion(identity, ctx.params or {}, result)
         return result
+
+    async def _listen_while_valid(
+        self, access: AccessToken, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        """A listen stream lives as long as its caller's token: it ends (with a `forbidden` error)
+        within REVERIFY_SECONDS of the token's revocation (by any process) or expiry."""
+        result: HandlerResult = None
+        ended = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal ended
+                while await self._still_valid(access):
+                    await anyio.sleep(REVERIFY_SECONDS)
+                ended = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            result = await call_next(ctx)
+            tg.cancel_scope.cancel()
+        if ended:
+            log.info("listen stream of %s ended: token revoked or expired", access.client_id,
+                     extra={"event": "stream_revoked", "identity": access.client_id})  # fmt: skip
+            raise MCPError(INVALID_REQUEST, f"forbidden: the token of {access.client_id!r} was revoked or expired")
+        return result
+
+    async def _still_valid(self, access: AccessToken) -> bool:
+        if access.expires_at is not None and access.expires_at <= time.time():
+            return False
+        if access.token.startswith(TOKEN_PREFIX):  # a stored token: ask the store, not a cache
+            return await anyio.to_thread.run_sync(self.tokens.verify, access.token) is not None
+        return True
 
     async def _check_tool(
         self, ctx: ServerRequestContext[Any, Any], identity: Identity, tool: str

@@ -118,3 +118,20 @@ def test_a_schema_stored_before_these_checks_is_still_safe_to_apply(queue: TaskQ
     else:
         raise AssertionError("the payload was accepted")
     assert time.monotonic() - started < 2.0
+
+
+async def test_a_workflow_payload_is_checked_before_the_write_lock_too(db_path: Path | str, client: Client) -> None:
+    """The same rule for a workflow's tasks: a payload that breaks its schema is refused while another
+    connection holds the write lock, and nothing of the workflow is created."""
+    await call(client, "update_project", name="shop", payload_schemas={"order": EVIL_SKU})
+    spec = {
+        "name": "orders",
+        "project": "shop",
+        "tasks": [{"ref": "a", "title": "o", "kind": "order", "payload": {"sku": "a" * 40 + "!"}}],
+    }
+    with write_lock_held(db_path):
+        started = time.monotonic()
+        message = await call_error(client, "create_workflow", spec=spec)
+        assert time.monotonic() - started < 2.0, "the check waited for the write lock"
+    assert "validation_failed" in message and "/sku" in message
+    assert (await call(client, "queue_stats"))["total"] == 0

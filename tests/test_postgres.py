@@ -22,7 +22,7 @@ from mcp_taskqueue.errors import Conflict, ValidationFailed
 from mcp_taskqueue.models import Status
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Storage, archive
-from mcp_taskqueue.store.queries import CLAIM_SQL
+from mcp_taskqueue.store.queries import CLAIM_SQL, DUE_SQL, EXPIRED_SQL
 from tests.servers import http_server_process
 
 
@@ -186,3 +186,32 @@ def test_the_two_schemas_stay_twins(store: Storage, new_db: Callable[..., Path |
         assert here[table][0] == there[table][0], table
         if table not in UNKEYED_ON_PG:
             assert here[table][1] == there[table][1], table
+
+
+@pytest.mark.parametrize(("template", "index"), [(DUE_SQL, "tasks_due_rank"), (EXPIRED_SQL, "tasks_lease_rank")])
+def test_the_sweep_takes_each_priority_through_its_index(
+    queue: TaskQueue, store: Storage, template: str, index: str
+) -> None:
+    """Due work and expired leases are found per priority by a range of a (priority, time) partial
+    index (p007): behind a backlog of due `low` work the `critical` rows are one range away, so the
+    sweep stays O(log n) whatever the backlog, on PostgreSQL as on SQLite."""
+    later = "2100-01-01T00:00:00Z"
+    for start in (0, 400):
+        queue.create_many(
+            [{"title": f"low {i}", "priority": "low", "run_at": later} for i in range(start, start + 400)]
+        )
+        queue.create_many([{"title": f"low {i}", "priority": "low"} for i in range(start, start + 400)])
+    queue.create_many([{"title": f"critical {i}", "priority": "critical", "run_at": later} for i in range(5)])
+    queue.create_many([{"title": f"critical {i}", "priority": "critical"} for i in range(5)])
+    assert len(queue.claim_many("w", max_tasks=50, lease_seconds=60)) == 50  # leases that will expire
+    while queue.claim_many("w", max_tasks=50, lease_seconds=60):
+        pass
+    after_2100 = 5_000_000_000.0  # everything is due and every lease expired by then
+
+    def plan(tx: Any) -> str:
+        tx.conn.execute("ANALYZE tasks")
+        sql = "EXPLAIN " + tx.render(template)
+        return " | ".join(row[0] for row in tx.conn.execute(sql, (0, after_2100, 100)))
+
+    text = store.write(plan)
+    assert index in text and "Seq Scan" not in text and "Sort" not in text, text

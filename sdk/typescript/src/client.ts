@@ -81,6 +81,25 @@ interface Connection {
   generation: number;
 }
 
+/** How long a subscriber waits for the server's event stream to open before it counts as listening. */
+const LISTEN_WAIT_MS = 10_000;
+
+/**
+ * Streamable HTTP pushes `resources/updated` on the GET event stream, which the MCP SDK opens in the
+ * background after `initialize`; the server drops what it sends before that stream exists. So a
+ * subscription counts only once the stream answered: `listening` settles on the first GET response.
+ */
+const listening = new WeakMap<Transport, Promise<void>>();
+
+/** Wait (bounded) until the connection's event stream is open; stdio and custom transports are at once. */
+async function untilListening(conn: Connection): Promise<void> {
+  const heard = listening.get(conn.transport);
+  if (heard === undefined) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([heard, new Promise<void>((resolve) => (timer = setTimeout(resolve, LISTEN_WAIT_MS)))]);
+  clearTimeout(timer);
+}
+
 // "Error executing tool claim_task: lease_lost: ..." -> tool, code, message
 const TOOL_ERROR = /^Error executing tool (?<tool>[\w.-]+): (?:(?<code>[a-z_]+): )?(?<message>[\s\S]*)$/;
 
@@ -217,8 +236,15 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
       const headers: Record<string, string> = { ...this.options.headers };
       const token = this.options.token ?? envToken();
       if (token) headers["Authorization"] = `Bearer ${token}`;
-      return new StreamableHTTPClientTransport(url, {
+      let answered: () => void = () => undefined;
+      const heard = new Promise<void>((resolve) => (answered = resolve));
+      const transport = new StreamableHTTPClientTransport(url, {
         requestInit: { headers },
+        fetch: async (input, init) => {
+          const response = await globalThis.fetch(input, init);
+          if (init?.method === "GET") answered();
+          return response;
+        },
         // our own reconnect (with re-subscribe) takes over when the event stream cannot be resumed
         reconnectionOptions: {
           initialReconnectionDelay: 250,
@@ -227,6 +253,8 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
           maxRetries: 2,
         },
       });
+      listening.set(transport, heard);
+      return transport;
     }
     return stdioTransport(target);
   }
@@ -332,6 +360,7 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
     for (const uri of this.subscriptions.keys()) {
       await conn.client.subscribeResource({ uri });
     }
+    await untilListening(conn);
     for (const uri of this.subscriptions.keys()) this.notify(uri);
   }
 
@@ -490,6 +519,7 @@ export class TaskQueueClient extends ToolMethods<CallOptions> {
       this.subscriptions.set(uri, listeners);
       try {
         await this.request(`subscribe ${uri}`, true, (client) => client.subscribeResource({ uri }));
+        await untilListening(await this.connection());
       } catch (error) {
         this.subscriptions.delete(uri);
         throw error;

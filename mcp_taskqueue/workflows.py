@@ -285,6 +285,7 @@ class Workflows:
         project = checked.get("project", "default")
         items = [{**task, "project": project, "workflow_id": workflow_id} for task in checked["tasks"]]
         batch = self.queue.prepare_batch(items)
+        schemas = self.queue.check_payloads(batch[0])  # before the write transaction (queue.check_payloads)
 
         def op(tx: Tx) -> Workflow:
             now = self.queue.clock()
@@ -300,7 +301,7 @@ class Workflows:
                     "created_at": now,
                 }
             )
-            created = self.queue.insert_batch(tx, batch, now, actor)
+            created = self.queue.insert_batch(tx, batch, now, actor, schemas)
             tx.set_workflow_refs(
                 workflow_id, json.dumps({t["ref"]: c.id for t, c in zip(checked["tasks"], created, strict=True)})
             )

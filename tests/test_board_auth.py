@@ -19,7 +19,7 @@ from mcp_taskqueue.store import Store
 from mcp_taskqueue.workflows import Workflows
 from tests.board_data import populate
 from tests.servers import http_server, http_server_process
-from tests.service_servers import make_token, serve
+from tests.service_servers import cli, make_token, serve
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -98,10 +98,16 @@ def test_views_need_read_actions_need_their_scope_and_the_actor_is_the_token(
         # the live feed with a token: hello, then changes
         found: list[dict[str, Any]] = []
         stop = threading.Event()
-        threading.Thread(target=read_feed, args=(server.base, bearer(reader), found, stop), daemon=True).start()
+        feed = threading.Thread(target=read_feed, args=(server.base, bearer(reader), found, stop), daemon=True)
+        feed.start()
         wait_for(found, lambda e: e["event"] == "hello")
         made = queue.create({"project": "ops", "title": "seen by the reader"})
         wait_for(found, lambda e: made.id in e["data"].get("tasks", []))
+        # revoked (by another process): the open feed ends within about a second, and stays shut
+        assert cli(db, "token", "revoke", "reader").returncode == 0
+        feed.join(timeout=10)
+        assert not feed.is_alive(), "the feed outlived its token"
+        assert http.get("/board/events", headers=bearer(reader)).status_code == 401
         stop.set()
     assert reader not in server.log.read_text() and writer not in server.log.read_text()
 

@@ -17,6 +17,7 @@ from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 from tests.mcp_calls import call, call_error
 from tests.servers import server_env
+from tests.test_cli import ok
 
 pytestmark = pytest.mark.anyio
 
@@ -181,20 +182,9 @@ async def test_server_level_fields_may_be_left_out(db_path: Path) -> None:
 
 
 def test_the_cli_clears_with_clear_and_leaves_the_rest(db_path: Path) -> None:
-    def cli(*args: str) -> Any:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db_path), "--format", "json", *args],
-            capture_output=True,
-            text=True,
-            env=server_env(),
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-    created = cli("task", "add", "t", "--run-at", "2999-01-01T00:00:00Z", "--payload", '{"p": null}')
+    created = ok(db_path, "task", "add", "t", "--run-at", "2999-01-01T00:00:00Z", "--payload", '{"p": null}')
     assert created["status"] == "pending"
-    updated = cli("task", "update", created["id"], "--clear", "run_at", "--title", "renamed")
+    updated = ok(db_path, "task", "update", created["id"], "--clear", "run_at", "--title", "renamed")
     assert updated["status"] == "ready" and updated["title"] == "renamed"
-    shown = cli("task", "show", created["id"])
+    shown = ok(db_path, "task", "show", created["id"])
     assert shown["payload"] == {"p": None} and shown["run_at"] is None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from mcp_taskqueue.store.rows import iso
 from tests.conftest import Clock
 from tests.locks import write_lock_held
 from tests.mcp_calls import call
-from tests.servers import server_env
+from tests.test_cli import ok
 from tests.test_subscriptions import next_update, settle
 
 NINE = 1_900_000_000.0 - (1_900_000_000.0 % 86400) + 9 * 3600  # 09:00 UTC on some day
@@ -68,23 +66,13 @@ def test_reads_apply_what_time_did_without_a_server(timed_queue: TaskQueue, cloc
 
 
 def test_the_cli_lists_due_work_as_ready(db_path: Path | str) -> None:
-    def cli(*args: str) -> object:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mcp_taskqueue.cli", "--db", str(db_path), "--format", "json", *args],
-            capture_output=True,
-            text=True,
-            env=server_env(),
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-
-    due = time.time() + 8  # headroom for two CLI starts on a loaded machine
-    created = cli("task", "add", "soon", "--run-at", when(due))
-    assert created["status"] == "pending"  # type: ignore[index]
+    due = time.time() + 2
+    created = ok(db_path, "task", "add", "soon", "--run-at", when(due))
+    assert created["status"] == "pending"
     time.sleep(max(0.0, due - time.time()) + 0.3)
-    listed = cli("task", "list", "--status", "ready")
-    assert [t["id"] for t in listed["tasks"]] == [created["id"]]  # type: ignore[index]
+    listed = ok(db_path, "task", "list", "--status", "ready")
+    assert [t["id"] for t in listed["tasks"]] == [created["id"]]
+    assert ok(db_path, "stats")["by_status"]["ready"] == 1
 
 
 def test_best_due_task_is_claimed_first_behind_a_backlog(timed_queue: TaskQueue, clock: Clock) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mcp import Client
@@ -90,6 +92,46 @@ async def test_a_payload_is_checked_before_the_write_lock_is_taken(db_path: Path
         message = await call_error(
             client, "create_task", project="shop", kind="order", title="o", payload={"sku": "a" * 40 + "!"}
         )
+        assert time.monotonic() - started < 2.0, "the check waited for the write lock"
+    assert "validation_failed" in message and "/sku" in message
+    assert (await call(client, "queue_stats"))["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "http://127.0.0.1:9/never-answers"},
+        {"properties": {"f": {"$ref": "file:///etc/passwd"}}},
+        {"properties": {"sku": {"type": "string", "pattern": "^(a+)+$"}}},
+    ],
+)
+def test_a_schema_stored_before_these_checks_is_still_safe_to_apply(queue: TaskQueue, schema: dict[str, Any]) -> None:
+    """A schema that reached the store unchecked (written by an older version) is applied with the
+    same rules: nothing fetched or read, patterns on RE2; the answer names the kind, fast."""
+    queue.create_project("old")
+    queue.store.write(lambda tx: tx.set_payload_schema("old", "order", json.dumps(schema), 0.0))
+    started = time.monotonic()
+    try:
+        queue.create({"project": "old", "kind": "order", "title": "o", "payload": {"sku": "a" * 26 + "!", "f": 1}})
+    except ValidationFailed as exc:
+        assert "root:" not in str(exc) and "order" in str(exc)
+    else:
+        raise AssertionError("the payload was accepted")
+    assert time.monotonic() - started < 2.0
+
+
+async def test_a_workflow_payload_is_checked_before_the_write_lock_too(db_path: Path | str, client: Client) -> None:
+    """The same rule for a workflow's tasks: a payload that breaks its schema is refused while another
+    connection holds the write lock, and nothing of the workflow is created."""
+    await call(client, "update_project", name="shop", payload_schemas={"order": EVIL_SKU})
+    spec = {
+        "name": "orders",
+        "project": "shop",
+        "tasks": [{"ref": "a", "title": "o", "kind": "order", "payload": {"sku": "a" * 40 + "!"}}],
+    }
+    with write_lock_held(db_path):
+        started = time.monotonic()
+        message = await call_error(client, "create_workflow", spec=spec)
         assert time.monotonic() - started < 2.0, "the check waited for the write lock"
     assert "validation_failed" in message and "/sku" in message
     assert (await call(client, "queue_stats"))["total"] == 0

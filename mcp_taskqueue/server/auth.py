@@ -274,6 +274,16 @@ def require_scope(
     return None
 
 
+async def still_valid(tokens: Tokens, access: AccessToken) -> bool:
+    """Whether a token accepted earlier still holds: not expired and, for a stored token, not
+    revoked by any process (asks the store, not a cache). For long-lived streams."""
+    if access.expires_at is not None and access.expires_at <= time.time():
+        return False
+    if access.token.startswith(TOKEN_PREFIX):
+        return await anyio.to_thread.run_sync(tokens.verify, access.token) is not None
+    return True
+
+
 def board_access(auth_required: bool) -> Callable[[HTTPConnection], Identity | None]:
     """The live board's hook (`mcp.board_access`): who is calling, None when authentication is
     required and absent (401). The board checks scopes and project limits itself (server/board_routes.py)."""
@@ -385,11 +395,7 @@ class Guard:
         return result
 
     async def _still_valid(self, access: AccessToken) -> bool:
-        if access.expires_at is not None and access.expires_at <= time.time():
-            return False
-        if access.token.startswith(TOKEN_PREFIX):  # a stored token: ask the store, not a cache
-            return await anyio.to_thread.run_sync(self.tokens.verify, access.token) is not None
-        return True
+        return await still_valid(self.tokens, access)
 
     async def _check_tool(
         self, ctx: ServerRequestContext[Any, Any], identity: Identity, tool: str

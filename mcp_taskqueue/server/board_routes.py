@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
 from pydantic_core import to_jsonable_python
 from starlette.requests import HTTPConnection, Request
@@ -36,7 +38,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from mcp_taskqueue import __version__
 from mcp_taskqueue.board import ACTION_SCOPES, Board, Filters
 from mcp_taskqueue.errors import Forbidden, NotFound, TaskQueueError, ValidationFailed
-from mcp_taskqueue.identity import SCOPES, Identity
+from mcp_taskqueue.identity import SCOPES, Identity, Tokens
+from mcp_taskqueue.server.auth import still_valid
 
 log = logging.getLogger("mcp_taskqueue.board")
 T = TypeVar("T")
@@ -44,6 +47,7 @@ T = TypeVar("T")
 STATIC_TYPES = {"board.js": "text/javascript", "board.css": "text/css", "icon.svg": "image/svg+xml"}
 ERROR_STATUS = {"not_found": 404, "validation_failed": 400, "unauthorized": 401, "forbidden": 403, "store_busy": 503}
 KEEPALIVE_SECONDS = 15.0
+REVERIFY_SECONDS = 1.0  # an open feed re-checks its token this often: revoked or expired, it ends
 COALESCE_SECONDS = 0.05
 MAX_STREAMS = 200
 # The page runs nothing but its own script and talks to nothing but this server.
@@ -154,6 +158,7 @@ class BoardFeed:
     def __init__(self, mcp: MCPServer, board: Board) -> None:
         self.mcp = mcp
         self.board = board
+        self.tokens = Tokens(board.queue.store)
         self.streams = 0
         self.closed = False
         self.wakers: set[Callable[[], None]] = set()
@@ -165,8 +170,10 @@ class BoardFeed:
         for wake_up in list(self.wakers):
             wake_up()
 
-    async def stream(self, viewer: Viewer) -> AsyncIterator[str]:
-        """`hello`, then one `change` per burst of commits (only what `viewer` may see), keepalives between."""
+    async def stream(self, viewer: Viewer, access: AccessToken | None = None) -> AsyncIterator[str]:
+        """`hello`, then one `change` per burst of commits (only what `viewer` may see), keepalives
+        between; with a token (`access`) it ends within REVERIFY_SECONDS of its revocation or expiry
+        (the page then finds its token refused and asks for another)."""
         watcher = self.mcp.watcher  # type: ignore[attr-defined]
         pending: list[ServerEvent] = []
         wake = anyio.Event()
@@ -186,14 +193,23 @@ class BoardFeed:
             # With --transport sse the server's lifespan runs per MCP connection; this keeps the watcher going.
             async with watcher.lifespan(self.mcp):
                 yield f"retry: 1000\nevent: hello\ndata: {json.dumps({'version': __version__})}\n\n"
+                sent = checked = anyio.current_time()
                 while True:
-                    with anyio.move_on_after(KEEPALIVE_SECONDS):
+                    with anyio.move_on_after(REVERIFY_SECONDS if access is not None else KEEPALIVE_SECONDS):
                         await wake.wait()
                     if self.closed:
                         return
+                    now = anyio.current_time()
+                    if access is not None and now - checked >= REVERIFY_SECONDS:
+                        checked = now
+                        if not await still_valid(self.tokens, access):
+                            return
                     if not pending:
-                        yield ": keepalive\n\n"
+                        if now - sent >= KEEPALIVE_SECONDS:
+                            sent = now
+                            yield ": keepalive\n\n"
                         continue
+                    sent = now
                     await anyio.sleep(COALESCE_SECONDS)  # one message for a burst of commits
                     batch, pending[:] = list(pending), []
                     wake = anyio.Event()
@@ -354,8 +370,10 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             return refusal(exc)
         if feed.closed or feed.streams >= MAX_STREAMS:
             return JSONResponse({"error": "busy", "message": "too many open board streams"}, status_code=503)
+        user = request.scope.get("user")
+        access = user.access_token if isinstance(user, AuthenticatedUser) else None
         return StreamingResponse(
-            feed.stream(viewer),
+            feed.stream(viewer, access),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

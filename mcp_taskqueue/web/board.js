@@ -293,6 +293,7 @@ async function start(focus) {
     me = await api("/board/api/me");
   } catch (error) {
     if (error.status === 401) { signOut(token ? "The server did not accept that token: it may be mistyped, revoked or expired." : null); return; }
+    if (error.status === 403) { signOut(`That token may not read the board: ${error.message}`); return; }
     me = null; // the server is away: the views say so, and the feed keeps trying
   }
   showWho();

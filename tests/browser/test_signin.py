@@ -20,7 +20,7 @@ from tests.browser.conftest import Site
 from tests.browser.test_journeys import LIVE, card, goto, type_into
 from tests.browser.test_quality import assert_accessible
 from tests.servers import http_server
-from tests.service_servers import make_token, serve
+from tests.service_servers import cli, make_token, serve
 
 
 class TokenSite(Site):
@@ -39,6 +39,7 @@ def token_site(tmp_path: Path) -> Iterator[TokenSite]:
         "reader": make_token(db, "reader", "read"),
         "writer": make_token(db, "writer", "read,write"),
         "opsie": make_token(db, "opsie", "read,write", "ops"),
+        "worker": make_token(db, "worker", "claim"),
     }
     with serve(db) as server:
         site = TokenSite(server.base, queue, ids, db)
@@ -75,6 +76,9 @@ def test_sign_in_read_only_sees_but_may_not_act_write_acts(
     sign_in(page, "tq_mistyped", "sign-in")
     expect(page.get_by_role("alert").filter(has_text="did not accept")).to_be_visible()
     assert_accessible(page, "sign-in form with a refused token")
+    # a real token without `read` (a worker's): told so, and back at the form to try another
+    sign_in(page, site.tokens["worker"], "sign-in")
+    expect(page.get_by_role("alert").filter(has_text="may not read the board")).to_contain_text("'read'")
     # read-only: the whole board, live, and a clear refusal of an action
     sign_in(page, site.tokens["reader"], "#/p/demo")
     expect(page.locator("li.card")).to_have_count(16)
@@ -112,6 +116,10 @@ def test_sign_in_read_only_sees_but_may_not_act_write_acts(
     sent = {r.url.split("?")[0].removeprefix(site.base): r.headers.get("authorization") for r in requests}
     assert sent["/board/events"] == f"Bearer {site.tokens['writer']}"
     assert sent["/board/api/me"] == f"Bearer {site.tokens['writer']}"
+    # revoked while the page is open: the feed ends, and the page asks for a token again
+    assert cli(site.db, "token", "revoke", "writer").returncode == 0
+    expect(page.locator("#view")).to_have_attribute("data-ready", "sign-in", timeout=LIVE)
+    expect(page.get_by_role("alert")).to_contain_text("no longer accepts this token")
 
 
 def test_a_project_limited_token_sees_only_its_project(

@@ -112,6 +112,17 @@ function progressBar(value, label) {
   return h("div", { class: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(value * 100) },
     h("span", { style: null, "data-width": pct(value) }));
 }
+// Lease time left counts down on screen: a hung worker commits nothing, so no push would redraw it.
+function leaseLeft(tag, seconds, before, after) {
+  const deadline = Date.now() + seconds * 1000;
+  return h(tag, { "data-dynamic": "", "data-lease-deadline": deadline, "data-before": before, "data-after": after }, `${before}${duration(seconds)}${after}`);
+}
+setInterval(() => {
+  for (const el of view.querySelectorAll("[data-lease-deadline]")) {
+    const text = `${el.dataset.before}${duration((Number(el.dataset.leaseDeadline) - Date.now()) / 1000)}${el.dataset.after}`;
+    if (el.textContent !== text) el.textContent = text;
+  }
+}, 1000);
 // widths without inline style attributes (the page's CSP allows no inline styles): set them as properties
 function applyWidths(root) {
   for (const el of root.querySelectorAll("[data-width]")) el.style.width = el.dataset.width;
@@ -399,7 +410,7 @@ function card(c) {
     priorityBadge(c.priority),
     c.kind ? h("li", {}, `kind ${c.kind}`) : null,
     c.worker ? h("li", {}, `worker ${c.worker}`) : null,
-    c.lease_seconds_left !== null ? h("li", { "data-dynamic": "" }, `lease ${duration(c.lease_seconds_left)}`) : null,
+    c.lease_seconds_left !== null ? leaseLeft("li", c.lease_seconds_left, "lease ", "") : null,
     c.attempts ? h("li", {}, `attempt ${c.attempts}/${c.max_attempts}`) : null,
     c.blocked_by.length ? h("li", {}, `blocked by ${c.blocked_by.length} failed`) : c.waiting_on ? h("li", {}, `waits on ${c.waiting_on}`) : null,
     c.run_at ? h("li", { "data-dynamic": "" }, `not before ${when(c.run_at)}`) : null,
@@ -515,7 +526,7 @@ async function showTask(r) {
     const fields = [
       ["Status", statusBadge(t.status)], ["Priority", priorityBadge(t.priority)], ["Kind", t.kind], ["Project", h("a", { href: `#/p/${encodeURIComponent(t.project)}` }, t.project)],
       ["Id", t.id], ["Worker", t.worker || "—"], ["Attempts", `${t.attempts} of ${t.max_attempts}`],
-      ["Lease", data.lease_seconds_left !== null ? h("span", { "data-dynamic": "" }, `${duration(data.lease_seconds_left)} left`) : "—"],
+      ["Lease", data.lease_seconds_left !== null ? leaseLeft("span", data.lease_seconds_left, "", " left") : "—"],
       ["Progress", t.progress !== null ? pct(t.progress) : "—"],
       ["Workflow", t.workflow_id ? h("a", { href: `#/w/${encodeURIComponent(t.workflow_id)}` }, "Open workflow") : "—"],
       ["Depends on", t.depends_on.length ? t.depends_on.map((id, i) => [i ? ", " : "", link(id)]) : "—"],
@@ -651,6 +662,9 @@ function lineChart(title, labels, series, unit) {
     s.values.forEach((v, i) => { if (v !== null) d += `${d && s.values[i - 1] !== null ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)} `; });
     return h("svg:path", { d: d || "M0,0", fill: "none", stroke: s.color, "stroke-width": 2 });
   });
+  // a dot per value: a bucket between two empty ones (null) has no line to draw, only its dot
+  const points = series.map((s) => s.values.map((v, i) => (v === null ? null
+    : h("svg:circle", { class: "point", cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: s.color }))));
   const axis = [
     h("svg:line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#6b7280" }),
     h("svg:line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#6b7280" }),
@@ -665,7 +679,7 @@ function lineChart(title, labels, series, unit) {
     h("tbody", {}, labels.map((label, i) => h("tr", {}, h("td", {}, when(label)), series.map((s) => h("td", {}, s.values[i] === null ? "—" : unit === "%" ? pct(s.values[i]) : String(s.values[i])))))))));
   return h("figure", { class: "chart panel", "aria-labelledby": `fig-${id}` },
     h("figcaption", { id: `fig-${id}` }, h("strong", {}, title)),
-    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}, last ${labels.length} buckets; see the data table` }, axis, lines),
+    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}, last ${labels.length} buckets; see the data table` }, axis, lines, points),
     series.length > 1 ? h("ul", { class: "legend" }, series.map((s) => h("li", {}, h("span", { class: "swatch", "data-color": s.color }), s.name))) : null,
     table);
 }

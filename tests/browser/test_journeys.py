@@ -4,6 +4,7 @@ reconnection after the server went away."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -208,3 +209,32 @@ def test_reconnects_and_resyncs_after_the_server_went_away(browsers: dict[str, B
         expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=20_000)
         expect(card(page, "ready", "Made while offline")).to_be_visible(timeout=LIVE)
         assert int(page.locator("#conn").get_attribute("data-resyncs") or 0) >= 1
+
+
+def test_lease_time_left_counts_down_between_pushes(browsers: dict[str, Browser], fresh_site: Site) -> None:
+    """A hung worker sends nothing, so nothing is pushed: the lease left must still count down."""
+    task = fresh_site.queue.create({"project": "lease", "title": "Long job"})
+    assert fresh_site.queue.claim("agent-slow", project="lease", lease_seconds=80) is not None
+    page = open_board(browsers["chromium"], fresh_site, "#/p/lease")
+    lease = card(page, "running", "Long job").locator("li", has_text="lease")
+    for where in (lease, None):
+        if where is None:  # the task page's "Lease" field too
+            goto(page, fresh_site.base, f"#/t/{task.id}")
+            where = page.locator("dd", has_text=" left")
+        text = where.inner_text()
+        updates = page.locator("#conn").get_attribute("data-updates")
+        expect(where).not_to_have_text(text, timeout=LIVE)
+        assert page.locator("#conn").get_attribute("data-updates") == updates  # ticked, not re-read
+        seconds = [int(m.group(1)) for m in map(re.compile(r"(\d+)s").search, (text, where.inner_text())) if m]
+        assert len(seconds) == 2 and seconds[1] < seconds[0] <= 80, (text, where.inner_text())
+
+
+def test_charts_draw_a_bucket_that_stands_alone(browsers: dict[str, Browser], site: Site) -> None:
+    """Failure rate and claim latency are null in buckets without work: a lone value must still show."""
+    page = open_board(browsers["chromium"], site, "#/p/demo/charts")
+    for title in ("Failure rate", "Claim latency (median seconds)"):
+        figure = page.locator("figure.chart", has=page.locator("figcaption", has_text=title))
+        values = [t for t in figure.locator("tbody td:nth-child(2)").all_text_contents() if t != "—"]
+        assert values, f"{title}: the demo has work in the last hour"
+        expect(figure.locator("svg circle.point")).to_have_count(len(values))
+        assert all((box := p.bounding_box()) and box["width"] > 0 for p in figure.locator("svg circle.point").all())

@@ -25,6 +25,7 @@ from mcp_taskqueue.models import (
     MAX_LIMIT,
     PRIORITY_BY_RANK,
     Event,
+    HistoryPage,
     Priority,
     Status,
     Task,
@@ -117,6 +118,9 @@ class TaskDetail(BaseModel):
     lease_seconds_left: float | None = None
     history: list[Event]
     notes: list[Event]
+    older_events: bool = Field(
+        False, description="`history` holds only the newest events; `Board.history` pages through all of them."
+    )
     now: str
 
 
@@ -390,9 +394,12 @@ class Board:
         )
 
     def task(self, task_id: str, history_limit: int = 500) -> TaskDetail:
-        """The task with its newest `history_limit` events (oldest first) and its notes."""
+        """The task with its newest `history_limit` events (oldest first) and the notes among them;
+        `older_events` says whether there are more (`history` pages through every event)."""
         task = self.queue.get(task_id)
-        history = self.queue.history(task_id, limit=history_limit, latest=True).events
+        history = self.queue.history(task_id, limit=history_limit + 1, latest=True).events
+        older = len(history) > history_limit
+        history = history[1:] if older else history
         now = self.queue.clock()
         left = None
         if task.status == Status.running and task.lease_expires_at:
@@ -403,8 +410,13 @@ class Board:
             lease_seconds_left=left,
             history=history,
             notes=[e for e in history if e.action == "note"],
+            older_events=older,
             now=iso(now) or "",
         )
+
+    def history(self, task_id: str, cursor: str | None = None, limit: int = 1000) -> HistoryPage:
+        """Every event of the task, oldest first, `limit` (1-1000) a page; `next_cursor` for the next."""
+        return self.queue.history(task_id, cursor=cursor, limit=limit)
 
     def workflow(self, workflow_id: str) -> WorkflowDrawing:
         """The workflow (status, progress, critical path) with a layered drawing of its graph."""

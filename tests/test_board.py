@@ -221,6 +221,32 @@ def test_changes_from_another_process_are_pushed_within_a_second(
     assert ids  # the populated board stayed
 
 
+def test_a_long_history_says_it_is_cut_and_pages_through_every_event(
+    served: tuple[str, TaskQueue, dict[str, Any]],
+) -> None:
+    base, queue, ids = served
+    task_id = ids["Fix the login bug"]  # created, claimed, complete
+    for i in range(520):
+        queue.add_note(task_id, f"note {i}", actor="agent-ada")
+    detail = httpx.get(f"{base}/board/api/tasks/{task_id}").json()
+    assert detail["older_events"] is True and len(detail["history"]) == 500
+    assert detail["history"][-1]["new"] == "note 519" and detail["history"][0]["new"] == "note 20"
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200} | ({"cursor": cursor} if cursor else {})
+        page = httpx.get(f"{base}/board/api/tasks/{task_id}/history", params=params).json()
+        events += page["events"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert len(events) == 523 and events[0]["action"] == "created" and events[-1]["new"] == "note 519"
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
+    short = httpx.get(f"{base}/board/api/tasks/{ids['Old experiment']}").json()
+    assert short["older_events"] is False and short["history"][0]["action"] == "created"
+    assert httpx.get(f"{base}/board/api/tasks/nope/history").status_code == 404
+    assert httpx.get(f"{base}/board/api/tasks/{task_id}/history", params={"limit": 0}).status_code == 400
+
+
 def test_ten_thousand_tasks_page_quickly(tmp_path: Path) -> None:
     queue = TaskQueue(Store(tmp_path / "big.db"))
     for start in range(0, 10_000, 500):

@@ -131,6 +131,7 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
         assert [c["id"] for col in board["columns"] for c in col["cards"]] == [ops_task.id]
         assert http.get("/board/api/board").json()["project"] == "ops"
         assert http.get(f"/board/api/tasks/{ops_task.id}").status_code == 200
+        assert http.get(f"/board/api/tasks/{ops_task.id}/history").json()["events"][0]["action"] == "created"
         assert http.get(f"/board/api/workflows/{ops_flow.id}").status_code == 200
         assert [w["id"] for w in http.get("/board/api/workflows").json()["workflows"]] == [ops_flow.id]
         assert http.get("/board/api/charts").json()["project"] == "ops"
@@ -141,7 +142,9 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
             "/board/api/column/ready?project=demo",
             "/board/api/board?project=demo&q=database",
             f"/board/api/tasks/{demo_task}",
+            f"/board/api/tasks/{demo_task}/history",
             "/board/api/tasks/no-such-task",  # unknown ids are refused alike: nothing to probe
+            "/board/api/tasks/no-such-task/history",
             f"/board/api/workflows/{demo_flow}",
             "/board/api/workflows/no-such-workflow",
             "/board/api/workflows?project=demo",

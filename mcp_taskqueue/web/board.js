@@ -517,9 +517,26 @@ function describe(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+// Every event of a task, oldest first (the task view holds only the newest 500).
+async function allHistory(id) {
+  const events = [];
+  let cursor = null;
+  do {
+    const page = await api(`/board/api/tasks/${encodeURIComponent(id)}/history?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    events.push(...page.events);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return events;
+}
+
 async function showTask(r) {
   const render = async () => {
     const data = await api(`/board/api/tasks/${encodeURIComponent(r.id)}`);
+    if (data.older_events && current.fullHistory) {
+      data.history = await allHistory(r.id);
+      data.notes = data.history.filter((e) => e.action === "note");
+      data.older_events = false;
+    }
     const t = data.task;
     document.title = `${t.title} · Task queue board`;
     const link = (id) => h("a", { href: `#/t/${encodeURIComponent(id)}` }, id);
@@ -569,7 +586,10 @@ async function showTask(r) {
           t.error ? h("p", { class: "error" }, t.error) : t.result !== null ? h("pre", { tabindex: 0 }, JSON.stringify(t.result, null, 2)) : h("p", { class: "empty" }, "No result yet."))),
       h("section", { class: "panel", "aria-labelledby": "h-notes" }, h("h2", { id: "h-notes" }, `Notes (${data.notes.length})`),
         data.notes.length ? h("ul", {}, data.notes.map((n) => h("li", {}, h("strong", {}, n.actor || "someone"), ": ", describe(n.new)))) : h("p", { class: "empty" }, "No notes.")),
-      h("section", { class: "panel", "aria-labelledby": "h-history" }, h("h2", { id: "h-history" }, `History (${data.history.length} events)`), history));
+      h("section", { class: "panel", "aria-labelledby": "h-history" }, h("h2", { id: "h-history" }, `History (${data.older_events ? "the newest " : ""}${data.history.length} events)`),
+        data.older_events ? h("p", {}, "Older events, and the notes among them, are not shown. ",
+          h("button", { type: "button", class: "secondary", onclick: () => { current.fullHistory = true; scheduleRefresh(); } }, "Show the full history")) : null,
+        history));
     applyWidths(view);
     if (current.lastStatus && current.lastStatus !== t.status) announce(`“${t.title}” is now ${t.status}.`);
     current.lastStatus = t.status;

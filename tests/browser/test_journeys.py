@@ -238,3 +238,19 @@ def test_charts_draw_a_bucket_that_stands_alone(browsers: dict[str, Browser], si
         assert values, f"{title}: the demo has work in the last hour"
         expect(figure.locator("svg circle.point")).to_have_count(len(values))
         assert all((box := p.bounding_box()) and box["width"] > 0 for p in figure.locator("svg circle.point").all())
+
+
+def test_a_long_history_is_cut_and_shown_in_full_on_request(browsers: dict[str, Browser], fresh_site: Site) -> None:
+    task_id = fresh_site.ids["Fix the login bug"]  # created, claimed, complete
+    for i in range(510):
+        fresh_site.queue.add_note(task_id, f"note {i}", actor="agent-ada")
+    page = open_board(browsers["chromium"], fresh_site, f"#/t/{task_id}")
+    rows = page.locator('section[aria-labelledby="h-history"] tbody tr')
+    expect(page.get_by_role("heading", name="History (the newest 500 events)")).to_be_visible()
+    expect(rows).to_have_count(500)
+    page.get_by_role("button", name="Show the full history").click()
+    expect(page.get_by_role("heading", name="History (513 events)")).to_be_visible(timeout=LIVE)
+    expect(rows).to_have_count(513)
+    expect(rows.first).to_contain_text("created")
+    expect(page.get_by_role("heading", name="Notes (510)")).to_be_visible()
+    expect(page.get_by_role("button", name="Show the full history")).to_have_count(0)

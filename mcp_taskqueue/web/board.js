@@ -723,6 +723,8 @@ async function showCharts(r) {
   const render = async () => {
     last = Date.now();
     const c = await api(`/board/api/charts?project=${encodeURIComponent(project)}&minutes=${minutes}`);
+    const cut = c.counted_since ? ` Buckets before ${when(c.counted_since)} are not counted: the history that far back is longer than the charts read.` : "";
+    document.getElementById("range-summary").textContent = `${described}; updated live.${cut}`;
     const depth = Object.entries(c.depth).map(([status, values]) => ({ name: status === "pending" ? "blocked" : status, color: SERIES_COLORS[status], values }));
     holder.replaceChildren(
       lineChart("Queue depth by status", c.buckets, depth, ""),

@@ -254,3 +254,13 @@ def test_a_long_history_is_cut_and_shown_in_full_on_request(browsers: dict[str, 
     expect(rows.first).to_contain_text("created")
     expect(page.get_by_role("heading", name="Notes (510)")).to_be_visible()
     expect(page.get_by_role("button", name="Show the full history")).to_have_count(0)
+
+
+def test_a_workflow_page_follows_its_tasks_live(browsers: dict[str, Browser], engine: str, fresh_site: Site) -> None:
+    workflow, client = fresh_site.ids["workflow"], fresh_site.ids["workflow_refs"]["client"]
+    page = open_board(browsers[engine], fresh_site, f"#/w/{workflow}")
+    node = page.locator(f'a.node[data-task-id="{client}"]')
+    expect(node).to_have_attribute("aria-label", "Build the client: ready")
+    fresh_site.queue.cancel(client, reason="another process cancels it")
+    expect(node).to_have_attribute("aria-label", "Build the client: cancelled", timeout=LIVE)
+    assert int(page.locator("#conn").get_attribute("data-changes") or 0) >= 1  # pushed, not re-opened

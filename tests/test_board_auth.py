@@ -281,3 +281,43 @@ def test_show_board_for_a_project_limited_token_shows_its_project_and_no_other(
     for board in (implicit, named):
         assert board["project"] == "ops" and sum(board["counts"].values()) == 1
         assert [c["title"] for c in board["cards"]] == ["Rotate the keys"]
+
+
+def test_the_apps_bridge_holds_the_same_scopes_and_project_limits_as_the_browser_board(
+    demo: tuple[Path, TaskQueue, dict[str, Any]],
+) -> None:
+    """board_read and board_act (the MCP App's data source) under tokens: reads need `read`,
+    actions their board scope (release: admin), a project-limited token sees its projects only,
+    and actions are recorded as the token."""
+    db, queue, ids = demo
+    reader = make_token(db, "reader", "read")
+    writer = make_token(db, "writer", "read,write")
+    opsie = make_token(db, "opsie", "read,write", "ops")
+    failed, running = ids["Migrate the old database"], ids["Refactor the parser"]
+
+    async def ask() -> None:
+        async with TaskQueueClient(server.base + "/mcp", token=reader) as client:
+            board = await client.call("board_read", {"path": "/board/api/board?project=demo"})
+            assert board["total"] == 16
+            with pytest.raises(Forbidden, match="'write'"):
+                await client.call("board_act", {"path": f"/board/api/tasks/{failed}/retry"})
+        async with TaskQueueClient(server.base + "/mcp", token=writer) as client:
+            done = await client.call("board_act", {"path": f"/board/api/tasks/{failed}/retry"})
+            assert done["status"] == "ready"
+            with pytest.raises(Forbidden, match="'admin'"):
+                await client.call("board_act", {"path": f"/board/api/tasks/{running}/release"})
+        async with TaskQueueClient(server.base + "/mcp", token=opsie) as client:
+            me = await client.call("board_read", {"path": "/board/api/me"})
+            assert me["projects"] == ["ops"]
+            projects = await client.call("board_read", {"path": "/board/api/projects"})
+            assert [p["name"] for p in projects["projects"]] == ["ops"]
+            for path in ("/board/api/board?project=demo", f"/board/api/tasks/{failed}"):
+                with pytest.raises(Forbidden, match="ops"):
+                    await client.call("board_read", {"path": path})
+            with pytest.raises(Forbidden, match="ops"):
+                await client.call("board_act", {"path": f"/board/api/tasks/{running}/note", "body": {"text": "x"}})
+
+    with serve(db) as server:
+        anyio.run(ask)
+    assert queue.history(failed).events[-1].actor == "writer"
+    assert queue.get(running).status.value == "running"

@@ -68,6 +68,7 @@ TOOL_SCOPES: dict[str, str] = {
         "write",
     ),
     **dict.fromkeys(("create_project", "update_project"), "admin"),
+    "board_act": "write",  # the board App's actions; release needs admin, checked by the board itself
 }
 # MCP methods anyone who authenticated may use: the handshake and discovery.
 OPEN_METHODS = frozenset({"initialize", "ping", "tools/list", "notifications/initialized", "logging/setLevel"})
@@ -89,6 +90,8 @@ PROJECT_AWARE_TOOLS = frozenset(TOOL_SCOPES) | {
     "get_workflow",
     "list_workflows",
     "show_board",
+    "board_read",  # the board App's bridge: the board applies the token's project limits itself
+    "board_act",
 }
 
 

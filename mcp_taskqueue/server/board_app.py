@@ -9,17 +9,21 @@ summary, with fewer cards for a client that did not negotiate Apps.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from mcp.server.apps import Apps, client_supports_apps
 from mcp.server.mcpserver import Context
 from mcp_types import CallToolResult, TextContent
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_jsonable_python
 
-from mcp_taskqueue.board import Board, Filters
+from mcp_taskqueue.board import ACTION_SCOPES, Board, Filters
+from mcp_taskqueue.errors import Forbidden
+from mcp_taskqueue.identity import CURRENT_IDENTITY
 from mcp_taskqueue.queue import TaskQueue
-from mcp_taskqueue.server.board_routes import web_file
-from mcp_taskqueue.server.tools import READ, ProjectArg, reply, run_queue
+from mcp_taskqueue.server.board_routes import Viewer, act_path, action_of, open_access, read_path, web_file
+from mcp_taskqueue.server.tools import DESTRUCTIVE, READ, ProjectArg, reply, run_queue
 
 APP_URI = "ui://taskqueue/board"
 CARDS_FOR_APPS = 20
@@ -56,12 +60,44 @@ def summary_text(summary: BoardSummary) -> str:
     return "\n".join(lines)
 
 
+class BoardJSON(BaseModel):
+    """What the browser board's `/board/api/...` answers for the same path (docs/board.md)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 def app_html() -> str:
-    """The App's document: web/app.html with the board's CSS and the App's script inlined."""
-    html = web_file("app.html").decode()
-    return html.replace("/*{{css}}*/", web_file("board.css").decode()).replace(
-        "/*{{js}}*/", web_file("app.js").decode()
+    """The App's document: the browser board's own page (web/board.html) with its stylesheet and
+    script inlined, preceded by web/app.js, the data source that reads through the host's bridge."""
+    html = web_file("board.html").decode()
+    head = html.index('<link rel="icon"')
+    end = html.index("</head>")
+    inline = (
+        f"<style>\n{web_file('board.css').decode()}</style>\n"
+        f"<script>\n{web_file('app.js').decode()}</script>\n"
+        f'<script type="module">\n{web_file("board.js").decode()}</script>\n'
     )
+    return html[:head] + inline + html[end:]
+
+
+def _viewer() -> Viewer:
+    """Who called the tool: the identity the server's guard found (no guard: open access)."""
+    return Viewer.of(CURRENT_IDENTITY.get() or open_access(None))  # type: ignore[arg-type]
+
+
+def _json(answer: Any) -> CallToolResult:
+    data = to_jsonable_python(answer)
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def act_with_scope(board: Board, viewer: Viewer, path: str, body: dict[str, Any]) -> Any:
+    """`act_path` if the caller holds the action's scope (`board.ACTION_SCOPES`, as over HTTP)."""
+    scope = ACTION_SCOPES.get(action_of(path) or "", "admin")
+    if scope not in viewer.scopes:
+        have = ", ".join(sorted(viewer.scopes)) or "none"
+        raise Forbidden(f"this needs scope {scope!r}; token {viewer.actor!r} has {have}")
+    return act_path(board, viewer, path, body)
 
 
 def board_apps(queue: TaskQueue) -> Apps:
@@ -88,6 +124,16 @@ def board_apps(queue: TaskQueue) -> Apps:
         result = reply(summary)
         result.content = [TextContent(type="text", text=summary_text(summary))]
         return result
+
+    @apps.tool(resource_uri=APP_URI, visibility=["app"], name="board_read", annotations=READ)
+    async def board_read(path: str) -> Annotated[CallToolResult, BoardJSON]:
+        """For the board App only: the JSON the browser board's `GET path` answers (path: `/board/api/...` with query)."""
+        return _json(await run_queue(read_path, board, _viewer(), path))
+
+    @apps.tool(resource_uri=APP_URI, visibility=["app"], name="board_act", annotations=DESTRUCTIVE)
+    async def board_act(path: str, body: dict[str, Any] | None = None) -> Annotated[CallToolResult, BoardJSON]:
+        """For the board App only: a board action, `POST /board/api/tasks/{id}/{cancel|retry|release|priority|note}`."""
+        return _json(await run_queue(act_with_scope, board, _viewer(), path, body or {}))
 
     apps.add_html_resource(
         APP_URI, app_html(), name="board", title="Task queue board", description="Live task board", prefers_border=True

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -35,6 +36,7 @@ from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, Serv
 from pydantic_core import to_jsonable_python
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import compile_path
 
 from mcp_taskqueue import __version__
 from mcp_taskqueue.board import ACTION_SCOPES, Board, Filters
@@ -153,6 +155,99 @@ def changes_of(events: list[ServerEvent]) -> dict[str, list[str]]:
     return {key: sorted(values) for key, values in out.items()}
 
 
+# --- the JSON API as a table: the HTTP routes and the MCP App's bridge (server/board_app.py) share it ---
+
+Params = Mapping[str, str]
+Read = Callable[[Board, Params, Viewer], Any]
+ACTION_PATH = "/board/api/tasks/{task_id}/{action}"
+
+
+def _int(params: Params, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationFailed(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _filters(params: Params, viewer: Viewer) -> Filters:
+    values = {name: (params.get(name) or None) for name in ("kind", "tag", "worker", "workflow_id")}
+    return Filters(**values, project=viewer.project(params.get("project") or None), query=params.get("q") or None)
+
+
+def _page(params: Params) -> dict[str, Any]:
+    """`limit` and `cursor` of a paged listing."""
+    return {"limit": _int(params, "limit", 50), "cursor": params.get("cursor") or None}
+
+
+def _history(board: Board, params: Params, viewer: Viewer) -> Any:
+    task_id = params["task_id"]
+    viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
+    return board.history(task_id, params.get("cursor") or None, _int(params, "limit", 1000))
+
+
+# `GET` path -> read(board, path and query parameters, viewer); each needs scope `read`.
+READS: dict[str, Read] = {
+    "/board/api/me": lambda _b, _p, viewer: viewer.describe(),
+    "/board/api/projects": lambda b, _p, viewer: {"projects": b.projects(only=viewer.projects)},
+    "/board/api/board": lambda b, p, viewer: b.view(
+        _filters(p, viewer), limit=_int(p, "limit", 50), columns=[c for c in p.get("columns", "").split(",") if c]
+    ),
+    "/board/api/column/{key}": lambda b, p, viewer: b.column(p["key"], _filters(p, viewer), **_page(p)),
+    "/board/api/tasks/{task_id}": lambda b, p, viewer: viewer.see(
+        lambda: b.task(p["task_id"]), lambda detail: detail.task.project
+    ),
+    "/board/api/tasks/{task_id}/history": _history,
+    "/board/api/workflows/{workflow_id}": lambda b, p, viewer: viewer.see(
+        lambda: b.workflow(p["workflow_id"]), lambda drawing: drawing.workflow.project
+    ),
+    "/board/api/workflows": lambda b, p, viewer: b.workflows.list(
+        project=viewer.project(p.get("project") or None), **_page(p)
+    ),
+    "/board/api/charts": lambda b, p, viewer: b.charts(
+        viewer.project(p.get("project") or None), minutes=_int(p, "minutes", 60)
+    ),
+}
+_COMPILED = [(compile_path(path)[0], read) for path, read in READS.items()]
+_ACTION = compile_path(ACTION_PATH)[0]
+
+
+def read_path(board: Board, viewer: Viewer, url: str) -> Any:
+    """What `GET url` (a `/board/api/...` path with its query) answers, for the MCP App's bridge.
+    NotFound for a path that is no board read; Forbidden/NotFound/ValidationFailed as over HTTP."""
+    parts = urlsplit(url)
+    for pattern, read in _COMPILED:
+        match = pattern.match(parts.path)
+        if match:
+            params = {**dict(parse_qsl(parts.query)), **{k: unquote(v) for k, v in match.groupdict().items()}}
+            return read(board, params, viewer)
+    raise NotFound(f"no board read {parts.path!r}")
+
+
+def act_path(board: Board, viewer: Viewer, url: str, body: Mapping[str, Any]) -> Any:
+    """`POST url` (`/board/api/tasks/{id}/{action}`) for the MCP App's bridge; the caller checks
+    the action's scope (`ACTION_SCOPES`) first."""
+    match = _ACTION.match(urlsplit(url).path)
+    if not match or match["action"] not in ACTION_SCOPES:
+        raise NotFound(f"no board action at {url!r}; actions: {', '.join(ACTION_SCOPES)}")
+    return act_as(board, viewer, unquote(match["task_id"]), match["action"], body)
+
+
+def action_of(url: str) -> str | None:
+    """The action a `POST` path names (None: not an action path)."""
+    match = _ACTION.match(urlsplit(url).path)
+    return match["action"] if match else None
+
+
+def act_as(board: Board, viewer: Viewer, task_id: str, action: str, body: Mapping[str, Any]) -> Any:
+    """A board action as `viewer` (refused outside its projects), recorded under its name."""
+    if viewer.projects is not None:
+        viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
+    return board.act(action, task_id, viewer.actor, body)
+
+
 class BoardFeed:
     """Fans the watcher's notifications out to the open `/board/events` streams."""
 
@@ -251,31 +346,14 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             return refusal(exc)
         return JSONResponse(to_jsonable_python(result), headers={"Cache-Control": "no-store"})
 
-    def reading(path: str, read: Callable[[Request, Viewer], Any]) -> None:
+    def reading(path: str, read: Read) -> None:
         """A `GET` JSON route that needs scope `read`."""
 
         async def endpoint(request: Request) -> Response:
-            return await answer(request, "read", lambda viewer: read(request, viewer))
+            params = {**request.query_params, **request.path_params}
+            return await answer(request, "read", lambda viewer: read(board, params, viewer))
 
         mcp.custom_route(path, methods=["GET"])(endpoint)
-
-    def filters_of(request: Request, viewer: Viewer) -> Filters:
-        q = request.query_params
-        values = {name: (q.get(name) or None) for name in ("kind", "tag", "worker", "workflow_id")}
-        return Filters(**values, project=viewer.project(q.get("project") or None), query=q.get("q") or None)
-
-    def int_param(request: Request, name: str, default: int) -> int:
-        raw = request.query_params.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValidationFailed(f"{name} must be a whole number, not {raw!r}") from None
-
-    def page_of(request: Request) -> dict[str, Any]:
-        """`limit` and `cursor` of a paged listing."""
-        return {"limit": int_param(request, "limit", 50), "cursor": request.query_params.get("cursor") or None}
 
     @mcp.custom_route("/", methods=["GET"])  # type: ignore[untyped-decorator]
     @mcp.custom_route("/board", methods=["GET"])  # type: ignore[untyped-decorator]
@@ -298,50 +376,8 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
             headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
         )
 
-    reading("/board/api/me", lambda _request, viewer: viewer.describe())
-    reading("/board/api/projects", lambda _request, viewer: {"projects": board.projects(only=viewer.projects)})
-    reading(
-        "/board/api/board",
-        lambda request, viewer: board.view(
-            filters_of(request, viewer),
-            limit=int_param(request, "limit", 50),
-            columns=[c for c in request.query_params.get("columns", "").split(",") if c],
-        ),
-    )
-    reading(
-        "/board/api/column/{key}",
-        lambda request, viewer: board.column(
-            request.path_params["key"], filters_of(request, viewer), **page_of(request)
-        ),
-    )
-
-    def reading_one(path: str, read: Callable[[str], T], project_of: Callable[[T], str]) -> None:
-        """A `GET` of the one task or workflow whose id ends `path`, refused outside the viewer's projects."""
-        key = path.rsplit("{", 1)[1].rstrip("}")
-        reading(path, lambda request, viewer: viewer.see(lambda: read(request.path_params[key]), project_of))
-
-    reading_one("/board/api/tasks/{task_id}", board.task, lambda detail: detail.task.project)
-
-    def history(request: Request, viewer: Viewer) -> Any:
-        task_id = request.path_params["task_id"]
-        viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
-        cursor = request.query_params.get("cursor") or None
-        return board.history(task_id, cursor, int_param(request, "limit", 1000))
-
-    reading("/board/api/tasks/{task_id}/history", history)
-    reading_one("/board/api/workflows/{workflow_id}", board.workflow, lambda drawing: drawing.workflow.project)
-    reading(
-        "/board/api/workflows",
-        lambda request, viewer: board.workflows.list(
-            project=viewer.project(request.query_params.get("project") or None), **page_of(request)
-        ),
-    )
-    reading(
-        "/board/api/charts",
-        lambda request, viewer: board.charts(
-            viewer.project(request.query_params.get("project") or None), minutes=int_param(request, "minutes", 60)
-        ),
-    )
+    for path, read in READS.items():
+        reading(path, read)
 
     @mcp.custom_route("/board/api/tasks/{task_id}/{action}", methods=["POST"])  # type: ignore[untyped-decorator]
     async def act(request: Request) -> Response:
@@ -364,12 +400,7 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
         if not isinstance(body, dict):
             return JSONResponse({"error": "validation_failed", "message": "the body must be a JSON object"}, 400)
 
-        def run(viewer: Viewer) -> Any:
-            if viewer.projects is not None:
-                viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
-            return board.act(action, task_id, viewer.actor, body)
-
-        return await answer(request, ACTION_SCOPES[action], run)
+        return await answer(request, ACTION_SCOPES[action], lambda viewer: act_as(board, viewer, task_id, action, body))
 
     @mcp.custom_route("/board/events", methods=["GET"])  # type: ignore[untyped-decorator]
     async def events(request: Request) -> Response:

@@ -1,80 +1,75 @@
-// The board as an MCP App (ui://taskqueue/board): rendered by the host in a sandboxed iframe.
-// It speaks JSON-RPC to the host over postMessage (ext-apps): ui/initialize, then it draws each
-// show_board result the host forwards, and calls tools through the host to refresh or retry.
+// The board as an MCP App (ui://taskqueue/board): the host renders this document in a sandboxed
+// iframe. This script runs before board.js and gives it a data source that reads through the host
+// (the MCP Apps postMessage bridge, JSON-RPC 2.0) instead of fetch() to /board/api:
+//   GET  /board/api/...                  -> tools/call board_read {path}
+//   POST /board/api/tasks/{id}/{action}  -> tools/call board_act {path, body}
+// The bridge pushes nothing from our server to the App (the host forwards the tool's input and
+// result, not resource updates), so board.js re-reads the open view every POLL_MS instead of
+// listening to /board/events.
 (() => {
-  const LABELS = { ready: "Ready", running: "Running", blocked: "Blocked", failed: "Failed", completed: "Completed", cancelled: "Cancelled" };
-  const root = document.getElementById("app");
-  const status = document.getElementById("app-status");
+  const POLL_MS = 2000;
+  const STATUS = { not_found: 404, validation_failed: 400, unauthorized: 401, forbidden: 403, store_busy: 503, rate_limited: 429 };
   const pending = new Map();
   let nextId = 1;
-  let args = {};
 
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k.startsWith("on")) el.addEventListener(k.slice(2), v); else el.setAttribute(k, v === true ? "" : String(v));
-    }
-    for (const c of children.flat(Infinity)) if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
-    return el;
-  }
   function send(message) { window.parent.postMessage({ jsonrpc: "2.0", ...message }, "*"); }
   function request(method, params) {
     const id = nextId++;
     send({ id, method, params });
     return new Promise((resolve, reject) => pending.set(id, { resolve, reject }));
   }
-  function say(text) { status.textContent = ""; setTimeout(() => { status.textContent = text; }, 30); }
-
-  async function callTool(name, argumentsObject) {
-    const result = await request("tools/call", { name, arguments: argumentsObject });
-    if (result && result.isError) throw new Error(result.content && result.content[0] ? result.content[0].text : "tool error");
-    return result;
-  }
-  async function refresh(announce = true) {
-    try { render(await callTool("show_board", args)); if (announce) say("Board refreshed."); } catch (e) { say(`Refresh failed: ${e.message}`); }
-  }
-  async function retry(card) {
-    try { await callTool("retry_task", { task_id: card.id }); await refresh(false); say(`“${card.title}” sent back to the queue.`); }
-    catch (e) { say(`Could not retry “${card.title}”: ${e.message}`); }
-  }
-
-  function render(result) {
-    const board = result && (result.structuredContent || result.structured_content);
-    if (!board) return;
-    const columns = Object.entries(board.counts).map(([key, count]) => ({ key, count, cards: board.cards.filter((c) => c.column === key) })).map((col) => h("section", { class: `column col-${col.key}`, "aria-labelledby": `c-${col.key}` },
-      h("h2", { id: `c-${col.key}` }, h("span", {}, LABELS[col.key] || col.key), h("span", { "aria-label": `${col.count} tasks` }, String(col.count))),
-      col.cards.length ? h("ul", { class: "cards" }, col.cards.map((c) => h("li", { class: `card s-${col.key}`, "data-task-id": c.id },
-        h("h3", {}, c.title),
-        h("ul", { class: "meta", "aria-label": "details" },
-          h("li", {}, h("span", { class: `badge p-${c.priority}` }, c.priority)),
-          c.worker ? h("li", {}, `worker ${c.worker}`) : null,
-          c.progress !== undefined && c.progress !== null ? h("li", {}, `${Math.round(c.progress * 100)}% done`) : null,
-          null),
-        col.key === "failed" ? h("div", { class: "actions" }, h("button", { type: "button", "aria-label": `Retry ${c.title}`, onclick: () => retry(c) }, "Retry")) : null)))
-        : h("p", { class: "empty" }, "None"),
-      col.count > col.cards.length ? h("p", { class: "summary" }, `and ${col.count - col.cards.length} more`) : null));
-    root.replaceChildren(
-      h("div", { class: "row" }, h("h1", {}, board.project ? `Board: ${board.project}` : "Board: all projects"),
-        h("button", { type: "button", class: "secondary", onclick: () => refresh() }, "Refresh")),
-      h("p", { class: "summary" }, `${Object.values(board.counts).reduce((a, b) => a + b, 0)} tasks.`),
-      h("div", { class: "columns" }, columns));
-  }
 
   window.addEventListener("message", (event) => {
+    if (event.source !== window.parent) return;
     const msg = event.data;
     if (!msg || msg.jsonrpc !== "2.0") return;
-    if (msg.id !== undefined && pending.has(msg.id) && !msg.method) {
+    if (msg.id !== undefined && !msg.method && pending.has(msg.id)) {
       const waiter = pending.get(msg.id);
       pending.delete(msg.id);
       if (msg.error) waiter.reject(new Error(msg.error.message)); else waiter.resolve(msg.result);
       return;
     }
-    if (msg.method === "ui/notifications/tool-input") args = (msg.params && msg.params.arguments) || {};
-    if (msg.method === "ui/notifications/tool-result") render(msg.params);
+    // show_board {project}: open that project's board unless the user already went somewhere
+    if (msg.method === "ui/notifications/tool-input") {
+      const project = msg.params && msg.params.arguments && msg.params.arguments.project;
+      if (project && (!location.hash || location.hash === "#/")) location.hash = `#/p/${encodeURIComponent(project)}`;
+    }
   });
 
-  request("ui/initialize", { protocolVersion: "2026-01-26", appInfo: { name: "taskqueue-board", version: "1" }, appCapabilities: {} })
-    .then(() => send({ method: "ui/notifications/initialized", params: {} }))
-    .catch(() => say("The host did not answer; showing nothing."));
+  // Links within the board are fragments (#/t/ID ...). A host's document (srcdoc, blob:) may resolve
+  // them against another base and navigate the frame away: change the fragment in place instead.
+  document.addEventListener("click", (event) => {
+    const link = event.target instanceof Element ? event.target.closest('a[href^="#"]') : null;
+    if (!link || event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+    event.preventDefault();
+    const href = link.getAttribute("href");
+    if (href.startsWith("#/")) location.hash = href;
+    else { const target = document.getElementById(href.slice(1)); if (target) target.focus(); }
+  });
+
+  const ready = request("ui/initialize", { protocolVersion: "2026-01-26", appInfo: { name: "taskqueue-board", version: "1" }, appCapabilities: {} })
+    .then((result) => { send({ method: "ui/notifications/initialized", params: {} }); return result; });
+
+  // A tool result as board.js's api() reads a response: {status, body}. Refusals arrive as
+  // "Error executing tool NAME: CODE: message" (the server's one error format).
+  function asResponse(result) {
+    if (!result || !result.isError) return { status: 200, body: result ? result.structuredContent : null };
+    const text = result.content && result.content[0] ? result.content[0].text : "the tool failed";
+    const match = /^Error executing tool \S+: (\w+): ([\s\S]*)$/.exec(text);
+    return match ? { status: STATUS[match[1]] || 409, body: { error: match[1], message: match[2] } } : { status: 500, body: { message: text } };
+  }
+
+  window.taskqueueBridge = {
+    pollMs: POLL_MS,
+    async request(path, options = {}) {
+      try {
+        await ready;
+        const post = (options.method || "GET") === "POST";
+        const args = post ? { path, body: options.body ? JSON.parse(options.body) : {} } : { path };
+        return asResponse(await request("tools/call", { name: post ? "board_act" : "board_read", arguments: args }));
+      } catch (error) {
+        return { status: 503, body: { message: `The host did not pass the call on: ${error.message}` } };
+      }
+    },
+  };
 })();

@@ -4,6 +4,10 @@
 // #/p/NAME/charts[?range=24h], #/w/ID workflow, #/t/ID task.
 // A server with tokens: the sign-in form keeps the token in sessionStorage (this tab only) and every
 // request sends it as `Authorization: Bearer`; it never goes into a URL.
+// Inside an MCP host (the App ui://taskqueue/board) the same script runs with another data source:
+// web/app.js sets window.taskqueueBridge, which carries each /board/api request through the host as
+// an MCP tool call (the host's connection is already signed in), and the view is re-read every
+// bridge.pollMs because the host's bridge pushes nothing.
 
 const COLUMNS = ["ready", "running", "blocked", "failed", "completed", "cancelled"];
 const LABELS = { ready: "Ready", running: "Running", blocked: "Blocked", failed: "Failed", completed: "Completed", cancelled: "Cancelled" };
@@ -32,7 +36,9 @@ let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
 let dropped = false; // the feed broke: resync everything once it is back
-let token = sessionStorage.getItem(TOKEN_KEY);
+const bridge = window.taskqueueBridge || null; // set inside an MCP host (web/app.js)
+// (a host's sandboxed iframe has no storage, and needs no token: the host's connection is signed in)
+let token = bridge ? null : sessionStorage.getItem(TOKEN_KEY);
 let me = null; // GET /board/api/me: name, scopes, projects, signed_in
 let feed = null; // the live feed's AbortController
 let retryMs = 1000;
@@ -64,13 +70,19 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path, options = {}) {
+// The data source: {status, body} of a /board/api request, over HTTP or through the MCP host.
+async function viaHttp(path, options) {
   const response = await fetch(path, { ...options, headers: authHeaders(options.headers), cache: "no-store" });
   let body = null;
   try { body = await response.json(); } catch { body = null; }
-  if (!response.ok) {
-    const message = body && body.message ? body.message : `${response.status} ${response.statusText}`;
-    throw new ApiError(response.status, message);
+  return { status: response.status, body, statusText: response.statusText };
+}
+
+async function api(path, options = {}) {
+  const { status, body, statusText } = bridge ? await bridge.request(path, options) : await viaHttp(path, options);
+  if (status < 200 || status > 299) {
+    const message = body && body.message ? body.message : `${status} ${statusText || ""}`.trim();
+    throw new ApiError(status, message);
   }
   return body;
 }
@@ -188,6 +200,7 @@ async function runRefresh() {
 
 // --- the live feed: Server-Sent Events over fetch (an EventSource cannot send the token) -----
 function connect() {
+  if (bridge) { poll(); return; }
   if (feed) feed.abort();
   const controller = new AbortController();
   feed = controller;
@@ -206,6 +219,21 @@ function connect() {
       await new Promise((resolve) => setTimeout(resolve, retryMs));
     }
   })();
+}
+
+// Inside an MCP host: re-read the open view every bridge.pollMs (no push through the bridge).
+function poll() {
+  if (feed) feed.abort();
+  const controller = new AbortController();
+  feed = controller;
+  setConn("live", `Live (re-read every ${Math.round(bridge.pollMs / 1000)} s)`);
+  const timer = setInterval(() => {
+    if (controller.signal.aborted) { clearInterval(timer); return; }
+    metrics.changes += 1;
+    metrics.lastChangeAt = performance.now();
+    scheduleRefresh();
+    showMetrics();
+  }, bridge.pollMs);
 }
 
 // The event-stream format: blocks separated by a blank line; `event:`, `data:`, `retry:` fields; `:` comments.
@@ -263,11 +291,16 @@ function showWho() {
   const limits = me.projects ? ` · ${me.projects.join(", ")}` : "";
   who.replaceChildren(
     h("span", {}, `Signed in as ${me.name} (${me.scopes.join(", ")}${limits})`),
-    h("button", { type: "button", class: "secondary", onclick: () => signOut(null) }, "Sign out"));
+    bridge ? null : h("button", { type: "button", class: "secondary", onclick: () => signOut(null) }, "Sign out"));
   who.hidden = false;
 }
 
 function signOut(reason) {
+  if (bridge) { // inside an MCP host there is no token to give: the host's connection was refused
+    view.replaceChildren(h("h1", {}, "Not allowed"), h("p", { class: "error", role: "alert" }, reason || "The host's connection may not read the board."));
+    view.dataset.ready = "refused";
+    return;
+  }
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
   me = null;
@@ -313,6 +346,12 @@ async function start(focus) {
 }
 
 // --- confirmation and actions ----------------------------------------------------------------
+// The dialog's buttons close it themselves: a host's sandboxed frame (MCP App) may forbid the
+// form submission that `method="dialog"` relies on.
+for (const button of dialog.querySelectorAll("button[value]")) {
+  button.addEventListener("click", (event) => { event.preventDefault(); dialog.close(button.value); });
+}
+
 function confirmAction(title, text, yes) {
   return new Promise((resolve) => {
     document.getElementById("confirm-title").textContent = title;

@@ -281,6 +281,27 @@ export const ShowBoardResultSchema: z.ZodType<ShowBoardResult> = z.looseObject({
   cards: z.array(z.record(z.string(), z.unknown())),
 });
 
+export interface BoardReadArgs {
+  path: string;
+}
+
+export interface BoardReadResult {
+}
+export const BoardReadResultSchema: z.ZodType<BoardReadResult> = z.looseObject({
+
+});
+
+export interface BoardActArgs {
+  path: string;
+  body?: Record<string, unknown> | null;
+}
+
+export interface BoardActResult {
+}
+export const BoardActResultSchema: z.ZodType<BoardActResult> = z.looseObject({
+
+});
+
 export interface CreateTaskArgs {
   /** Short imperative summary. */
   title: string;
@@ -767,6 +788,8 @@ export type CreateNotifierResult = NotifierInfo;
 /** Every tool: its method name and annotations (retries follow readOnly/idempotent hints). */
 export const TOOLS = {
   show_board: { method: "showBoard", readOnly: true, idempotent: false, destructive: false, result: ShowBoardResultSchema },
+  board_read: { method: "boardRead", readOnly: true, idempotent: false, destructive: false, result: BoardReadResultSchema },
+  board_act: { method: "boardAct", readOnly: false, idempotent: true, destructive: true, result: BoardActResultSchema },
   create_task: { method: "createTask", readOnly: false, idempotent: false, destructive: false, result: TaskStateSchema },
   create_tasks: { method: "createTasks", readOnly: false, idempotent: false, destructive: false, result: CreateTasksResultSchema },
   get_task: { method: "getTask", readOnly: true, idempotent: false, destructive: false, result: TaskSchema },
@@ -801,6 +824,8 @@ export const TOOLS = {
 /** Tool name -> argument and result types. */
 export interface ToolTypes {
   show_board: { args: ShowBoardArgs; result: ShowBoardResult };
+  board_read: { args: BoardReadArgs; result: BoardReadResult };
+  board_act: { args: BoardActArgs; result: BoardActResult };
   create_task: { args: CreateTaskArgs; result: TaskState };
   create_tasks: { args: CreateTasksArgs; result: CreateTasksResult };
   get_task: { args: GetTaskArgs; result: Task };
@@ -848,6 +873,16 @@ export abstract class ToolMethods<O extends CallOptionsBase = CallOptionsBase> {
   /** Show the live task board. */
   showBoard(args: ShowBoardArgs = {}, options?: O): Promise<ShowBoardResult> {
     return this.callTool("show_board", args, options);
+  }
+
+  /** For the board App only: the JSON the browser board's `GET path` answers (path: `/board/api/...` with query). */
+  boardRead(args: BoardReadArgs, options?: O): Promise<BoardReadResult> {
+    return this.callTool("board_read", args, options);
+  }
+
+  /** For the board App only: a board action, `POST /board/api/tasks/{id}/{cancel|retry|release|priority|note}`. */
+  boardAct(args: BoardActArgs, options?: O): Promise<BoardActResult> {
+    return this.callTool("board_act", args, options);
   }
 
   /** Create one task. It is `ready` at once unless it waits on depends_on or run_at (`pending`). */

@@ -9,7 +9,7 @@ COPY mcp_taskqueue ./mcp_taskqueue
 COPY prompts ./prompts
 COPY schemas ./schemas
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ".[tracing]"
+    && /opt/venv/bin/pip install --no-cache-dir ".[postgres,secrets,tracing]"
 
 FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \

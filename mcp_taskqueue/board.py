@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,7 @@ from mcp_taskqueue.models import (
     MAX_LIMIT,
     PRIORITY_BY_RANK,
     Event,
+    HistoryPage,
     Priority,
     Status,
     Task,
@@ -37,6 +38,8 @@ from mcp_taskqueue.store import Tx
 from mcp_taskqueue.store.board_queries import CARD_COLUMNS
 from mcp_taskqueue.store.rows import iso
 from mcp_taskqueue.workflows import Workflows
+
+T = TypeVar("T")
 
 # (column key, status it shows, label), left to right.
 COLUMNS: tuple[tuple[str, Status, str], ...] = (
@@ -117,6 +120,9 @@ class TaskDetail(BaseModel):
     lease_seconds_left: float | None = None
     history: list[Event]
     notes: list[Event]
+    older_events: bool = Field(
+        False, description="`history` holds only the newest events; `Board.history` pages through all of them."
+    )
     now: str
 
 
@@ -148,8 +154,13 @@ class Charts(BaseModel):
     project: str | None
     minutes: int
     buckets: list[str]
-    depth: dict[str, list[int]] = Field(description="Tasks per status at each bucket's end.")
-    throughput: list[int] = Field(description="Tasks completed within each bucket.")
+    counted_since: str | None = Field(
+        None,
+        description="The charts read the store's newest MAX_CHART_EVENTS events, which begin here; buckets "
+        "before it are null (not counted). None: the whole range is counted.",
+    )
+    depth: dict[str, list[int | None]] = Field(description="Tasks per status at each bucket's end.")
+    throughput: list[int | None] = Field(description="Tasks completed within each bucket.")
     failure_rate: list[float | None] = Field(description="Failed attempts / finished attempts; null: none finished.")
     claim_latency: list[float | None] = Field(description="Median seconds from ready to claimed; null: no claims.")
 
@@ -221,10 +232,16 @@ def event_statuses(action: str, old: Any, new: Any) -> tuple[str | None, str | N
 
 
 def charts_from_events(
-    rows: Iterable[Any], counts_now: Mapping[str, int], now: float, minutes: int, buckets: int = CHART_BUCKETS
+    rows: Iterable[Any],
+    counts_now: Mapping[str, int],
+    now: float,
+    minutes: int,
+    buckets: int = CHART_BUCKETS,
+    counted_since: float | None = None,
 ) -> Charts:
     """Depth is rebuilt backwards from today's counts by undoing each status move; throughput,
-    failure rate and claim latency are counted forwards. `rows` come newest first."""
+    failure rate and claim latency are counted forwards. `rows` come newest first. `rows` that
+    begin at `counted_since` (older events exist but were not read) leave earlier buckets null."""
     start = now - minutes * 60
     width = minutes * 60 / buckets
     ends = [start + width * (i + 1) for i in range(buckets)]
@@ -258,14 +275,26 @@ def charts_from_events(
             latencies[index].append(at - ready_since.pop(task_seq))
         elif after == Status.ready.value:
             ready_since[task_seq] = at
+
+    def counted(values: list[T], whole: bool = True) -> list[T | None]:
+        """Null where the bucket (whole: all of it; else its end) lies before `counted_since`."""
+        if counted_since is None:
+            return list(values)
+        return [
+            v if (end - width if whole else end) >= counted_since else None for v, end in zip(values, ends, strict=True)
+        ]
+
     return Charts(
         project=None,
         minutes=minutes,
         buckets=[iso(end) or "" for end in ends],
-        depth=depth,
-        throughput=completed,
-        failure_rate=[round(f / (c + f), 4) if c + f else None for c, f in zip(completed, failed, strict=True)],
-        claim_latency=[round(statistics.median(values), 3) if values else None for values in latencies],
+        counted_since=iso(counted_since) if counted_since is not None else None,
+        depth={status: counted(values, whole=False) for status, values in depth.items()},
+        throughput=counted(completed),
+        failure_rate=counted(
+            [round(f / (c + f), 4) if c + f else None for c, f in zip(completed, failed, strict=True)]
+        ),
+        claim_latency=counted([round(statistics.median(v), 3) if v else None for v in latencies]),
     )
 
 
@@ -390,9 +419,12 @@ class Board:
         )
 
     def task(self, task_id: str, history_limit: int = 500) -> TaskDetail:
-        """The task with its newest `history_limit` events (oldest first) and its notes."""
+        """The task with its newest `history_limit` events (oldest first) and the notes among them;
+        `older_events` says whether there are more (`history` pages through every event)."""
         task = self.queue.get(task_id)
-        history = self.queue.history(task_id, limit=history_limit, latest=True).events
+        history = self.queue.history(task_id, limit=history_limit + 1, latest=True).events
+        older = len(history) > history_limit
+        history = history[1:] if older else history
         now = self.queue.clock()
         left = None
         if task.status == Status.running and task.lease_expires_at:
@@ -403,8 +435,13 @@ class Board:
             lease_seconds_left=left,
             history=history,
             notes=[e for e in history if e.action == "note"],
+            older_events=older,
             now=iso(now) or "",
         )
+
+    def history(self, task_id: str, cursor: str | None = None, limit: int = 1000) -> HistoryPage:
+        """Every event of the task, oldest first, `limit` (1-1000) a page; `next_cursor` for the next."""
+        return self.queue.history(task_id, cursor=cursor, limit=limit)
 
     def workflow(self, workflow_id: str) -> WorkflowDrawing:
         """The workflow (status, progress, critical path) with a layered drawing of its graph."""
@@ -412,15 +449,20 @@ class Board:
         nodes, edges, width, height = layout(workflow.tasks, workflow.critical_path)
         return WorkflowDrawing(workflow=workflow, nodes=nodes, edges=edges, width=width, height=height)
 
-    def charts(self, project: str | None = None, minutes: int = 60) -> Charts:
-        """Depth by status, throughput, failure rate and claim latency over the last `minutes`."""
+    def charts(self, project: str | None = None, minutes: int = 60, max_events: int = MAX_CHART_EVENTS) -> Charts:
+        """Depth by status, throughput, failure rate and claim latency over the last `minutes`, from
+        the store's newest `max_events` events (buckets before them are null: `counted_since`)."""
         if not 1 <= minutes <= 7 * 24 * 60:
             raise ValidationFailed("minutes must be between 1 and 10080 (a week)")
 
         def op(tx: Tx) -> Charts:
             now = self.queue.clock()
-            rows = tx.recent_events(now - minutes * 60, project, MAX_CHART_EVENTS)
-            charts = charts_from_events(rows, tx.count_by_status(project), now, minutes)
+            since = now - minutes * 60
+            rows = tx.recent_events(since, project, max_events)
+            counted_since = tx.events_counted_since(max_events)
+            if counted_since is not None and counted_since <= since:
+                counted_since = None  # the window reaches back far enough
+            charts = charts_from_events(rows, tx.count_by_status(project), now, minutes, counted_since=counted_since)
             charts.project = project
             return charts
 

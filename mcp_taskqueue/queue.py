@@ -10,6 +10,7 @@ import builtins
 import json
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -42,7 +43,16 @@ from mcp_taskqueue.models import (
 )
 from mcp_taskqueue.notify.events import enqueue_for_history
 from mcp_taskqueue.payload_schemas import CheckedSchemas, PayloadSchemas, check_schema
-from mcp_taskqueue.store import LockedElsewhere, Storage, Tx, no_foreign_wait, rows, short_call
+from mcp_taskqueue.store import (
+    LockedElsewhere,
+    Storage,
+    Tx,
+    WouldBlock,
+    no_foreign_wait,
+    rows,
+    short_call,
+    waiting_allowed,
+)
 from mcp_taskqueue.store.queries import MAX_QUERY, search_terms
 
 # Which status may move to which; anything else is refused with InvalidTransition.
@@ -86,6 +96,9 @@ class TaskQueue:
         self.store = store
         self.clock = clock
         self.payload_schemas = PayloadSchemas()
+        # One promotion at a time in this process: a read that finds work due waits for a running
+        # one (the background promoter) and then sees its result, rather than skipping its rows.
+        self._promotion = threading.Lock()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -826,6 +839,16 @@ class TaskQueue:
         due. At most PROMOTE_ROUNDS sweeps per call (a huge backlog drains over several calls). True
         when anything changed. The server runs this in the background; reads run it when they find
         something due."""
+        if not self._promotion.acquire(blocking=False):
+            if not waiting_allowed():
+                raise WouldBlock  # on an event loop: the caller reruns in a thread, where waiting is harmless
+            self._promotion.acquire()
+        try:
+            return self._promote_due()
+        finally:
+            self._promotion.release()
+
+    def _promote_due(self) -> bool:
         now = self.clock()
         if not self.store.read(lambda tx: tx.sweep_due(now)):
             return False

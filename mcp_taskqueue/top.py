@@ -109,7 +109,13 @@ class RemoteSource:
         self.errors: tuple[type[Exception], ...] = (httpx2.HTTPError,)
 
     async def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        response = await self.http.get(path, params=params)
+        try:
+            response = await self.http.get(path, params=params)
+        except self.errors as exc:
+            raise click.ClickException(f"cannot reach {self.base}: {exc}") from exc
+        if response.status_code == 401:
+            message = response.json().get("message", response.text)
+            raise click.ClickException(f"{message} (top --url sends $TASKQUEUE_TOKEN)")
         if response.status_code >= 400:
             raise click.ClickException(response.json().get("message", response.text))
         return response.json()
@@ -236,6 +242,7 @@ class TopApp(App[None]):
         self.cards: dict[str, Card] = {}
         self.selected: str | None = None
         self.refreshes = 0
+        self.failure: str | None = None  # why the first read failed (the app then exits with code 1)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -249,14 +256,22 @@ class TopApp(App[None]):
 
     async def on_mount(self) -> None:
         self.sub_title = self.filters.project or "all projects"
-        await self.reload()
+        try:
+            await self.reload()
+        except click.ClickException as exc:  # no token, a refused one, no server: say so, not a traceback
+            self.failure = exc.message
+            self.exit(return_code=1)
+            return
         self.query_one("#col-ready", OptionList).focus()
         self.follow()
 
     @work(exclusive=True, group="follow")
     async def follow(self) -> None:
         async for _ in self.source.changes():
-            await self.reload()
+            try:
+                await self.reload()
+            except click.ClickException as exc:  # gone away or refused meanwhile: keep following
+                self.notify(exc.message, severity="error", timeout=6)
 
     async def reload(self) -> None:
         """Redraw every column from a fresh read, keeping each column's highlighted card."""
@@ -326,4 +341,7 @@ def top(ctx: click.Context, project: str | None, kind: str | None, worker: str |
     """Live full-screen board: columns by status, task details; keys r retry, c cancel, l release, q quit."""
     obj = ctx.find_root().obj or {}  # the global --db/--url, wherever they were given
     source: BoardSource = RemoteSource(obj["url"]) if obj.get("url") else LocalSource(obj.get("db"))
-    TopApp(source, Filters(project=project, kind=kind, worker=worker)).run()
+    app = TopApp(source, Filters(project=project, kind=kind, worker=worker))
+    app.run()
+    if app.failure:
+        raise click.ClickException(app.failure)

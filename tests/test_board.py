@@ -15,6 +15,7 @@ import pytest
 
 from mcp_taskqueue.board import Board, Filters, charts_from_events, layout
 from mcp_taskqueue.errors import InvalidTransition, LeaseLost
+from mcp_taskqueue.inputs import parse_time
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.workflows import Workflows
@@ -221,6 +222,32 @@ def test_changes_from_another_process_are_pushed_within_a_second(
     assert ids  # the populated board stayed
 
 
+def test_a_long_history_says_it_is_cut_and_pages_through_every_event(
+    served: tuple[str, TaskQueue, dict[str, Any]],
+) -> None:
+    base, queue, ids = served
+    task_id = ids["Fix the login bug"]  # created, claimed, complete
+    for i in range(520):
+        queue.add_note(task_id, f"note {i}", actor="agent-ada")
+    detail = httpx.get(f"{base}/board/api/tasks/{task_id}").json()
+    assert detail["older_events"] is True and len(detail["history"]) == 500
+    assert detail["history"][-1]["new"] == "note 519" and detail["history"][0]["new"] == "note 20"
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"limit": 200} | ({"cursor": cursor} if cursor else {})
+        page = httpx.get(f"{base}/board/api/tasks/{task_id}/history", params=params).json()
+        events += page["events"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert len(events) == 523 and events[0]["action"] == "created" and events[-1]["new"] == "note 519"
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})
+    short = httpx.get(f"{base}/board/api/tasks/{ids['Old experiment']}").json()
+    assert short["older_events"] is False and short["history"][0]["action"] == "created"
+    assert httpx.get(f"{base}/board/api/tasks/nope/history").status_code == 404
+    assert httpx.get(f"{base}/board/api/tasks/{task_id}/history", params={"limit": 0}).status_code == 400
+
+
 def test_ten_thousand_tasks_page_quickly(tmp_path: Path) -> None:
     queue = TaskQueue(Store(tmp_path / "big.db"))
     for start in range(0, 10_000, 500):
@@ -266,6 +293,36 @@ def test_charts_count_throughput_failures_latency_and_rebuild_depth(store: Store
     index = int((start + 60 - (clock.now - 3600)) // 120)
     assert charts.depth["ready"][index] == 2
     assert charts_from_events([], {}, clock.now, 60).throughput == [0] * 30
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])  # its SQL is new: both engines
+def test_charts_say_how_far_back_they_count_when_the_history_is_longer_than_they_read(
+    store: Store, clock: Clock
+) -> None:
+    """Charts read the store's newest events only: older buckets must say "not counted" (null),
+    not show an empty queue, even when another project made the newer events."""
+    queue = TaskQueue(store, clock=clock)
+    for i in range(3):
+        task = queue.create({"project": "a", "title": f"a{i}"})
+        queue.claim("w", project="a")
+        queue.complete(task.id, "w")
+    full = Board(queue).charts("a", minutes=60, max_events=20)
+    assert full.counted_since is None and sum(t or 0 for t in full.throughput) == 3
+    clock.advance(20 * 60)  # later, another project makes more events than the charts read
+    busy = queue.create_many([{"project": "b", "title": f"b{i}"} for i in range(25)])
+    assert len(busy) == 25
+    clock.advance(60)
+    charts = Board(queue).charts("a", minutes=60, max_events=20)
+    assert charts.counted_since is not None
+    counted = parse_time(charts.counted_since)
+    assert clock.now - 60 - 1 <= counted <= clock.now - 60 + 1
+    ends = [parse_time(end) for end in charts.buckets]
+    for i, end in enumerate(ends):
+        whole = end - 120 >= counted  # 2-minute buckets
+        assert (charts.throughput[i] is not None) == whole, i
+        assert (charts.depth["completed"][i] is not None) == (end >= counted), i
+    assert charts.depth["completed"][-1] == 3  # today's counts are always right
+    assert charts_from_events([], {}, clock.now, 60, counted_since=clock.now - 130).throughput[-1] == 0
 
 
 def test_board_actions_refuse_what_the_queue_refuses(queue: TaskQueue) -> None:

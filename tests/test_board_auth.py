@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2 as httpx
 import pytest
 
 from mcp_taskqueue.board import Board
+from mcp_taskqueue.client import TaskQueueClient
+from mcp_taskqueue.errors import Forbidden
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.store import Store
 from mcp_taskqueue.workflows import Workflows
@@ -131,6 +134,7 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
         assert [c["id"] for col in board["columns"] for c in col["cards"]] == [ops_task.id]
         assert http.get("/board/api/board").json()["project"] == "ops"
         assert http.get(f"/board/api/tasks/{ops_task.id}").status_code == 200
+        assert http.get(f"/board/api/tasks/{ops_task.id}/history").json()["events"][0]["action"] == "created"
         assert http.get(f"/board/api/workflows/{ops_flow.id}").status_code == 200
         assert [w["id"] for w in http.get("/board/api/workflows").json()["workflows"]] == [ops_flow.id]
         assert http.get("/board/api/charts").json()["project"] == "ops"
@@ -141,7 +145,9 @@ def test_a_project_limited_token_sees_and_touches_only_its_projects(
             "/board/api/column/ready?project=demo",
             "/board/api/board?project=demo&q=database",
             f"/board/api/tasks/{demo_task}",
+            f"/board/api/tasks/{demo_task}/history",
             "/board/api/tasks/no-such-task",  # unknown ids are refused alike: nothing to probe
+            "/board/api/tasks/no-such-task/history",
             f"/board/api/workflows/{demo_flow}",
             "/board/api/workflows/no-such-workflow",
             "/board/api/workflows?project=demo",
@@ -251,3 +257,27 @@ async def test_top_over_url_sends_the_token_from_the_environment(
         with pytest.raises(click.ClickException, match="'write'"):  # read-only: told why
             await signed.act("retry", ids["Migrate the old database"])
         await signed.close()
+
+
+def test_show_board_for_a_project_limited_token_shows_its_project_and_no_other(
+    demo: tuple[Path, TaskQueue, dict[str, Any]],
+) -> None:
+    """The MCP App's tool answers a project-limited token as the browser board does."""
+    db, _, _ = demo
+    opsie = make_token(db, "opsie", "read", "ops")
+
+    async def ask() -> list[Any]:
+        async with TaskQueueClient(server.base + "/mcp", token=opsie) as client:
+            answers: list[Any] = [
+                await client.call("show_board", {}),
+                await client.call("show_board", {"project": "ops"}),
+            ]
+            with pytest.raises(Forbidden, match="ops"):
+                await client.call("show_board", {"project": "demo"})
+            return answers
+
+    with serve(db) as server:
+        implicit, named = anyio.run(ask)
+    for board in (implicit, named):
+        assert board["project"] == "ops" and sum(board["counts"].values()) == 1
+        assert [c["title"] for c in board["cards"]] == ["Rotate the keys"]

@@ -78,6 +78,18 @@ def manifests() -> list[dict[str, Any]]:
     return docs
 
 
+def test_the_image_installs_the_extras_its_deployments_use() -> None:
+    """compose runs the image on PostgreSQL; settings may turn on tracing and sealed notifier secrets:
+    the image needs those extras, and each must be one pyproject.toml defines."""
+    from mcp_taskqueue.config import tomllib
+
+    installs = [args for word, args in dockerfile_instructions() if word == "RUN" and "pip install" in args]
+    [extras] = re.findall(r'"\.\[([a-z,]+)\]"', " ".join(installs))
+    defined = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"postgres", "tracing", "secrets"} <= set(extras.split(",")) <= set(defined)
+    assert "postgresql" in (DEPLOY / "compose.yaml").read_text()  # why postgres is needed
+
+
 def test_kubernetes_manifests_validate_against_the_schemas() -> None:
     import kubernetes_validate
 

@@ -117,3 +117,23 @@ async def test_remote_board_over_url(demo: tuple[Path, TaskQueue, dict[str, Any]
 def test_top_is_a_cli_command() -> None:
     result = CliRunner().invoke(main, ["top", "--help"])
     assert result.exit_code == 0 and "retry" in result.output and "--project" in result.output
+
+
+async def test_remote_board_that_refuses_us_says_why_and_exits_cleanly(
+    demo: tuple[Path, TaskQueue, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with tokens and no $TASKQUEUE_TOKEN, or no server at all: a message, not a traceback."""
+    from tests.service_servers import make_token, serve
+
+    db, _, _ = demo
+    make_token(db, "reader", "read")
+    monkeypatch.delenv("TASKQUEUE_TOKEN", raising=False)
+    with serve(db) as server:
+        app = TopApp(RemoteSource(server.base + "/mcp"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.failure is not None)
+    assert app.return_code == 1 and app.failure is not None and "TASKQUEUE_TOKEN" in app.failure
+    gone = TopApp(RemoteSource(server.base + "/mcp"))  # that server has stopped
+    async with gone.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: gone.failure is not None)
+    assert gone.return_code == 1 and server.base.removeprefix("http://") in (gone.failure or "")

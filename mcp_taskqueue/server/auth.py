@@ -88,6 +88,7 @@ PROJECT_AWARE_TOOLS = frozenset(TOOL_SCOPES) | {
     "queue_stats",
     "get_workflow",
     "list_workflows",
+    "show_board",
 }
 
 
@@ -443,7 +444,7 @@ class Guard:
 
         if tool in ("create_project", "update_project"):
             check(args.get("name"))
-        elif tool in ("create_task", "list_tasks", "claim_task", "queue_stats", "list_workflows"):
+        elif tool in ("create_task", "list_tasks", "claim_task", "queue_stats", "list_workflows", "show_board"):
             if args.get("project") is None:
                 args["project"] = default_project()
             check(args["project"])

@@ -1,7 +1,8 @@
 """The live board over HTTP: the page at `/` and `/board`, its JSON API and its live feed.
 
 - `GET /`, `/board`: the single page (mcp_taskqueue/web/board.html); assets at `/board/static/`.
-- `GET /board/api/...`: JSON from board.py (me, projects, board, column, tasks/{id}, workflows, charts).
+- `GET /board/api/...`: JSON from board.py (me, projects, board, column, tasks/{id},
+  tasks/{id}/history, workflows, charts).
 - `POST /board/api/tasks/{id}/{action}`: cancel, retry, release, priority, note (JSON body).
 - `GET /board/events`: Server-Sent Events fed by the server's `ResourceWatcher`: a `hello`
   event on connect, then `change` events `{"tasks": [...], "projects": [...], "workflows": [...]}`
@@ -320,6 +321,14 @@ def add_board_routes(mcp: MCPServer, access: Access | None = None) -> None:
         reading(path, lambda request, viewer: viewer.see(lambda: read(request.path_params[key]), project_of))
 
     reading_one("/board/api/tasks/{task_id}", board.task, lambda detail: detail.task.project)
+
+    def history(request: Request, viewer: Viewer) -> Any:
+        task_id = request.path_params["task_id"]
+        viewer.see(lambda: board.queue.get(task_id), lambda task: task.project)
+        cursor = request.query_params.get("cursor") or None
+        return board.history(task_id, cursor, int_param(request, "limit", 1000))
+
+    reading("/board/api/tasks/{task_id}/history", history)
     reading_one("/board/api/workflows/{workflow_id}", board.workflow, lambda drawing: drawing.workflow.project)
     reading(
         "/board/api/workflows",

@@ -21,6 +21,7 @@ from mcp_taskqueue.store.database import (
     default_db_target,
     fail_fast,
     no_foreign_wait,
+    waiting_allowed,
 )
 from mcp_taskqueue.store.queries import Tx
 
@@ -40,6 +41,7 @@ __all__ = [
     "is_postgres_url",
     "is_short_call",
     "no_foreign_wait",
+    "waiting_allowed",
     "open_store",
     "short_call",
 ]

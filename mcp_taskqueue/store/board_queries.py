@@ -41,6 +41,17 @@ class BoardQueries:
         params: tuple[Any, ...] = (max_events, since) if project is None else (project, max_events, since)
         return self.conn.execute(sql, params).fetchall()
 
+    def events_counted_since(self, max_events: int) -> float | None:
+        """When the store's newest `max_events` events begin (epoch seconds), if older events exist:
+        `recent_events` sees nothing before it. None: it sees the whole history."""
+        first, last = self.conn.execute("SELECT min(seq), max(seq) FROM events").fetchone()
+        if first is None or first > last - max_events:
+            return None
+        row = self.conn.execute(
+            "SELECT at FROM events WHERE seq > ? ORDER BY seq LIMIT 1", (last - max_events,)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
     def projects_of(self, table: Literal["tasks", "workflows"], ids: Sequence[str]) -> dict[str, str]:
         """id -> project of the tasks or workflows with these ids (by their unique id index); unknown ids are left out."""
         out: dict[str, str] = {}

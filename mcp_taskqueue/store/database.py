@@ -68,6 +68,11 @@ def fail_fast() -> Iterator[None]:
         _inline.active = previous
 
 
+def waiting_allowed() -> bool:
+    """May this thread block now? Not inside `fail_fast`: that call runs on an event loop."""
+    return getattr(_inline, "active", False) is not True
+
+
 class LockedElsewhere(WouldBlock):
     """Inside `no_foreign_wait`: another connection (another process) holds the write lock."""
 

@@ -112,6 +112,17 @@ function progressBar(value, label) {
   return h("div", { class: "bar", role: "progressbar", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(value * 100) },
     h("span", { style: null, "data-width": pct(value) }));
 }
+// Lease time left counts down on screen: a hung worker commits nothing, so no push would redraw it.
+function leaseLeft(tag, seconds, before, after) {
+  const deadline = Date.now() + seconds * 1000;
+  return h(tag, { "data-dynamic": "", "data-lease-deadline": deadline, "data-before": before, "data-after": after }, `${before}${duration(seconds)}${after}`);
+}
+setInterval(() => {
+  for (const el of view.querySelectorAll("[data-lease-deadline]")) {
+    const text = `${el.dataset.before}${duration((Number(el.dataset.leaseDeadline) - Date.now()) / 1000)}${el.dataset.after}`;
+    if (el.textContent !== text) el.textContent = text;
+  }
+}, 1000);
 // widths without inline style attributes (the page's CSP allows no inline styles): set them as properties
 function applyWidths(root) {
   for (const el of root.querySelectorAll("[data-width]")) el.style.width = el.dataset.width;
@@ -399,7 +410,7 @@ function card(c) {
     priorityBadge(c.priority),
     c.kind ? h("li", {}, `kind ${c.kind}`) : null,
     c.worker ? h("li", {}, `worker ${c.worker}`) : null,
-    c.lease_seconds_left !== null ? h("li", { "data-dynamic": "" }, `lease ${duration(c.lease_seconds_left)}`) : null,
+    c.lease_seconds_left !== null ? leaseLeft("li", c.lease_seconds_left, "lease ", "") : null,
     c.attempts ? h("li", {}, `attempt ${c.attempts}/${c.max_attempts}`) : null,
     c.blocked_by.length ? h("li", {}, `blocked by ${c.blocked_by.length} failed`) : c.waiting_on ? h("li", {}, `waits on ${c.waiting_on}`) : null,
     c.run_at ? h("li", { "data-dynamic": "" }, `not before ${when(c.run_at)}`) : null,
@@ -506,16 +517,33 @@ function describe(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+// Every event of a task, oldest first (the task view holds only the newest 500).
+async function allHistory(id) {
+  const events = [];
+  let cursor = null;
+  do {
+    const page = await api(`/board/api/tasks/${encodeURIComponent(id)}/history?limit=1000${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    events.push(...page.events);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return events;
+}
+
 async function showTask(r) {
   const render = async () => {
     const data = await api(`/board/api/tasks/${encodeURIComponent(r.id)}`);
+    if (data.older_events && current.fullHistory) {
+      data.history = await allHistory(r.id);
+      data.notes = data.history.filter((e) => e.action === "note");
+      data.older_events = false;
+    }
     const t = data.task;
     document.title = `${t.title} · Task queue board`;
     const link = (id) => h("a", { href: `#/t/${encodeURIComponent(id)}` }, id);
     const fields = [
       ["Status", statusBadge(t.status)], ["Priority", priorityBadge(t.priority)], ["Kind", t.kind], ["Project", h("a", { href: `#/p/${encodeURIComponent(t.project)}` }, t.project)],
       ["Id", t.id], ["Worker", t.worker || "—"], ["Attempts", `${t.attempts} of ${t.max_attempts}`],
-      ["Lease", data.lease_seconds_left !== null ? h("span", { "data-dynamic": "" }, `${duration(data.lease_seconds_left)} left`) : "—"],
+      ["Lease", data.lease_seconds_left !== null ? leaseLeft("span", data.lease_seconds_left, "", " left") : "—"],
       ["Progress", t.progress !== null ? pct(t.progress) : "—"],
       ["Workflow", t.workflow_id ? h("a", { href: `#/w/${encodeURIComponent(t.workflow_id)}` }, "Open workflow") : "—"],
       ["Depends on", t.depends_on.length ? t.depends_on.map((id, i) => [i ? ", " : "", link(id)]) : "—"],
@@ -558,7 +586,10 @@ async function showTask(r) {
           t.error ? h("p", { class: "error" }, t.error) : t.result !== null ? h("pre", { tabindex: 0 }, JSON.stringify(t.result, null, 2)) : h("p", { class: "empty" }, "No result yet."))),
       h("section", { class: "panel", "aria-labelledby": "h-notes" }, h("h2", { id: "h-notes" }, `Notes (${data.notes.length})`),
         data.notes.length ? h("ul", {}, data.notes.map((n) => h("li", {}, h("strong", {}, n.actor || "someone"), ": ", describe(n.new)))) : h("p", { class: "empty" }, "No notes.")),
-      h("section", { class: "panel", "aria-labelledby": "h-history" }, h("h2", { id: "h-history" }, `History (${data.history.length} events)`), history));
+      h("section", { class: "panel", "aria-labelledby": "h-history" }, h("h2", { id: "h-history" }, `History (${data.older_events ? "the newest " : ""}${data.history.length} events)`),
+        data.older_events ? h("p", {}, "Older events, and the notes among them, are not shown. ",
+          h("button", { type: "button", class: "secondary", onclick: () => { current.fullHistory = true; scheduleRefresh(); } }, "Show the full history")) : null,
+        history));
     applyWidths(view);
     if (current.lastStatus && current.lastStatus !== t.status) announce(`“${t.title}” is now ${t.status}.`);
     current.lastStatus = t.status;
@@ -651,6 +682,9 @@ function lineChart(title, labels, series, unit) {
     s.values.forEach((v, i) => { if (v !== null) d += `${d && s.values[i - 1] !== null ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)} `; });
     return h("svg:path", { d: d || "M0,0", fill: "none", stroke: s.color, "stroke-width": 2 });
   });
+  // a dot per value: a bucket between two empty ones (null) has no line to draw, only its dot
+  const points = series.map((s) => s.values.map((v, i) => (v === null ? null
+    : h("svg:circle", { class: "point", cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, fill: s.color }))));
   const axis = [
     h("svg:line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#6b7280" }),
     h("svg:line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#6b7280" }),
@@ -665,7 +699,7 @@ function lineChart(title, labels, series, unit) {
     h("tbody", {}, labels.map((label, i) => h("tr", {}, h("td", {}, when(label)), series.map((s) => h("td", {}, s.values[i] === null ? "—" : unit === "%" ? pct(s.values[i]) : String(s.values[i])))))))));
   return h("figure", { class: "chart panel", "aria-labelledby": `fig-${id}` },
     h("figcaption", { id: `fig-${id}` }, h("strong", {}, title)),
-    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}, last ${labels.length} buckets; see the data table` }, axis, lines),
+    h("svg:svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title}, last ${labels.length} buckets; see the data table` }, axis, lines, points),
     series.length > 1 ? h("ul", { class: "legend" }, series.map((s) => h("li", {}, h("span", { class: "swatch", "data-color": s.color }), s.name))) : null,
     table);
 }
@@ -689,6 +723,8 @@ async function showCharts(r) {
   const render = async () => {
     last = Date.now();
     const c = await api(`/board/api/charts?project=${encodeURIComponent(project)}&minutes=${minutes}`);
+    const cut = c.counted_since ? ` Buckets before ${when(c.counted_since)} are not counted: the history that far back is longer than the charts read.` : "";
+    document.getElementById("range-summary").textContent = `${described}; updated live.${cut}`;
     const depth = Object.entries(c.depth).map(([status, values]) => ({ name: status === "pending" ? "blocked" : status, color: SERIES_COLORS[status], values }));
     holder.replaceChildren(
       lineChart("Queue depth by status", c.buckets, depth, ""),

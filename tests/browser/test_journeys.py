@@ -4,6 +4,7 @@ reconnection after the server went away."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -208,3 +209,58 @@ def test_reconnects_and_resyncs_after_the_server_went_away(browsers: dict[str, B
         expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=20_000)
         expect(card(page, "ready", "Made while offline")).to_be_visible(timeout=LIVE)
         assert int(page.locator("#conn").get_attribute("data-resyncs") or 0) >= 1
+
+
+def test_lease_time_left_counts_down_between_pushes(browsers: dict[str, Browser], fresh_site: Site) -> None:
+    """A hung worker sends nothing, so nothing is pushed: the lease left must still count down."""
+    task = fresh_site.queue.create({"project": "lease", "title": "Long job"})
+    assert fresh_site.queue.claim("agent-slow", project="lease", lease_seconds=80) is not None
+    page = open_board(browsers["chromium"], fresh_site, "#/p/lease")
+    lease = card(page, "running", "Long job").locator("li", has_text="lease")
+    for where in (lease, None):
+        if where is None:  # the task page's "Lease" field too
+            goto(page, fresh_site.base, f"#/t/{task.id}")
+            where = page.locator("dd", has_text=" left")
+        text = where.inner_text()
+        updates = page.locator("#conn").get_attribute("data-updates")
+        expect(where).not_to_have_text(text, timeout=LIVE)
+        assert page.locator("#conn").get_attribute("data-updates") == updates  # ticked, not re-read
+        seconds = [int(m.group(1)) for m in map(re.compile(r"(\d+)s").search, (text, where.inner_text())) if m]
+        assert len(seconds) == 2 and seconds[1] < seconds[0] <= 80, (text, where.inner_text())
+
+
+def test_charts_draw_a_bucket_that_stands_alone(browsers: dict[str, Browser], site: Site) -> None:
+    """Failure rate and claim latency are null in buckets without work: a lone value must still show."""
+    page = open_board(browsers["chromium"], site, "#/p/demo/charts")
+    for title in ("Failure rate", "Claim latency (median seconds)"):
+        figure = page.locator("figure.chart", has=page.locator("figcaption", has_text=title))
+        values = [t for t in figure.locator("tbody td:nth-child(2)").all_text_contents() if t != "—"]
+        assert values, f"{title}: the demo has work in the last hour"
+        expect(figure.locator("svg circle.point")).to_have_count(len(values))
+        assert all((box := p.bounding_box()) and box["width"] > 0 for p in figure.locator("svg circle.point").all())
+
+
+def test_a_long_history_is_cut_and_shown_in_full_on_request(browsers: dict[str, Browser], fresh_site: Site) -> None:
+    task_id = fresh_site.ids["Fix the login bug"]  # created, claimed, complete
+    for i in range(510):
+        fresh_site.queue.add_note(task_id, f"note {i}", actor="agent-ada")
+    page = open_board(browsers["chromium"], fresh_site, f"#/t/{task_id}")
+    rows = page.locator('section[aria-labelledby="h-history"] tbody tr')
+    expect(page.get_by_role("heading", name="History (the newest 500 events)")).to_be_visible()
+    expect(rows).to_have_count(500)
+    page.get_by_role("button", name="Show the full history").click()
+    expect(page.get_by_role("heading", name="History (513 events)")).to_be_visible(timeout=LIVE)
+    expect(rows).to_have_count(513)
+    expect(rows.first).to_contain_text("created")
+    expect(page.get_by_role("heading", name="Notes (510)")).to_be_visible()
+    expect(page.get_by_role("button", name="Show the full history")).to_have_count(0)
+
+
+def test_a_workflow_page_follows_its_tasks_live(browsers: dict[str, Browser], engine: str, fresh_site: Site) -> None:
+    workflow, client = fresh_site.ids["workflow"], fresh_site.ids["workflow_refs"]["client"]
+    page = open_board(browsers[engine], fresh_site, f"#/w/{workflow}")
+    node = page.locator(f'a.node[data-task-id="{client}"]')
+    expect(node).to_have_attribute("aria-label", "Build the client: ready")
+    fresh_site.queue.cancel(client, reason="another process cancels it")
+    expect(node).to_have_attribute("aria-label", "Build the client: cancelled", timeout=LIVE)
+    assert int(page.locator("#conn").get_attribute("data-changes") or 0) >= 1  # pushed, not re-opened

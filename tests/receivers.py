@@ -213,3 +213,64 @@ def smtp_server(tmp: Path, username: str, password: str) -> Iterator[Mailbox]:
         yield box
     finally:
         controller.stop()
+
+
+@dataclass
+class Trickler:
+    """A raw TCP receiver on 127.0.0.1 that answers with `head`, then `drip` every `interval` seconds,
+    each piece well within any per-read timeout, for `pieces` pieces: a receiver that never finishes
+    its answer. `written` counts the bytes it got out before the client hung up."""
+
+    head: bytes
+    drip: bytes
+    interval: float = 0.2
+    pieces: int = 10_000
+    reads_first: bool = True  # HTTP: read the request first; SMTP: the server speaks first
+    port: int = 0
+    written: int = 0
+    hung_up: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def trickling_receiver(trickler: Trickler) -> Iterator[Trickler]:
+    """Serve `trickler` on a free port until the block ends (one connection at a time)."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    trickler.port = listener.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if trickler.reads_first:
+                        conn.recv(65536)
+                except OSError:
+                    pass
+                try:
+                    conn.sendall(trickler.head)
+                    trickler.written += len(trickler.head)
+                    for _ in range(trickler.pieces):
+                        if done.is_set():
+                            break
+                        conn.sendall(trickler.drip)
+                        trickler.written += len(trickler.drip)
+                        time.sleep(trickler.interval)
+                except OSError:
+                    trickler.hung_up.set()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield trickler
+    finally:
+        done.set()
+        thread.join(10)
+        listener.close()

@@ -342,6 +342,11 @@ def test_verifier_refuses_tampering_stale_timestamps_and_missing_headers() -> No
         ({"text": "{{ taks.title }}"}, "UndefinedError"),
         ({"text": "{{ ''.__class__.__mro__[1].__subclasses__() }}"}, "SecurityError"),
         ({"subject": "x"}, "do not apply to slack"),
+        ({"text": "{{ 1 / 0 }}"}, "ZeroDivisionError"),
+        ({"text": "{% for i in range(10**6) %}{% endfor %}"}, "OverflowError"),
+        ({"text": "{{ 'a' * 1000000000 }}"}, "SecurityError: a repetition"),
+        ({"text": "{{ [task] * 10**9 }}"}, "SecurityError: a repetition"),
+        ({"text": "{{ 7 ** 1000000000 }}"}, "SecurityError: a power"),
     ],
 )
 def test_a_bad_template_is_refused_when_saved(notifiers: Notifiers, templates: dict[str, str], problem: str) -> None:

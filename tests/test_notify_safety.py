@@ -5,10 +5,13 @@ SMTP) goes to the address that was checked, so DNS rebinding gains nothing."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import logging
 import socket
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,19 @@ from mcp_taskqueue.cli import main
 from mcp_taskqueue.errors import ValidationFailed
 from mcp_taskqueue.notify.dispatcher import Dispatcher
 from mcp_taskqueue.notify.notifiers import Notifiers
+from mcp_taskqueue.notify.transport import (
+    AddressPolicy,
+    BlockedAddress,
+    HttpRequest,
+    SmtpSettings,
+    send_email,
+    send_http,
+)
 from mcp_taskqueue.queue import TaskQueue
 from mcp_taskqueue.server.app import build_server
 from mcp_taskqueue.store import Store
 from tests.mcp_calls import call, call_error
-from tests.receivers import FAST, Receiver, http_receiver, smtp_server
+from tests.receivers import FAST, Receiver, Trickler, http_receiver, smtp_server, trickling_receiver
 from tests.test_notify import wait_until
 
 SIGNING = "whsec_" + base64.b64encode(b"signing-key-never-shown-0123456").decode()
@@ -298,3 +309,65 @@ def test_a_malformed_key_is_refused_when_a_secret_is_saved(store: Store, monkeyp
     with pytest.raises(ValidationFailed, match="Fernet keys"):
         Notifiers(store).create("hook", "webhook", "http://127.0.0.1:9/", ["task.completed"], secret=SIGNING)
     assert Notifiers(store).list_notifiers().notifiers == []
+
+
+# A receiver that keeps every single read short but never finishes: the timeout bounds the whole attempt.
+TRICKLERS = {
+    "body": Trickler(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\n", b"x"),
+    "headers": Trickler(b"HTTP/1.1 200 OK\r\n", b"x-slow: 1\r\n"),
+    "smtp greeting": Trickler(b"220-mail.example\r\n", b"220-still greeting\r\n", reads_first=False),
+}
+
+
+def within(seconds: float, send: Any) -> Any:
+    """send()'s outcome, asserting it came within `seconds` (run in a thread, so a hung send fails the test)."""
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(send()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"the send was still going after {seconds} s"
+    return box[0]
+
+
+@pytest.mark.parametrize("kind", list(TRICKLERS))
+def test_a_receiver_that_trickles_its_answer_is_cut_off_at_the_timeout(kind: str) -> None:
+    policy = AddressPolicy.parse(["127.0.0.1"])
+    with trickling_receiver(replace(TRICKLERS[kind])) as slow:
+        if kind == "smtp greeting":
+            settings = SmtpSettings(host="127.0.0.1", sender="q@example.com", port=slow.port, starttls=False)
+            outcome = within(
+                8, lambda: send_email(settings, None, ["a@b.example"], "s", "t", None, policy, timeout=1.0)
+            )
+        else:
+            request = HttpRequest(f"http://127.0.0.1:{slow.port}/hook", b"{}")
+            outcome = within(8, lambda: send_http(request, policy, timeout=1.0))  # each piece within 0.2 s
+        assert not outcome.ok and "timed out after 1s" in (outcome.error or ""), outcome
+        assert slow.hung_up.wait(10)
+
+
+def test_a_huge_answer_is_not_read_past_its_first_bytes() -> None:
+    answer = Trickler(b"HTTP/1.1 200 OK\r\ncontent-length: 400000000\r\n\r\n", b"y" * 1_000_000, 0.0, 400)
+    with trickling_receiver(answer) as big:
+        request = HttpRequest(f"http://127.0.0.1:{big.port}/", b"{}")
+        outcome = within(60, lambda: send_http(request, AddressPolicy.parse(["127.0.0.1"]), 30))
+        assert outcome.ok and outcome.response == "y" * 2000
+        assert big.hung_up.wait(10)
+        assert big.written < 50_000_000, f"the receiver got {big.written} bytes out before we hung up"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 (RFC 6052) of 169.254.169.254
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::7f00:1",  # local-use NAT64 of 127.0.0.1
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "::a00:1",  # IPv4-compatible 10.0.0.1
+    ],
+)
+def test_ipv6_forms_of_private_ipv4_addresses_are_refused(address: str) -> None:
+    with pytest.raises(BlockedAddress):
+        AddressPolicy().check("x", ipaddress.ip_address(address))
+    with pytest.raises(ValidationFailed, match="target refused"):
+        AddressPolicy().check_target(f"http://[{address}]/hook")
+    AddressPolicy().check("x", ipaddress.ip_address("64:ff9b::5db8:d822"))  # NAT64 of a public address is fine

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, Undefined
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from mcp_taskqueue.errors import ValidationFailed
@@ -68,10 +69,34 @@ GREEN, RED, AMBER = 0x2EB67D, 0xE01E5A, 0xECB22E
 COLOURS = {"task.completed": GREEN, "workflow.completed": GREEN, "task.failed": RED, "task.dead": RED}
 COLOURS |= {"workflow.failed": RED, "task.lease_expired": AMBER, "task.blocked": AMBER, "queue.depth": AMBER}
 
-_lenient = SandboxedEnvironment(undefined=Undefined, autoescape=False)
-_lenient_html = SandboxedEnvironment(undefined=Undefined, autoescape=True)
-_strict = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_strict_html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+MAX_PRODUCT = 100_000  # items of a repeated string or list, bits of a power
+
+
+class Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox with `*` and `**` bounded: `{{ 'a' * 10**10 }}` would take the server's memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*" and any(
+            isinstance(a, int) and isinstance(b, str | list | tuple) and a * len(b) > MAX_PRODUCT
+            for a, b in ((left, right), (right, left))
+        ):
+            raise SecurityError(f"a repetition longer than {MAX_PRODUCT} is not allowed in templates")
+        if (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and right * left.bit_length() > MAX_PRODUCT
+        ):
+            raise SecurityError(f"a power of more than {MAX_PRODUCT} bits is not allowed in templates")
+        return super().call_binop(context, operator, left, right)
+
+
+_lenient = Sandbox(undefined=Undefined, autoescape=False)
+_lenient_html = Sandbox(undefined=Undefined, autoescape=True)
+_strict = Sandbox(undefined=StrictUndefined, autoescape=False)
+_strict_html = Sandbox(undefined=StrictUndefined, autoescape=True)
 
 SAMPLE_DATA: dict[str, Any] = {
     "task": {
@@ -143,7 +168,7 @@ def render(templates: dict[str, str], key: str, ctx: dict[str, Any]) -> str:
 
 
 def check_templates(channel: str, templates: dict[str, str] | None) -> dict[str, str]:
-    """Refuse unknown keys, syntax errors, sandbox escapes and unknown names, at save time.
+    """Refuse unknown keys, syntax errors, sandbox escapes, unknown names, and any other error, at save time.
 
     Each template is compiled and rendered once against a full sample event with undefined names
     as errors, so a typo such as `{{ taks.title }}` is refused now rather than at send time.
@@ -160,7 +185,7 @@ def check_templates(channel: str, templates: dict[str, str] | None) -> dict[str,
         env = _strict_html if key == "html" else _strict
         try:
             env.from_string(source).render(ctx)
-        except TemplateError as exc:
+        except Exception as exc:  # a TemplateError, or whatever the sample data made it raise (1/0, range(10**9))
             raise ValidationFailed(f"template {key!r} is refused: {type(exc).__name__}: {exc}") from None
     return templates
 

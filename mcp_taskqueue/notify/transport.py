@@ -6,17 +6,21 @@ that changes between check and connect (rebinding) gains nothing. Loopback, priv
 shared, reserved and cloud metadata addresses are refused unless `TASKQUEUE_WEBHOOK_ALLOW_HOSTS`
 or the config key `notifications.allow_hosts` lists the host or a network containing the
 address. Redirects (307/308 only) are followed through the same guard, at most three times, and
-credentials (`HttpRequest.private_headers`) never follow one to another origin. These functions
+credentials (`HttpRequest.private_headers`) never follow one to another origin. The timeout
+bounds a whole attempt (`Deadline`), not each read, so a receiver that trickles its answer a
+byte at a time is cut off too; at most MAX_RESPONSE_BYTES of an answer are read. These functions
 block: the dispatcher calls them in its threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import smtplib
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +37,9 @@ ALLOW_ENV = "TASKQUEUE_WEBHOOK_ALLOW_HOSTS"
 configured_allow_hosts: list[str] = []
 # Instance metadata services: refused even inside an allowed network unless listed exactly.
 METADATA = {ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "169.254.170.2")}
+# IPv6 prefixes whose last 32 bits (or, for 6to4, bits 16-48) are an IPv4 address that a NAT64
+# gateway, a 6to4 relay or an old stack may reach: the IPv4 address is what gets checked.
+EMBEDDING_V4 = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96"))
 MAX_REDIRECTS = 3
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 MAX_RESPONSE_BYTES = 2000
@@ -81,8 +88,7 @@ class AddressPolicy:
 
     def check(self, host: str, address: IPAddress) -> None:
         """Raise BlockedAddress unless `address` (resolved from `host`) may be contacted."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        address = embedded_ipv4(address)
         exact = any(n.num_addresses == 1 and address in n for n in self.networks)
         if address in METADATA and not exact:
             raise BlockedAddress(f"{host} resolves to {address}, a cloud metadata address")
@@ -135,11 +141,59 @@ class AddressPolicy:
             pass
 
 
-class GuardedBackend(httpcore2.SyncBackend):
-    """httpcore's network backend, connecting only to addresses the policy allows."""
+def embedded_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address inside an IPv4-mapped, NAT64, 6to4 or IPv4-compatible IPv6 address, else `address`."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if int(address) > 1 and any(address in n for n in EMBEDDING_V4):  # not :: or ::1
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
-    def __init__(self, policy: AddressPolicy) -> None:
+
+class Deadline:
+    """One attempt's time limit over every connection it opens: when it passes, their sockets are shut
+    down, so a receiver that trickles bytes (each read within the per-read timeout) cannot hold a send
+    longer. `with Deadline(seconds) as deadline:`, then `deadline.watch(sock)` for each socket."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        for sock in self._sockets:
+            sock.close()
+
+    def watch(self, sock: socket.socket) -> None:
+        # a duplicate of the descriptor: it outlives TLS wrapping (which detaches the original), and
+        # shutting it down ends the connection itself
+        self._sockets.append(socket.fromfd(sock.fileno(), sock.family, sock.type))
+        if self.expired:
+            self._expire()
+
+    def _expire(self) -> None:
+        self.expired = True
+        for sock in list(self._sockets):
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class GuardedBackend(httpcore2.SyncBackend):
+    """httpcore's network backend, connecting only to addresses the policy allows, within the deadline."""
+
+    def __init__(self, policy: AddressPolicy, deadline: Deadline) -> None:
         self.policy = policy
+        self.deadline = deadline
 
     def connect_tcp(
         self,
@@ -156,7 +210,9 @@ class GuardedBackend(httpcore2.SyncBackend):
         error: Exception | None = None
         for *_info, address in infos:
             try:  # connect to the checked address itself; TLS still verifies the host name
-                return super().connect_tcp(address[0], port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(address[0], port, timeout, local_address, socket_options)
+                self.deadline.watch(stream.get_extra_info("socket"))
+                return stream
             except httpcore2.ConnectError as exc:
                 error = exc
         raise httpcore2.ConnectError(f"cannot connect to {host}:{port}: {error}")
@@ -186,39 +242,54 @@ class Outcome:
 
 
 def send_http(request: HttpRequest, policy: AddressPolicy, timeout: float) -> Outcome:
-    """POST (or `method`) once, following 307/308 through the guard; never raises for network trouble."""
+    """POST (or `method`) once, following 307/308 through the guard, all within `timeout` seconds;
+    never raises for network trouble."""
     started = time.monotonic()
     url = request.url
     headers = {"user-agent": "mcp-taskqueue-notify", **request.headers}
+    deadline = Deadline(timeout)
     try:
-        with httpcore2.ConnectionPool(network_backend=GuardedBackend(policy), max_connections=1) as pool:
+        with (
+            deadline,
+            httpcore2.ConnectionPool(network_backend=GuardedBackend(policy, deadline), max_connections=1) as pool,
+        ):
             for _hop in range(MAX_REDIRECTS + 1):
-                response = pool.request(
+                with pool.stream(
                     request.method,
                     url,
                     headers=list(headers.items()),
                     content=request.body,
                     extensions={"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}},
-                )
-                location = dict((k.lower(), v) for k, v in response.headers).get(b"location")
-                if response.status in (307, 308) and location:
-                    url, previous = urljoin(url, location.decode("latin-1")), url
-                    if _origin(url) != _origin(previous):
-                        headers = {k: v for k, v in headers.items() if k.lower() not in request.private_headers}
-                    continue
-                text = response.content[:MAX_RESPONSE_BYTES].decode("utf-8", errors="replace")
+                ) as response:
+                    location = dict((k.lower(), v) for k, v in response.headers).get(b"location")
+                    if response.status in (307, 308) and location:
+                        url, previous = urljoin(url, location.decode("latin-1")), url
+                        if _origin(url) != _origin(previous):
+                            headers = {k: v for k, v in headers.items() if k.lower() not in request.private_headers}
+                        continue
+                    text = _start_of(response).decode("utf-8", errors="replace")
                 ok = 200 <= response.status < 300
                 error = None if ok else f"HTTP {response.status}"
                 if 300 <= response.status < 400:
                     error = f"HTTP {response.status}: only 307/308 redirects are followed"
                 return Outcome(ok, response.status, _ms(started), error, text)
             return Outcome(False, None, _ms(started), f"more than {MAX_REDIRECTS} redirects")
-    except httpcore2.TimeoutException:
-        return Outcome(False, None, _ms(started), f"timed out after {timeout:g}s")
-    except (httpcore2.NetworkError, httpcore2.ProtocolError, httpcore2.UnsupportedProtocol, OSError) as exc:
+    except (httpcore2.TimeoutException, httpcore2.NetworkError, httpcore2.ProtocolError, OSError) as exc:
+        if deadline.expired or isinstance(exc, httpcore2.TimeoutException):
+            return Outcome(False, None, _ms(started), f"timed out after {timeout:g}s")
         return Outcome(False, None, _ms(started), str(exc) or type(exc).__name__)
-    except httpcore2.ConnectError as exc:  # pragma: no cover - ConnectError is a NetworkError
-        return Outcome(False, None, _ms(started), str(exc))
+    except httpcore2.UnsupportedProtocol as exc:
+        return Outcome(False, None, _ms(started), str(exc) or type(exc).__name__)
+
+
+def _start_of(response: httpcore2.Response) -> bytes:
+    """The first MAX_RESPONSE_BYTES of a streamed answer; the rest is never read."""
+    body = b""
+    for chunk in response.iter_stream():
+        body += chunk
+        if len(body) >= MAX_RESPONSE_BYTES:
+            break
+    return body[:MAX_RESPONSE_BYTES]
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -234,12 +305,15 @@ class PinnedSMTP(smtplib.SMTP):
     """smtplib's client, connecting through `AddressPolicy.connect`: the checked address, while the
     host name stays what STARTTLS verifies the certificate against."""
 
-    def __init__(self, policy: AddressPolicy, host: str, port: int, timeout: float) -> None:
+    def __init__(self, policy: AddressPolicy, deadline: Deadline, host: str, port: int, timeout: float) -> None:
         self.policy = policy
+        self.deadline = deadline
         super().__init__(host, port, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return self.policy.connect(host, port, timeout)
+        sock = self.policy.connect(host, port, timeout)
+        self.deadline.watch(sock)
+        return sock
 
 
 @dataclass
@@ -263,7 +337,8 @@ def send_email(
     policy: AddressPolicy,
     timeout: float,
 ) -> Outcome:
-    """One message with text and HTML parts over SMTP (STARTTLS, then AUTH when a username is set)."""
+    """One message with text and HTML parts over SMTP (STARTTLS, then AUTH when a username is set), all
+    within `timeout` seconds."""
     started = time.monotonic()
     message = EmailMessage()
     message["From"] = settings.sender
@@ -272,8 +347,9 @@ def send_email(
     message.set_content(text)
     if html:
         message.add_alternative(html, subtype="html")
+    deadline = Deadline(timeout)
     try:
-        with PinnedSMTP(policy, settings.host, settings.port, timeout=timeout) as smtp:
+        with deadline, PinnedSMTP(policy, deadline, settings.host, settings.port, timeout=timeout) as smtp:
             smtp.ehlo()
             if settings.starttls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -286,7 +362,9 @@ def send_email(
         return Outcome(True, 250, _ms(started), None, "accepted")
     except BlockedAddress as exc:
         return Outcome(False, None, _ms(started), str(exc))
-    except smtplib.SMTPResponseException as exc:
-        return Outcome(False, exc.smtp_code, _ms(started), f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
     except (smtplib.SMTPException, OSError, ssl.SSLError) as exc:
+        if deadline.expired or isinstance(exc, TimeoutError):
+            return Outcome(False, None, _ms(started), f"timed out after {timeout:g}s")
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return Outcome(False, exc.smtp_code, _ms(started), f"SMTP {exc.smtp_code}: {exc.smtp_error!r}")
         return Outcome(False, None, _ms(started), f"{type(exc).__name__}: {exc}")

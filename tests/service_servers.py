@@ -85,18 +85,23 @@ def serve(
 
 @asynccontextmanager
 async def mcp_client(
-    base: str, token: str | None = None, transport: str = "http", mode: Any = "auto"
+    base: str, token: str | None = None, transport: str = "http", mode: Any = "auto", message_handler: Any = None
 ) -> AsyncIterator[Client]:
     """An MCP client on /mcp (or /sse) sending `Authorization: Bearer token` when given.
 
-    `mode="legacy"` forces the initialize handshake (for `resources/subscribe`)."""
+    `mode="legacy"` forces the initialize handshake (for `resources/subscribe`); `message_handler`
+    receives the server's notifications."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if transport == "sse":
-        async with Client(sse_client(base + "/sse", headers=headers), mode=mode) as client:
+        async with Client(
+            sse_client(base + "/sse", headers=headers), mode=mode, message_handler=message_handler
+        ) as client:
             yield client
         return
     async with (
         httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
-        Client(streamable_http_client(base + "/mcp", http_client=http), mode=mode) as client,
+        Client(
+            streamable_http_client(base + "/mcp", http_client=http), mode=mode, message_handler=message_handler
+        ) as client,
     ):
         yield client

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -295,6 +296,60 @@ async def test_a_revoke_in_the_serving_process_is_refused_on_the_next_request(db
         assert await verifier.verify_token("tq_" + secret[3:][::-1]) is None
     finally:
         store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("transport", ["http", "sse"])
+async def test_legacy_subscriptions_of_a_revoked_token_get_no_more_notifications(
+    db_path: Path | str, transport: str
+) -> None:
+    """`resources/subscribe` made before a revoke (by another process) is not served after it: within
+    REVERIFY_SECONDS its connection hears nothing more, while another token's subscription goes on."""
+    import warnings
+
+    from mcp_types import ResourceUpdatedNotification
+
+    from mcp_taskqueue.server.auth import REVERIFY_SECONDS
+
+    heard: dict[str, list[str]] = {"agent": [], "other": []}
+
+    def inbox(name: str) -> Any:
+        async def handle(message: Any) -> None:
+            if isinstance(message, ResourceUpdatedNotification):
+                heard[name].append(str(message.params.uri))
+
+        return handle
+
+    async def hears(name: str, uri: str, count: int) -> None:
+        with anyio.fail_after(15):
+            while heard[name].count(uri) < count:
+                await anyio.sleep(0.05)
+
+    agent = make_token(db_path, "agent", "read,write")
+    other = make_token(db_path, "other", "read,write")
+    with serve(db_path) as server, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        async with (
+            mcp_client(server.base, agent, transport, mode="legacy", message_handler=inbox("agent")) as client,
+            mcp_client(server.base, other, transport, mode="legacy", message_handler=inbox("other")) as bystander,
+        ):
+            task = await call(bystander, "create_task", title="watched")
+            uri = f"taskqueue://tasks/{task['id']}"
+            await client.subscribe_resource(uri)
+            await bystander.subscribe_resource(uri)
+            await call(bystander, "add_note", task_id=task["id"], text="before")
+            await hears("agent", uri, 1)
+            await hears("other", uri, 1)
+            assert cli(db_path, "token", "revoke", "agent").returncode == 0
+            await anyio.sleep(REVERIFY_SECONDS + 0.5)
+            heard["agent"].clear()
+            heard["other"].clear()
+            for n in range(3):
+                await call(bystander, "add_note", task_id=task["id"], text=f"after {n}")
+                await hears("other", uri, n + 1)
+            await anyio.sleep(0.5)
+            assert heard["agent"] == []
+    assert any("token revoked or expired" in line for line in server.log_lines()), server.log_lines()[-5:]
 
 
 @pytest.mark.anyio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -17,8 +18,10 @@ from mcp_types import INVALID_PARAMS
 from pydantic import ValidationError
 
 from mcp_taskqueue import __version__
+from mcp_taskqueue.identity import Tokens
 from mcp_taskqueue.models import invalid_text
 from mcp_taskqueue.queue import TaskQueue
+from mcp_taskqueue.server.auth import still_valid
 from mcp_taskqueue.server.board_app import board_apps
 from mcp_taskqueue.server.body_limits import limit_of
 from mcp_taskqueue.server.compact import compact_tool_schemas
@@ -186,7 +189,7 @@ def build_server(
         queue = TaskQueue(queue)
     # Live updates: one watcher per process feeds both subscribe mechanisms (server/notifications.py).
     bus = InMemorySubscriptionBus()
-    legacy = LegacySubscriptions()
+    legacy = LegacySubscriptions(functools.partial(still_valid, Tokens(queue.store)))  # revoked: no more notifications
     watcher = ResourceWatcher(queue.store, bus, legacy, promote=queue.promote_due)
     names = parse_toolsets(toolsets)
     mcp = TaskQueueServer(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,13 +23,17 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.session import ServerSession
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, SubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+from starlette.requests import HTTPConnection
 
+from mcp_taskqueue.server.auth import REVERIFY_SECONDS
 from mcp_taskqueue.server.reporting import connection_of
 from mcp_taskqueue.store import ChangeBatch, ChangeFeed, Storage
 
@@ -59,12 +63,25 @@ class Changes:
     list_changed: bool = False
 
 
-class LegacySubscriptions:
-    """`resources/subscribe` bookkeeping: which connection wants which URIs."""
+@dataclass
+class _Subscriber:
+    session: ServerSession
+    uris: set[str] = field(default_factory=set)
+    tokens: dict[str, AccessToken] = field(default_factory=dict)  # the bearer tokens it subscribed with
+    checked: float = 0.0  # time.monotonic() of the last token check
 
-    def __init__(self) -> None:
+
+class LegacySubscriptions:
+    """`resources/subscribe` bookkeeping: which connection wants which URIs.
+
+    `still_valid(access)`: whether a bearer token accepted at subscribe time still holds (not revoked by
+    any process, not expired). A connection whose token no longer holds loses all its subscriptions
+    before its next notification; tokens are re-checked at most every REVERIFY_SECONDS per connection."""
+
+    def __init__(self, still_valid: Callable[[AccessToken], Awaitable[bool]] | None = None) -> None:
         # keyed by the connection, so several requests of one client share one entry
-        self._clients: dict[int, tuple[object, ServerSession, set[str]]] = {}
+        self._clients: dict[int, tuple[object, _Subscriber]] = {}
+        self.still_valid = still_valid
 
     @staticmethod
     def _key(session: ServerSession) -> object:
@@ -75,35 +92,53 @@ class LegacySubscriptions:
         if not uri.startswith(SCHEME):
             raise MCPError(INVALID_PARAMS, f"cannot subscribe to {uri!r}: this server's resources are {SCHEME}...")
         key = self._key(ctx.session)
-        _, _, uris = self._clients.setdefault(id(key), (key, ctx.session, set()))
-        if uri not in uris and len(uris) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
+        _, entry = self._clients.setdefault(id(key), (key, _Subscriber(ctx.session)))
+        if uri not in entry.uris and len(entry.uris) >= MAX_SUBSCRIPTIONS_PER_CLIENT:
             raise MCPError(INVALID_PARAMS, f"at most {MAX_SUBSCRIPTIONS_PER_CLIENT} subscriptions per client")
-        uris.add(uri)
+        user = ctx.request.scope.get("user") if isinstance(ctx.request, HTTPConnection) else None
+        if isinstance(user, AuthenticatedUser):
+            entry.tokens[user.access_token.token] = user.access_token
+        entry.uris.add(uri)
         return EmptyResult()
 
     async def unsubscribe(self, ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
-        entry = self._clients.get(id(self._key(ctx.session)))
-        if entry is not None:
-            entry[2].discard(str(params.uri))
-            if not entry[2]:
-                del self._clients[id(entry[0])]
+        found = self._clients.get(id(self._key(ctx.session)))
+        if found is not None:
+            found[1].uris.discard(str(params.uri))
+            if not found[1].uris:
+                del self._clients[id(found[0])]
         return EmptyResult()
 
     async def deliver(self, changes: Changes) -> None:
         """Notify every subscribed connection at once; one that fails or stalls past a timeout is dropped."""
         async with anyio.create_task_group() as tg:
-            for key, (_, session, uris) in list(self._clients.items()):
-                wanted = sorted(uris & changes.uris)
+            for key, (_, entry) in list(self._clients.items()):
+                wanted = sorted(entry.uris & changes.uris)
                 if wanted or changes.list_changed:
-                    tg.start_soon(self._send, key, session, wanted, changes.list_changed)
+                    tg.start_soon(self._send, key, entry, wanted, changes.list_changed)
 
-    async def _send(self, key: int, session: ServerSession, uris: list[str], list_changed: bool) -> None:
+    async def _tokens_hold(self, entry: _Subscriber) -> bool:
+        if self.still_valid is None or not entry.tokens or time.monotonic() - entry.checked < REVERIFY_SECONDS:
+            return True
+        for access in list(entry.tokens.values()):
+            if not await self.still_valid(access):
+                return False
+        entry.checked = time.monotonic()
+        return True
+
+    async def _send(self, key: int, entry: _Subscriber, uris: list[str], list_changed: bool) -> None:
         try:
+            if not await self._tokens_hold(entry):
+                names = ", ".join(sorted({a.client_id for a in entry.tokens.values()}))
+                log.info("dropping resource subscriptions of %s: token revoked or expired", names,
+                         extra={"event": "stream_revoked", "identity": names})  # fmt: skip
+                self._clients.pop(key, None)
+                return
             with anyio.fail_after(SEND_TIMEOUT_SECONDS):
                 for uri in uris:
-                    await session.send_resource_updated(uri)
+                    await entry.session.send_resource_updated(uri)
                 if list_changed:
-                    await session.send_resource_list_changed()
+                    await entry.session.send_resource_list_changed()
         except Exception as exc:  # a gone client: closed stream, broken pipe, timeout
             log.info("dropping resource subscriptions of a client that cannot be reached: %r", exc)
             self._clients.pop(key, None)

@@ -335,14 +335,22 @@ class TaskQueueClient:
         started = False
         target = self._resolved
         assert target is not None
+        refused: list[str] = []  # the server's 401/403 answers: the SDK reports them without the status
         try:
             async with AsyncExitStack() as stack:
-                if isinstance(target, str) and self.token:
-                    headers = {"Authorization": f"Bearer {self.token}"}
+                if isinstance(target, str):
+                    headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
                     import httpx2
 
+                    async def note_refusal(response: httpx2.Response) -> None:
+                        if response.status_code in (401, 403):
+                            challenge = response.headers.get("www-authenticate", "")
+                            refused.append(f"HTTP {response.status_code} {challenge}".strip())
+
                     timeout = httpx2.Timeout(30.0, read=300.0)  # the SDK's defaults for MCP over HTTP
-                    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
+                    http = await stack.enter_async_context(
+                        httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks={"response": [note_refusal]})
+                    )
                     connect: Any = streamable_http_client(target, http_client=http)
                 else:
                     connect = target
@@ -352,6 +360,14 @@ class TaskQueueClient:
                 await closed.wait()
         except Exception as exc:
             if not started:
+                if refused:
+                    if not self.token:
+                        hint = "send a token (TASKQUEUE_TOKEN)"
+                    elif refused[-1].startswith("HTTP 401"):
+                        hint = "the token is unknown, revoked or expired"
+                    else:
+                        hint = "the token lacks a scope this needs"
+                    raise Forbidden(f"the server at {target} refused the connection ({refused[-1]}): {hint}") from None
                 raise
             log.warning("connection to %s lost: %r", _describe(self._resolved), _flatten(exc)[0])
 

@@ -180,6 +180,53 @@ async def test_cli_url_carries_the_token_and_its_scopes(db_path: Path | str, tmp
 
 
 @pytest.mark.anyio
+async def test_cli_url_with_a_refused_token_says_why_in_one_line(db_path: Path | str, tmp_path: Path) -> None:
+    """A revoked, unknown or missing token gets a one-line `forbidden` naming the 401 and the cause
+    (not a traceback), and the token itself is not echoed."""
+    revoked = make_token(db_path, "gone", "read")
+    make_token(db_path, "kept", "read")  # an active token: the server requires auth
+    assert cli(db_path, "token", "revoke", "gone").returncode == 0
+    with serve(db_path) as server:
+        url = server.base + "/mcp"
+        for token, cause in (
+            (revoked, "revoked"),
+            ("tq_" + "x" * 40, "revoked"),
+            ("", "TASKQUEUE_TOKEN"),
+        ):
+            done = cli(tmp_path / "other.db", "--url", url, "task", "list", env={"TASKQUEUE_TOKEN": token})
+            assert done.returncode == 8, done.stderr
+            assert "Traceback" not in done.stderr, done.stderr[-500:]
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and "forbidden" in lines[0] and "401" in lines[0] and cause in lines[0], lines
+            assert not token or token[3:] not in done.stderr
+
+
+@pytest.mark.anyio
+async def test_a_refused_call_is_logged_with_who_was_refused(db_path: Path | str, tmp_path: Path) -> None:
+    """Scope, project and rate-limit refusals carry the caller's identity in the log (not only successes)."""
+    config = tmp_path / "limits.toml"
+    config.write_text("[rate_limits]\nwrite = { rate = 0.001, burst = 1 }\n", encoding="utf-8")
+    reader = make_token(db_path, "reader", "read")
+    limited = make_token(db_path, "web-agent", "read,write", "web")
+    with serve(db_path, "--config", str(config), "--log-format", "json") as server:
+        async with mcp_client(server.base, reader) as client:
+            assert "forbidden" in await call_error(client, "create_task", title="x")
+        async with mcp_client(server.base, limited) as client:
+            assert "forbidden" in await call_error(client, "list_tasks", project="payroll")
+            await call(client, "create_task", title="one", project="web")
+            assert "rate_limited" in await call_error(client, "create_task", title="two", project="web")
+        await anyio.sleep(0.5)  # the log lines are written after the replies
+        outcomes = {
+            (r.get("tool"), r.get("outcome"), r.get("identity"))
+            for r in server.log_records()
+            if r.get("event") == "tool_call"
+        }
+    assert ("create_task", "forbidden", "reader") in outcomes, outcomes
+    assert ("list_tasks", "forbidden", "web-agent") in outcomes, outcomes
+    assert ("create_task", "rate_limited", "web-agent") in outcomes, outcomes
+
+
+@pytest.mark.anyio
 async def test_revoked_token_is_refused_at_once_and_metrics_need_read(db_path: Path | str, tmp_path: Path) -> None:
     db = db_path
     worker = make_token(db, "worker", "claim")

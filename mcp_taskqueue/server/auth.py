@@ -346,6 +346,9 @@ class Guard:
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         identity = identity_of(ctx.request if isinstance(ctx.request, HTTPConnection) else None, self.auth_required)
         tool = str((ctx.params or {}).get("name", "")) if ctx.method == "tools/call" else ""
+        # Set before the checks, so a refused call's log line names who was refused. Not reset here:
+        # the Observer around this middleware reads it for the log, then resets it.
+        CURRENT_IDENTITY.set(identity)
         try:
             if identity is None:
                 raise Forbidden("authentication required: send Authorization: Bearer <token>")
@@ -363,8 +366,6 @@ class Guard:
             if tool:
                 return tool_error(tool, exc)
             raise MCPError(INVALID_REQUEST, f"{exc.code}: {exc}") from None
-        # Not reset here: the Observer around this middleware reads it for the log, then resets it.
-        CURRENT_IDENTITY.set(identity)
         user = ctx.request.scope.get("user") if isinstance(ctx.request, HTTPConnection) else None
         if ctx.method == "subscriptions/listen" and isinstance(user, AuthenticatedUser):
             return await self._listen_while_valid(user.access_token, ctx, call_next)

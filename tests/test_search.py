@@ -112,3 +112,19 @@ def test_short_terms_expand_through_a_range_of_the_vocabulary(queue: TaskQueue) 
     queue.create({"title": "部署"})
     plan = " | ".join(queue.store.explain(SHORT_TERM_SQL, ("ab", "ab\U0010ffff")))  # type: ignore[attr-defined]
     assert "VIRTUAL TABLE INDEX 6" in plan, plan  # 6: both bounds of the term range reach the vocabulary
+
+
+@pytest.mark.parametrize(("prefix", "query"), [("a", "a zzqq"), ("ab", "ab zzqq"), ("部", "部")])
+def test_a_short_term_starting_many_trigrams_loses_no_match(queue: TaskQueue, prefix: str, query: str) -> None:
+    """A one- or two-character term that starts more than 500 distinct trigrams (a common character
+    in a big queue) used to expand to only the first 500 of them: a task whose trigram sorted later
+    was silently not found."""
+    for start in (0, 260):  # two batches: a batch holds at most 500
+        queue.create_many([{"title": prefix + chr(0x4E00 + i) * 2} for i in range(start, start + 260)])
+    late = queue.create({"title": prefix + chr(0x4E00 + 599) * 2 + " zzqq"})
+    found = {t.id for page in _pages(queue, query) for t in page}
+    assert late.id in found
+    if "zzqq" in query:
+        assert found == {late.id}
+    else:
+        assert len(found) == 521

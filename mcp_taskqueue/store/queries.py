@@ -71,7 +71,10 @@ SEARCH_SQL = (
     "seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ? "
     "UNION SELECT rowid FROM tasks_fts_trigram WHERE tasks_fts_trigram MATCH ?)"
 )
-SHORT_TERM_SQL = "SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ? LIMIT 500"
+SHORT_TERM_LIMIT = 500  # trigrams a short term expands to; past it the term is common, see search_clause
+SHORT_TERM_SQL = f"SELECT term FROM tasks_fts_trigram_terms WHERE term >= ? AND term < ? LIMIT {SHORT_TERM_LIMIT + 1}"
+# A common short term is checked on the text itself (ASCII case folded, as SQLite's lower() does).
+SUBSTRING_SQL = "instr(lower(title || ' ' || description), ?) > 0"
 NO_MATCH = '"\uffff\uffff\uffff"'  # a trigram of noncharacters: what a short term with no expansion finds
 # Letters, digits and combining marks (so Thai vowel signs and Indic matras stay inside their word).
 WORD = re.compile(r"[\w\u0300-\u036f\u0e31-\u0e3a\u0e47-\u0e4e\u0900-\u0dff]+")
@@ -386,19 +389,32 @@ class Tx(WorkflowQueries, BoardQueries, OutboxQueries):
         """A WHERE term matching tasks whose title or description holds every term of `text`: as
         whole words in the word index (diacritics folded), or as substrings in the trigram index (any
         script, also text written without spaces). A term shorter than three characters stands for
-        the indexed trigrams that start with it (at most 500, a range lookup in the vocabulary). Each
-        term is quoted, so no input is an FTS5 syntax error."""
+        the indexed trigrams that start with it (a range lookup in the vocabulary). A short term that
+        starts more than SHORT_TERM_LIMIT trigrams is common: it is checked on the text of the tasks the
+        other terms select (or of the tasks in claim order, which soon yields a page of a common
+        term), so it is never cut to some of its trigrams and no match is lost. Each term is quoted,
+        so no input is an FTS5 syntax error."""
         terms = search_terms(text)
         words = " ".join(quote_term(term) for term in terms)
         groups: list[str] = []
+        common: list[str] = []
         for term in terms:
             if len(term) >= 3:
                 groups.append(quote_term(term))
                 continue
             folded = term.lower()
             found = self.conn.execute(SHORT_TERM_SQL, (folded, folded + "\U0010ffff")).fetchall()
+            if len(found) > SHORT_TERM_LIMIT:
+                common.append(folded)
+                continue
             groups.append("(" + " OR ".join(quote_term(row[0]) for row in found) + ")" if found else NO_MATCH)
-        return SEARCH_SQL, [words, " AND ".join(groups)]
+        if not common:
+            return SEARCH_SQL, [words, " AND ".join(groups)]
+        checks = [SUBSTRING_SQL] * len(common)
+        if groups:
+            checks.insert(0, "seq IN (SELECT rowid FROM tasks_fts_trigram WHERE tasks_fts_trigram MATCH ?)")
+        clause = f"(seq IN (SELECT rowid FROM tasks_fts WHERE tasks_fts MATCH ?) OR ({' AND '.join(checks)}))"
+        return clause, [words, *([" AND ".join(groups)] if groups else []), *common]
 
     def latest_events(self, task_seq: int, limit: int) -> list[sqlite3.Row]:
         """The newest `limit` events of a task, newest first."""

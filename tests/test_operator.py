@@ -258,6 +258,18 @@ def test_sessions_per_peer_and_idle_sessions_are_reaped(tmp_path: Path) -> None:
         assert call_tool(base, fresh[0], "queue_stats", {})["structuredContent"]["total"] == 0
 
 
+def test_refused_requests_without_a_session_do_not_use_up_the_peers_sessions(tmp_path: Path) -> None:
+    """The SDK names a session in some 400s (a request other than initialize without a session, a body
+    that is not JSON-RPC) but keeps none: those must not count against --sessions-per-peer."""
+    with http_server_process(tmp_path / "refused.db", "http", "--sessions-per-peer", "3") as (base, _proc):
+        for body in (b'{"jsonrpc":"2.0","id":1,"method":"ping"}', b'{"not": "json-rpc"}') * 4:
+            reply = post(base, body)
+            assert reply.status == 400, (reply.status, reply.body[:200])
+        sessions = [open_session(base) for _ in range(3)]  # the whole allowance is still there
+        assert call_tool(base, sessions[0], "queue_stats", {})["structuredContent"]["total"] == 0
+        assert initialize(base).status == 503  # and the cap still holds
+
+
 def test_max_sessions_is_a_whole_server_bound_and_frees_up(tmp_path: Path) -> None:
     extra = ("--max-sessions", "8", "--session-idle-timeout", "1.5")
     with http_server_process(tmp_path / "max.db", "http", *extra) as (base, proc):

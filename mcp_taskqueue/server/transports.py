@@ -319,7 +319,9 @@ class PeerSessionLimit:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 new_sid = Headers(raw=message.get("headers", [])).get("mcp-session-id")
-                if sid is None and new_sid and new_sid not in self.sessions:
+                # Only a session the SDK kept: it names one in its 400s too (e.g. a non-initialize
+                # request without a session), then forgets it; counting those would lock the peer out.
+                if sid is None and new_sid and new_sid not in self.sessions and 200 <= status < 300:
                     opened = self.sessions[new_sid] = _Session(peer, in_flight=1)
             await send(message)
 

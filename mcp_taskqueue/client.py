@@ -26,6 +26,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import anyio.abc
@@ -220,12 +221,19 @@ def is_transient(exc: BaseException) -> bool:
 Target = MCPServer | StdioServerParameters | str | os.PathLike[str] | Sequence[str] | None
 
 
+def endpoint(url: str) -> str:
+    """The MCP endpoint of a server URL: a bare `http(s)://host:port[/]` means its `/mcp` (where
+    `serve --transport http` answers); any other path is used as given."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/mcp")) if parts.path in ("", "/") else url
+
+
 def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerParameters | str:
     """What `mcp.Client` connects to: URL as is, a command as stdio, a db path as an in-memory server."""
     if isinstance(target, (MCPServer, StdioServerParameters)):
         return target
     if isinstance(target, str) and target.startswith(("http://", "https://")):
-        return target
+        return endpoint(target)
     if isinstance(target, (list, tuple)):
         command = [str(part) for part in target]
         return StdioServerParameters(command=command[0], args=command[1:], env=dict(os.environ))

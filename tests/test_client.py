@@ -146,6 +146,16 @@ async def test_http_server(db_path: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_bare_server_url_means_its_mcp_endpoint(db_path: Path) -> None:
+    """`http://host:port` (no path, or `/`) reaches `/mcp`, as the TypeScript client does."""
+    with http_server(db_path) as base:
+        for url in (base, base + "/"):
+            async with TaskQueueClient(url) as tq:
+                task = await tq.create_task(title=f"via {url}")
+                assert (await tq.get_task(task.id)).title == f"via {url}"
+
+
+@pytest.mark.anyio
 async def test_connect_retries_until_the_server_is_up(db_path: Path) -> None:
     """A client started before its server connects once the server listens (transient errors retried)."""
     port = free_port()

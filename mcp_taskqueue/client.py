@@ -225,7 +225,9 @@ def endpoint(url: str) -> str:
     """The MCP endpoint of a server URL: a bare `http(s)://host:port[/]` means its `/mcp` (where
     `serve --transport http` answers); any other path is used as given."""
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/mcp")) if parts.path in ("", "/") else url
+    if parts.path not in ("", "/"):
+        return url
+    return urlunsplit((parts.scheme, parts.netloc, "/mcp", parts.query, parts.fragment))
 
 
 def _resolve(target: Target, toolsets: str | None) -> MCPServer | StdioServerParameters | str:
